@@ -196,7 +196,7 @@ def held_seconds(metrics_file: Path) -> float:
         return 0.0
 
 
-@flow(name=CAMPAIGN_FLOW, persist_result=False, log_prints=True)
+@flow(name=CAMPAIGN_FLOW, persist_result=False)
 async def campaign(
     jobs_file: str,
     resources_file: str,

@@ -28,9 +28,10 @@ def load_specs(path: Path = PREFECT_YAML) -> list[dict]:
 
 
 async def apply_deployments(
-    client: PrefectClient, name: str = "local", path: Path = PREFECT_YAML, work_pool: str | None = None
+    client: PrefectClient, name: str = "local", path: Path = PREFECT_YAML, work_pool: str | None = None,
+    as_name: str | None = None,
 ) -> dict[str, str]:
-    """Create or update every deployment called `name`; returns `flow/deployment` -> id."""
+    """Create or update every deployment called `name` (renamed `as_name`); returns `flow/deployment` -> id."""
     applied: dict[str, str] = {}
     for spec in load_specs(path):
         if spec.get("name") != name:
@@ -40,7 +41,7 @@ async def apply_deployments(
         pool = spec.get("work_pool") or {}
         deployment_id = await client.create_deployment(
             flow_id=flow_id,
-            name=name,
+            name=as_name or name,
             entrypoint=spec["entrypoint"],
             description=spec.get("description"),
             tags=spec.get("tags") or [],
@@ -51,5 +52,5 @@ async def apply_deployments(
             parameter_openapi_schema=parameter_schema(flow.fn).model_dump_for_openapi(),
             enforce_parameter_schema=False,
         )
-        applied[f"{flow.name}/{name}"] = str(deployment_id)
+        applied[f"{flow.name}/{as_name or name}"] = str(deployment_id)
     return applied

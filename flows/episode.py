@@ -59,9 +59,12 @@ def slot_event(name: str, slot: Slot, job: Job, campaign: str, run_id: UUID | No
 
 
 async def set_phase(client, run_id: UUID | None, name: str, message: str | None = None) -> None:
-    """Show the episode's phase as a named Running state (countable, visible in the UI)."""
+    """Show the episode's phase as a named Running state (countable, visible in the UI).
+
+    Proposed, not forced: a run being cancelled stays Cancelling (its runner stops it).
+    """
     if run_id is not None:
-        await client.set_flow_run_state(run_id, Running(name=name, message=message), force=True)
+        await client.set_flow_run_state(run_id, Running(name=name, message=message))
 
 
 def episode_document(metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str) -> dict:
@@ -87,7 +90,7 @@ def episode_document(metrics: dict, job: Job, slot: Slot, campaign: str, run_id:
     }
 
 
-@flow(name=EPISODE_FLOW, persist_result=False, log_prints=True)
+@flow(name=EPISODE_FLOW, persist_result=False)
 async def evaluate_episode(
     job: dict,
     resources: dict,

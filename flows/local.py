@@ -32,9 +32,9 @@ def port_is_free(port: int) -> bool:
 
 
 async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL) -> None:
-    """The prefork work pool (recreated if an older run left a pool of another type)."""
+    """The warm-runner work pool (recreated if an older run left a pool of another type)."""
     from workpools.apply import apply_work_pool
-    from workpools.prefork import WORK_POOL_TYPE, base_job_template
+    from workpools.runner import WORK_POOL_TYPE, base_job_template
 
     await apply_work_pool(client, work_pool, WORK_POOL_TYPE, base_job_template(), replace_other_type=True)
 
@@ -65,12 +65,10 @@ def worker_environment(api_url: str) -> dict[str, str]:
 
 
 def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCAL_WORK_POOL):
-    """`prefect worker start` for the local prefork pool, running up to `limit` flow runs at once."""
-    from workpools.prefork import WORK_POOL_TYPE
-
+    """`evalq runner` for the local pool: a warm runner running up to `limit` flow runs at once."""
     argv = [
-        sys.executable, "-m", "prefect", "worker", "start",
-        "--pool", work_pool, "--type", WORK_POOL_TYPE, "--limit", str(limit), "--name", f"evalq-local-{os.getpid()}",
+        sys.executable, "-m", "flows.cli", "runner",
+        "--pool", work_pool, "--slots", str(limit), "--name", f"evalq-local-{os.getpid()}",
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -78,6 +76,15 @@ def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCA
             argv, env=worker_environment(api_url), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
         )
+
+
+def flush_prefect_clients(timeout: float = 5.0) -> None:
+    """Send this process's buffered logs and events, then close their connections."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
 
 
 class LocalStack:
@@ -109,11 +116,13 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
+        if self.server is not None:
+            flush_prefect_clients()  # while the server still listens: nothing is lost, nothing complains
         if self.worker is not None:
-            terminate_group(self.worker)
+            terminate_group(self.worker, timeout=10)
             self.worker = None
         if self.server is not None:
-            self.server.stop()
+            self.server.stop(timeout=5)
             self.server = None
             os.environ.pop("PREFECT_API_URL", None)
         self._settings.close()

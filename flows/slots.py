@@ -28,6 +28,7 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectNotFound
 
 from flows.naming import pool_limit, server_limit
+from flows.retry import retrying
 from generate.models import Job, Resources, Server
 
 MIN_LEASE_SECONDS = 60.0
@@ -91,7 +92,7 @@ class SlotLeaser:
     async def _occupancy(self, candidate: Candidate) -> tuple[Candidate, int, int]:
         name = server_limit(candidate.server)
         try:
-            limit = await self.client.read_global_concurrency_limit_by_name(name)
+            limit = await retrying(lambda: self.client.read_global_concurrency_limit_by_name(name))
         except ObjectNotFound:
             raise PoolNotApplied(f"no concurrency limit {name!r}: run `evalq pools apply`") from None
         return candidate, limit.active_slots, limit.limit
@@ -101,9 +102,9 @@ class SlotLeaser:
         names = [pool_limit(candidate.pool), server_limit(candidate.server)]
         holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_id) if holder_id else None
         try:
-            response = await self.client.increment_concurrency_slots_with_lease(
+            response = await retrying(lambda: self.client.increment_concurrency_slots_with_lease(
                 names=names, slots=1, mode="concurrency", lease_duration=self.lease_seconds, holder=holder
-            )
+            ))
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 423:
                 return None

@@ -21,13 +21,13 @@ def make_job(tmp: Path, team: str, task: str, instance_id: int, pools: list[str]
     return Job(id=Job.make_id(team, task, instance_id), payload=payload, resource_type=pools[0], resource_types=pools)
 
 
-def make_fleet(capacities: dict[str, list[int]]) -> tuple[PolicyServerFleet, Resources]:
-    """Demo servers on free loopback ports: pool -> capacities of its servers."""
+def make_fleet(capacities: dict[str, list[int]], log_path: Path | None = None) -> tuple[PolicyServerFleet, Resources]:
+    """Demo servers on free loopback ports: pool -> capacities of its servers (busy intervals to `log_path`)."""
     servers, pools = [], {}
     for pool, caps in capacities.items():
         pools[pool] = []
         for capacity in caps:
-            server = PolicyServer("127.0.0.1", free_port(), capacity)
+            server = PolicyServer("127.0.0.1", free_port(), capacity, log_path)
             servers.append(server)
             pools[pool].append({"host": server.host, "port": server.port, "capacity": capacity})
     return PolicyServerFleet(servers), Resources.model_validate(pools)

@@ -1,0 +1,24 @@
+"""The `evalq-runner` work pool: a warm runner executes flow runs inside one long-lived process.
+
+A process worker pays a process start, `import prefect` and an engine start for every flow
+run, and the worker's submission path (deployment read, job configuration, Submitting,
+labels) before it: seconds per episode on a 2-core machine. A runner claims a scheduled
+run with one Pending proposal and runs it as an asyncio task next to the others, in a
+process that already imported Prefect and the flows. Each run is still its own flow run
+with its states, logs, heartbeats and cancellation; a killed runner's runs stop
+heartbeating and are marked Crashed, and the campaign requeues them.
+
+Start one per node: `evalq runner --pool P --slots N [--idle-timeout S]`, or the Prefect
+way, `prefect worker start --pool P --type evalq-runner --limit N`.
+"""
+
+from workpools.runner.worker import RunnerWorker
+
+WORK_POOL_TYPE = RunnerWorker.type
+
+
+def base_job_template() -> dict:
+    return RunnerWorker.get_default_base_job_template()
+
+
+__all__ = ["RunnerWorker", "WORK_POOL_TYPE", "base_job_template"]

@@ -1,0 +1,59 @@
+"""`evalq runner`: a warm runner for one node, until Ctrl-C, SIGTERM or idle."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import List, Optional
+
+import typer
+
+from flows.naming import LOCAL_WORK_POOL
+from generate.errors import InputError, exit_on_input_error
+
+
+@exit_on_input_error
+def runner(
+    pool: str = typer.Option(LOCAL_WORK_POOL, "--pool", help="Work pool whose flow runs to run (type evalq-runner)"),
+    work_queue: List[str] = typer.Option([], "--work-queue", help="Only these queues of the pool (repeatable)"),
+    slots: int = typer.Option(8, "--slots", min=1, help="Flow runs at once"),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", min=0, help="Exit after this many seconds without work"),
+    name: Optional[str] = typer.Option(None, "--name", help="Runner name shown in Prefect (default: host and pid)"),
+    poll_seconds: float = typer.Option(5.0, "--poll-seconds", min=0.1, help="Safety poll; scheduled runs wake the runner at once"),
+) -> None:
+    """Run the flow runs of a work pool inside this process, several at once (a warm runner)."""
+    import os
+
+    from flows.cli import check_api
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server should the runner take work from?")
+    check_api(os.environ["PREFECT_API_URL"])
+    raise typer.Exit(serve(pool, work_queue, slots, idle_timeout, name, poll_seconds))
+
+
+def serve(pool: str, work_queues: list[str], slots: int, idle_timeout: float | None, name: str | None,
+          poll_seconds: float = 5.0) -> int:
+    """Run a `RunnerWorker` in this thread's event loop; the first SIGINT/SIGTERM stops it.
+
+    Runs still going at that moment are crashed (their slots released) and the campaign
+    requeues them, so a stop takes seconds, not an episode's length.
+    """
+    from workpools.runner.worker import RunnerWorker
+
+    async def main() -> None:
+        worker = RunnerWorker(
+            work_pool_name=pool, work_queues=work_queues or None, limit=slots, name=name,
+            idle_timeout=idle_timeout, poll_seconds=poll_seconds,
+        )
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await worker.start(printer=lambda line: typer.echo(line, err=True))
+        except asyncio.CancelledError:
+            typer.echo(f"Runner {worker.name!r} stopped by signal", err=True)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,54 @@
+"""Running one flow run in this process with Prefect's own async flow engine.
+
+The engine is Prefect's (`AsyncFlowRunEngine`: Running, context, logs, heartbeats, final
+state); this module adds what a shared process needs: a cancellation that the runner asked
+for ends the run Cancelled (a bare task cancellation would read as a crash), and flows are
+loaded once per entrypoint, not imported per run.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import CancelScope
+from prefect.client.schemas.objects import FlowRun
+from prefect.flow_engine import AsyncFlowRunEngine, _flow_parameters
+from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.states import Cancelled, State
+
+
+@dataclass
+class InProcessEngine(AsyncFlowRunEngine):
+    cancel_requested: bool = False
+    """Set by the runner before it cancels the run's task: the user cancelled it."""
+
+    async def handle_crash(self, exc: BaseException) -> None:
+        if not self.cancel_requested:
+            return await super().handle_crash(exc)
+        with CancelScope(shield=True):
+            self.logger.info("Flow run was cancelled.")
+            await self.set_state(Cancelled(message="Cancelled while running on an evalq runner."), force=True)
+            self._raised = exc
+
+
+@functools.lru_cache(maxsize=64)
+def load_flow(entrypoint: str) -> Flow:
+    """The flow object behind a deployment's entrypoint (`module:flow` or `path.py:flow`), cached."""
+    return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+
+
+def new_engine(flow: Flow, flow_run: FlowRun) -> InProcessEngine:
+    if flow.isasync is False:
+        raise TypeError(f"flow {flow.name!r} is not async: the runner executes async flows only")
+    return InProcessEngine(flow=flow, flow_run=flow_run, parameters=_flow_parameters(flow, flow_run, None))
+
+
+async def execute(engine: InProcessEngine) -> State:
+    """Drive `engine` to a final state, as Prefect's `run_flow_async` does."""
+    async with engine.start():
+        while engine.is_running():
+            async with engine.run_context():
+                await engine.call_flow_fn()
+    return engine.state

@@ -1,0 +1,291 @@
+"""`RunnerWorker`: claims scheduled flow runs of its work pool and runs them in this process.
+
+Per run it makes one API call of its own (the Pending proposal that claims the run); the
+rest is Prefect's engine. It wakes when a run is scheduled in its pool (Prefect's
+`prefect.flow-run.Scheduled` events over the events websocket) and polls slowly as a safety
+net, so pick-up takes well under a second without hammering the API. A cancel from the
+Prefect UI or evaltui cancels that run's task only, and the run ends Cancelled; stopping the
+runner crashes the runs it still holds (their slots are released on the way out) so the
+campaign requeues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect._internal.observers import FlowRunCancellingObserver
+from prefect.client.schemas.objects import FlowRun
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+from prefect.exceptions import Abort, ObjectNotFound
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+from prefect.states import Failed, Pending
+from prefect.utilities.engine import propose_state
+from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+
+from flows.retry import is_transient
+from workpools.runner.engine import execute, load_flow, new_engine
+from workpools.runner.loop import RunLoop
+
+CANCEL_POLL_SECONDS = 10
+"""How often cancels are polled for when the events websocket is down."""
+HEARTBEAT_SECONDS = 30
+"""Prefect's lowest heartbeat frequency: silent runs are found within a minute and a half."""
+
+
+class RunnerJobConfiguration(BaseJobConfiguration):
+    """Runs execute inside the runner: its environment and settings are theirs.
+
+    The base fields (`env`, `command`, `labels`, `name`) are accepted for compatibility
+    with Prefect's job templates and not applied per run.
+    """
+
+
+class RunnerVariables(BaseVariables):
+    pass
+
+
+class RunnerResult(BaseWorkerResult):
+    """The final state of a run executed in-process (status 0 unless it crashed)."""
+
+
+class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerResult]):
+    type = "evalq-runner"
+    job_configuration = RunnerJobConfiguration
+    job_configuration_variables = RunnerVariables
+    _description = "Flow runs executed inside one long-lived process per node, several at once."
+    _display_name = "evalq runner"
+
+    def __init__(self, *args: Any, idle_timeout: float | None = None, poll_seconds: float = 5.0, **kwargs: Any):
+        kwargs.setdefault("name", f"evalq-runner-{socket.gethostname()}-{os.getpid()}")
+        super().__init__(*args, **kwargs)
+        self.idle_timeout = idle_timeout
+        self.poll_seconds = poll_seconds
+        self.log = logging.getLogger("evalq.runner")
+        self._runs: RunLoop | None = None
+        self._engines: dict[UUID, Any] = {}
+        self._claiming: set[UUID] = set()
+        self._entrypoints: dict[UUID, str] = {}
+        self._wake: asyncio.Event | None = None
+        self._last_busy = time.monotonic()
+        self.completed = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._claiming)
+
+    async def start(self, run_once: bool = False, with_healthcheck: bool = False, printer=print) -> None:
+        """Claim and run flow runs until stopped (or idle for `idle_timeout` seconds)."""
+        heartbeat = int(os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or HEARTBEAT_SECONDS)
+        self._runs = RunLoop({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}).start()
+        self._wake = asyncio.Event()
+        try:
+            async with self:
+                async with anyio.create_task_group() as loops:
+                    loops.start_soon(self._pick_up)
+                    loops.start_soon(self._listen_for_scheduled_runs)
+                    loops.start_soon(self._keep_synced)
+                    if self.idle_timeout:
+                        loops.start_soon(self._stop_when_idle, loops.cancel_scope)
+                    if run_once:
+                        loops.start_soon(self._stop_when_idle, loops.cancel_scope, 0.0)
+                    printer(f"Runner {self.name!r} started: pool {self._work_pool_name!r}, {self._limit or 'unlimited'} slots")
+        finally:
+            self._runs.stop()
+        printer(f"Runner {self.name!r} stopped after {self.completed} flow runs")
+
+    async def run(self, flow_run: FlowRun, configuration: RunnerJobConfiguration, task_status=None) -> RunnerResult:
+        """Prefect's entry point for one run: execute it here and wait for its final state."""
+        flow = await self._flow_for(flow_run)
+        if task_status is not None:
+            task_status.started(os.getpid())
+        state = await self._execute(flow, flow_run)
+        return RunnerResult(identifier=str(flow_run.id), status_code=0 if state and not state.is_crashed() else 1)
+
+    # -- pick-up ---------------------------------------------------------------------------
+
+    async def _pick_up(self) -> None:
+        """Claim scheduled runs while slots are free; sleep until woken or the safety poll."""
+        while True:
+            self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
+            if self.limiter.available_tokens >= 1:
+                try:
+                    for flow_run in await self._scheduled_runs():
+                        if flow_run.id in self._claiming:
+                            continue
+                        try:
+                            self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
+                        except anyio.WouldBlock:
+                            break
+                        self._claiming.add(flow_run.id)
+                        self._runs_task_group.start_soon(self._claim_and_run, flow_run)
+                except Exception as exc:  # the API is away: try again at the next round
+                    if not is_transient(exc):
+                        raise
+                    self.log.warning("Prefect API unavailable while picking up runs (%s); retrying", exc)
+                    await anyio.sleep(1.0)
+            self._last_polled_time = _now()
+            with anyio.move_on_after(self.poll_seconds):
+                await self._wake.wait()
+
+    async def _scheduled_runs(self) -> list[FlowRun]:
+        try:
+            responses = await self.client.get_scheduled_flow_runs_for_work_pool(
+                work_pool_name=self._work_pool_name,
+                work_queue_names=list(self._work_queues) or None,
+                scheduled_before=_now(),
+            )
+        except ObjectNotFound:
+            return []
+        return [response.flow_run for response in responses]
+
+    async def _listen_for_scheduled_runs(self) -> None:
+        """Wake the pick-up loop when a run is scheduled in this pool (or a slot frees up)."""
+        while self._work_pool is None:
+            await anyio.sleep(0.2)
+        event_filter = EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+            any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]),
+        )
+        while True:
+            try:
+                async with get_events_subscriber(filter=event_filter) as subscriber:
+                    async for _ in subscriber:
+                        self._wake.set()
+            except Exception as exc:  # the stream is down: the safety poll still finds runs
+                self.log.debug("Scheduled-run events unavailable (%s); polling every %.0f s", exc, self.poll_seconds)
+                await anyio.sleep(self.poll_seconds)
+
+    async def _keep_synced(self) -> None:
+        """The worker heartbeat that keeps the pool Ready in Prefect's UI."""
+        while True:
+            await anyio.sleep(self.heartbeat_interval_seconds)
+            try:
+                await self._sync_and_initialize()
+            except Exception as exc:
+                self.log.debug("Worker heartbeat failed: %s", exc)
+
+    async def _stop_when_idle(self, scope: anyio.CancelScope, idle_timeout: float | None = None) -> None:
+        idle_timeout = self.idle_timeout if idle_timeout is None else idle_timeout
+        while True:
+            await anyio.sleep(min(1.0, max(idle_timeout, 0.1)))
+            if self.in_flight:
+                self._last_busy = time.monotonic()
+            elif time.monotonic() - self._last_busy >= idle_timeout:
+                self.log.info("No work for %.0f s: stopping", idle_timeout)
+                scope.cancel()
+                return
+
+    # -- one run ---------------------------------------------------------------------------
+
+    async def _claim_and_run(self, flow_run: FlowRun) -> None:
+        self._last_busy = time.monotonic()
+        if self._cancelling_observer is not None:
+            self._cancelling_observer.add_in_flight_flow_run_id(flow_run.id)
+        try:
+            if await self._claim(flow_run):
+                try:
+                    flow = await self._flow_for(flow_run)
+                except Exception as exc:
+                    await self._fail(flow_run, f"cannot load the flow: {type(exc).__name__}: {exc}")
+                    return
+                await self._execute(flow, flow_run)
+                self.completed += 1
+        finally:
+            self._claiming.discard(flow_run.id)
+            self._release_limit_slot(flow_run.id)
+            if self._cancelling_observer is not None:
+                self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
+            self._last_busy = time.monotonic()
+            self._wake.set()  # a slot is free: look for more work
+
+    async def _claim(self, flow_run: FlowRun, attempts: int = 5) -> bool:
+        """Propose Pending: the server lets exactly one runner (or worker) have the run."""
+        for attempt in range(attempts):
+            try:
+                state = await propose_state(
+                    self.client, Pending(message=f"claimed by runner {self.name}"), flow_run_id=flow_run.id
+                )
+                return state.is_pending()
+            except Abort:
+                return False
+            except ObjectNotFound:
+                return False
+            except Exception as exc:
+                if not is_transient(exc) or attempt == attempts - 1:
+                    self.log.warning("Could not claim flow run %s: %s", flow_run.id, exc)
+                    return False
+                await anyio.sleep(0.25 * 2**attempt)
+        return False
+
+    async def _flow_for(self, flow_run: FlowRun):
+        if flow_run.deployment_id is None:
+            raise ValueError("the run has no deployment: nothing tells which flow it runs")
+        entrypoint = self._entrypoints.get(flow_run.deployment_id)
+        if entrypoint is None:
+            deployment = await self.client.read_deployment(flow_run.deployment_id)
+            entrypoint = self._entrypoints[flow_run.deployment_id] = deployment.entrypoint
+        return await anyio.to_thread.run_sync(load_flow, entrypoint)
+
+    async def _execute(self, flow, flow_run: FlowRun):
+        """Run it on the run loop; if this runner is stopped meanwhile, crash it there and wait."""
+        engine = new_engine(flow, flow_run)
+        self._engines[flow_run.id] = engine
+        outcome = self._runs.submit(flow_run.id, lambda: execute(engine))
+        try:
+            return await asyncio.wrap_future(outcome)
+        except asyncio.CancelledError:
+            self._runs.cancel(flow_run.id)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                await asyncio.wait([asyncio.wrap_future(outcome)])
+            raise
+        except Exception as exc:  # the engine has already recorded the run's final state
+            self.log.debug("Flow run %s ended with %r", flow_run.id, exc)
+            return engine.state
+        finally:
+            self._engines.pop(flow_run.id, None)
+
+    async def _fail(self, flow_run: FlowRun, message: str) -> None:
+        self.log.error("Flow run %s: %s", flow_run.id, message)
+        try:
+            await propose_state(self.client, Failed(message=message), flow_run_id=flow_run.id)
+        except Exception as exc:
+            self.log.warning("Could not mark flow run %s Failed: %s", flow_run.id, exc)
+
+    async def _setup_cancellation_observer(self) -> None:
+        """Always watch for cancels of this pool's runs: Prefect's own switch
+        (`PREFECT_WORKER_ENABLE_CANCELLATION`, off by default) covers pending runs only."""
+        if self._cancelling_observer is not None or self._work_pool is None:
+            return
+        self._cancelling_observer = await self._exit_stack.enter_async_context(
+            FlowRunCancellingObserver(
+                on_cancelling=lambda flow_run_id: self._runs_task_group.start_soon(self._cancel_run, flow_run_id),
+                polling_interval=CANCEL_POLL_SECONDS,
+                event_filter=EventFilter(
+                    event=EventNameFilter(name=["prefect.flow-run.Cancelling"]),
+                    any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]),
+                ),
+            )
+        )
+
+    async def _cancel_run(self, flow_run_id: UUID) -> None:
+        """A cancel from the UI, evaltui or the CLI: stop that run only; it ends Cancelled."""
+        engine = self._engines.get(flow_run_id)
+        if engine is None:
+            return await super()._cancel_run(flow_run_id)
+        engine.cancel_requested = True
+        self._runs.cancel(flow_run_id)
+
+
+def _now():
+    from prefect.types._datetime import now
+
+    return now("UTC")
