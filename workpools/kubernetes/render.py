@@ -65,13 +65,16 @@ def validate_manifests(manifests: list[dict], versions: tuple[str, ...] | list[s
     """None when every manifest is strictly valid for every version, else the first problem."""
     import kubernetes_validate
 
+    known = {".".join(v.split(".")[:2]) for v in kubernetes_validate.utils.all_versions()}
     for version in versions:
+        if ".".join(version.split(".")[:2]) not in known:
+            return f"Kubernetes {version}: kubernetes-validate {kubernetes_validate.__version__} knows {min(known)} to {max(known)} only"
         for manifest in manifests:
             try:
                 kubernetes_validate.validate(manifest, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 where = ".".join(str(part) for part in exc.path) or "(top)"
                 return f"{manifest.get('kind')} is not valid for Kubernetes {version}: {where}: {exc.message}"
-            except (kubernetes_validate.utils.VersionNotSupportedError, kubernetes_validate.SchemaNotFoundError):
+            except kubernetes_validate.SchemaNotFoundError:
                 return f"Kubernetes {version}: kubernetes-validate {kubernetes_validate.__version__} has no schema for {manifest.get('kind')}"
     return None
