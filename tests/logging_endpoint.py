@@ -19,6 +19,13 @@ SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICA
 COMPARISON = re.compile(r'^\s*([\w.]+)\s*(>=|<=|!=|=|>|<)\s*"([^"]*)"\s*$')
 
 
+def normalized(entry: dict) -> dict:
+    """As the API stores it: a numeric severity (the handler sends 400 for WARNING) by name."""
+    if isinstance(entry.get("severity"), int):
+        entry["severity"] = SEVERITIES[entry["severity"] // 100]
+    return entry
+
+
 def field_value(entry: dict, field: str):
     if field.startswith("labels."):
         return (entry.get("labels") or {}).get(field.removeprefix("labels."))
@@ -91,7 +98,7 @@ class LoggingEndpoint:
     def write(self, body: dict) -> dict:
         now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
         defaults = {key: body[key] for key in ("logName", "resource", "labels") if key in body}
-        entries = [{**defaults, "timestamp": now, **entry} for entry in body.get("entries", [])]
+        entries = [normalized({**defaults, "timestamp": now, **entry}) for entry in body.get("entries", [])]
         with self.lock:
             self.entries.extend(entries)
             self.writes.append(len(entries))

@@ -103,6 +103,28 @@ class TestStreamLogs:
         assert process.returncode == 130
         assert endpoint.texts() == lines
 
+    def test_a_closed_output_pipe_stops_the_echo_not_the_logging(self, endpoint):
+        process = stream_logs("jobqueue", "--interval", "3600")
+        process.stdin.write("INFO:root:first\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "INFO:root:first\n"
+        process.stdout.close()  # like `| head -1`
+        out, err = process.communicate("INFO:root:second\nINFO:root:third\n", timeout=60)
+        assert process.returncode == 0, err
+        assert err == ""
+        assert endpoint.texts() == ["INFO:root:first", "INFO:root:second", "INFO:root:third"]
+
+    def test_unwritable_entries_are_reported_with_exit_1(self, endpoint, monkeypatch):
+        from flows.server import free_port
+
+        monkeypatch.setenv("EVALQ_LOGGING_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nobody listens
+        process = stream_logs("jobqueue", "--interval", "3600")
+        out, err = process.communicate("ERROR:x:one\nERROR:x:two\n", timeout=120)
+        assert process.returncode == 1
+        assert out == "ERROR:x:one\nERROR:x:two\n"
+        assert err.startswith("error: 2 log entries not written to jobqueue: ")
+        assert len(err.strip().splitlines()) == 1
+
     def test_missing_project_is_one_line_and_exit_2(self, endpoint, monkeypatch):
         monkeypatch.delenv("GOOGLE_CLOUD_PROJECT")
         monkeypatch.delenv("GCLOUD_PROJECT", raising=False)
@@ -198,6 +220,7 @@ def test_episode_entries_carry_the_episode_labels(prefect_server, endpoint, monk
     entries = [entry for entry in endpoint.entries if entry["logName"] == f"projects/{PROJECT}/logs/episodes"]
     assert entries, "no episode entries reached Cloud Logging"
     assert any("Leased" in (entry.get("textPayload") or "") for entry in entries)
+    assert "INFO" in {entry["severity"] for entry in entries}
     for entry in entries:
         assert entry["labels"]["campaign"] == "finals"
         assert entry["labels"]["team"] == "alpha"
@@ -220,3 +243,31 @@ def prefect_log_lines(flow_run_id) -> list[str]:
             return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
 
     return [log.message for log in asyncio.run(read())]
+
+
+def test_runs_sharing_a_process_keep_their_own_labels(endpoint):
+    """One handler, several flow runs (a warm runner): each record labelled by its own run; others dropped."""
+    import logging
+
+    from flows.cloudlogging.client import make_client
+    from flows.cloudlogging.handler import RunLabelsHandler
+
+    handler = RunLabelsHandler(make_client(), "shared")
+    handler.register("run-a", {"team": "alpha", "flow_run_id": "run-a"})
+    handler.register("run-b", {"team": "beta", "flow_run_id": "run-b"})
+    logger = logging.getLogger("test.cloudlogging.shared")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.warning("from a", extra={"flow_run_id": "run-a"})
+        logger.info("from b", extra={"flow_run_id": "run-b"})
+        logger.info("from nobody", extra={"flow_run_id": "run-c"})
+        logger.info("not a run at all")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    sent = {entry["textPayload"]: entry for entry in endpoint.entries}
+    assert set(sent) == {"from a", "from b"}
+    assert (sent["from a"]["labels"]["team"], sent["from a"]["severity"]) == ("alpha", "WARNING")
+    assert (sent["from b"]["labels"]["team"], sent["from b"]["labels"]["flow_run_id"]) == ("beta", "run-b")

@@ -8,10 +8,15 @@ keep their own labels and records of runs nobody registered are not sent.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 from google.cloud.logging.handlers import CloudLoggingHandler
 
 from flows.cloudlogging.client import global_resource
+
+
+MAX_RUNS = 10_000
+"""Runs remembered at once: a long-lived process forgets the oldest (they have long finished)."""
 
 
 class RunLabelsHandler(CloudLoggingHandler):
@@ -19,10 +24,13 @@ class RunLabelsHandler(CloudLoggingHandler):
 
     def __init__(self, client, name: str):
         super().__init__(client, name=name, resource=global_resource(client.project))
-        self.runs: dict[str, dict[str, str]] = {}
+        self.runs: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def register(self, flow_run_id: str, labels: dict[str, str]) -> None:
         self.runs[flow_run_id] = labels
+        self.runs.move_to_end(flow_run_id)
+        while len(self.runs) > MAX_RUNS:
+            self.runs.popitem(last=False)
 
     def filter(self, record: logging.LogRecord) -> bool:
         labels = self.runs.get(str(getattr(record, "flow_run_id", "")))

@@ -68,7 +68,17 @@ class Ticker(threading.Thread):
             self.action()
 
 
-def stream_lines(source: TextIO, echo: TextIO, batcher: LineBatcher, interval: float) -> bool:
+def echoed(echo: TextIO, line: str) -> TextIO | None:
+    """Write `line` to `echo`; None once the reader went away (`| head`): logging goes on."""
+    try:
+        echo.write(line)
+        echo.flush()
+        return echo
+    except BrokenPipeError:
+        return None
+
+
+def stream_lines(source: TextIO, echo: TextIO | None, batcher: LineBatcher, interval: float) -> bool:
     """Copy `source` to `echo` and the log until EOF or interrupt; True when interrupted."""
     ticker = Ticker(interval, batcher.flush)
     ticker.start()
@@ -76,10 +86,9 @@ def stream_lines(source: TextIO, echo: TextIO, batcher: LineBatcher, interval: f
     interrupted = False
     try:
         for line in iter(source.readline, ""):
-            text = line.rstrip("\r\n")
-            batcher.add(text)
-            echo.write(line)
-            echo.flush()
+            batcher.add(line.rstrip("\r\n"))
+            if echo is not None:
+                echo = echoed(echo, line)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -92,8 +101,14 @@ def stream_lines(source: TextIO, echo: TextIO, batcher: LineBatcher, interval: f
 
 def stream_stdin(client, log_name: str, interval: float) -> int:
     """The command's exit status: 0 at EOF, 130 after Ctrl-C, 1 when entries could not be written."""
+    import os
+
     batcher = LineBatcher(client, log_name)
     interrupted = stream_lines(sys.stdin, sys.stdout, batcher, interval)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # keep Python from complaining at exit about the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if batcher.error is not None:
         print(f"error: {len(batcher.pending)} log entries not written to {log_name}: {batcher.error}", file=sys.stderr)
         return 1
