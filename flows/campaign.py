@@ -23,6 +23,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
 
+from flows.cloudlogging.attach import attach_cloud_logging
 from flows.dispatch import Dispatcher, Ticket
 from flows.inputs import load_campaign_inputs
 from flows.naming import (
@@ -218,6 +219,7 @@ async def campaign(
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = dict(locals())
+    attach_cloud_logging(campaign=name)
     settings["evaluator_options"] = evaluator_options or {}
     jobs, resources = load_campaign_inputs(jobs_file, resources_file)
     started = time.time()

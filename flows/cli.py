@@ -10,8 +10,10 @@ import typer
 
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
+from flows.cloudlogging import cli as cloudlogging_cli
 from workpools import cli as workpools_cli
 from workpools.runner import cli as runner_cli
+from workpools.kubernetes import cli as kubernetes_cli
 
 app = typer.Typer(
     name="evalq",
@@ -28,6 +30,9 @@ app.add_typer(pools_app, name="pools")
 app.add_typer(workpools_cli.app, name="workpools")
 app.command("submit")(workpools_cli.submit)
 app.command("runner")(runner_cli.runner)
+app.command("stream-logs")(cloudlogging_cli.stream_logs)
+app.command("logs")(cloudlogging_cli.logs)
+app.add_typer(kubernetes_cli.app, name="k8s")
 
 
 def parse_options(pairs: list[str]) -> dict:

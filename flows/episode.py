@@ -23,6 +23,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, Running
 
+from flows.cloudlogging.attach import attach_cloud_logging
 from flows.evaluators import EvaluationError, ServerUnavailable, call, load_evaluator
 from flows.naming import (
     EPISODE_FLOW,
@@ -106,6 +107,7 @@ async def evaluate_episode(
     """Evaluate one episode: load, lease a policy-server slot, run, write metrics, release."""
     logger = get_run_logger()
     episode = Job.model_validate(job)
+    attach_cloud_logging(campaign=campaign, team=episode.payload.team_slug, task=episode.payload.task, instance=episode.payload.instance_id)
     target = episode.metrics_path(results_dir)
     if target.exists() and not force:
         logger.info("Metrics already exist at %s; nothing to do", target)

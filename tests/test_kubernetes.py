@@ -24,7 +24,9 @@ from workpools.kubernetes.evaluation import (  # noqa: E402
     flow_run_tags,
     job_variables,
 )
-from workpools.kubernetes.render import render_job_manifest  # noqa: E402
+from workpools.kubernetes.configmap import MOUNT_PATH, config_map_name  # noqa: E402
+from workpools.kubernetes.render import render_job_configuration, render_job_manifest  # noqa: E402
+from workpools.kubernetes.worker import EvaluationKubernetesWorker  # noqa: E402
 
 KUBERNETES_VERSIONS = ["1.30", "1.33"]
 
@@ -55,14 +57,17 @@ def pod_spec(manifest: dict) -> dict:
 
 class TestTemplate:
     def test_kind_and_type(self):
-        assert WORK_POOL_TYPE == KubernetesWorker.type == "kubernetes"
+        assert WORK_POOL_TYPE == EvaluationKubernetesWorker.type == "evalq-kubernetes"
+        assert issubclass(EvaluationKubernetesWorker, KubernetesWorker)
+        assert EvaluationKubernetesWorker.get_default_base_job_template() == base_job_template()
 
     def test_keeps_every_prefect_kubernetes_variable(self):
         default = KubernetesWorker.get_default_base_job_template()
         ours = base_job_template()
         missing = set(default["variables"]["properties"]) - set(ours["variables"]["properties"])
         assert missing == {"finished_job_ttl"}  # renamed ttl_seconds_after_finished
-        assert set(default["job_configuration"]) == set(ours["job_configuration"])
+        assert set(ours["job_configuration"]) - set(default["job_configuration"]) == {"config_files"}
+        assert set(default["job_configuration"]) <= set(ours["job_configuration"])
 
     def test_adds_gpu_evaluation_variables(self):
         variables = base_job_template()["variables"]["properties"]
@@ -122,7 +127,10 @@ class TestRenderedManifest:
 
 class TestEvaluationMapping:
     def test_flow_run_tags_carry_provenance(self):
-        assert flow_run_tags(EVALUATION) == ["image-tag:2026.11.3", "config-commit:3f2a9c1d5e7b", "campaign:finals"]
+        assert flow_run_tags(EVALUATION) == [
+            "image:ghcr.io/challenge/sim-eval", "image-tag:2026.11.3", "accelerator:nvidia-l4", "cpu:8",
+            "memory:32Gi", "config-commit:3f2a9c1d5e7b", "campaign:finals",
+        ]
 
     def test_digest_image_reference(self):
         evaluation = EVALUATION.model_copy(update={"image_tag": "sha256:" + "ab" * 32})
@@ -141,12 +149,13 @@ def no_prefect_api_logging():
         yield
 
 
-def test_worker_creates_and_deletes_the_job_on_kmock(no_prefect_api_logging):
-    """prefect-kubernetes' worker POSTs our rendered Job and DELETEs it when killing the run."""
+def test_worker_creates_the_configmap_then_the_job_on_kmock(no_prefect_api_logging):
+    """Our worker (prefect-kubernetes' plus the ConfigMap) POSTs the run's ConfigMap, then our
+    rendered Job mounting it, hands the ConfigMap to the Job, and DELETEs the Job when killing the run."""
     kmock = pytest.importorskip("kmock")
-    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
     from workpools.kubernetes.render import NoPrefectApi
+    from workpools.kubernetes.worker import EvaluationJobConfiguration
 
     names = itertools.count(1)
 
@@ -160,30 +169,52 @@ def test_worker_creates_and_deletes_the_job_on_kmock(no_prefect_api_logging):
                     meta["name"] = f"{meta['generateName']}{next(names):05d}"
             return await super()._handle(request)
 
+    files = {"tasks.yaml": "tasks: [pick_cube]\n", "eval.json": '{"episodes": 3}'}
+
     async def scenario():
         async with Emulator() as emulator, kmock.Server(emulator) as server:
-            values = {**job_variables(EVALUATION), "cluster_config": {"config": kubeconfig(str(server.url)), "context_name": "kmock"}}
-            configuration = await KubernetesWorkerJobConfiguration.from_template_and_values(
+            values = {**job_variables(EVALUATION), "config_files": files,
+                      "cluster_config": {"config": kubeconfig(str(server.url)), "context_name": "kmock"}}
+            configuration = await EvaluationJobConfiguration.from_template_and_values(
                 base_job_template(), values, client=NoPrefectApi()
             )
             run = flow_run(tags=flow_run_tags(EVALUATION))
             configuration.prepare_for_flow_run(run)
-            worker = KubernetesWorker(work_pool_name="evalq-kubernetes")
+            worker = EvaluationKubernetesWorker(work_pool_name="evalq-kubernetes")
             result = await worker.run(run, configuration)
-            created = [request.data for request in emulator if request.method == "POST"]
+            calls = [(request.method, str(request.url.path), request.data) for request in emulator]
             await worker.kill_infrastructure(result.identifier, configuration, grace_seconds=0)
             deleted = [str(request.url.path) for request in emulator if request.method == "DELETE"]
-            return result, created, deleted
+            return run, result, calls, deleted
 
-    result, created, deleted = asyncio.run(scenario())
+    run, result, calls, deleted = asyncio.run(scenario())
     namespace, name = result.identifier.split(":")
     assert (namespace, name) == ("challenge", "brave-otter-00001")
-    assert len(created) == 1
-    job = created[0]
-    assert pod_spec(job)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    posts = [(path, data) for method, path, data in calls if method == "POST"]
+    assert [path for path, _ in posts] == ["/api/v1/namespaces/challenge/configmaps", "/apis/batch/v1/namespaces/challenge/jobs"]
+    config_map, job = posts[0][1], posts[1][1]
+    assert config_map["metadata"]["name"] == config_map_name(run.id)
+    assert config_map["data"] == files
+    assert config_map["metadata"]["labels"]["evalq.io/config-commit"] == EVALUATION.git_commit
+    pod = pod_spec(job)
+    assert {"name": "configs", "configMap": {"name": config_map_name(run.id)}} in pod["volumes"]
+    assert {"name": "configs", "mountPath": MOUNT_PATH, "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert job["metadata"]["labels"]["evalq.io/config-commit"] == EVALUATION.git_commit
+    assert job["metadata"]["labels"]["evalq.io/image-tag"] == "2026.11.3"
     assert job["metadata"]["labels"]["prefect.io/flow-run-name"] == "brave-otter"
-    kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)
+    for manifest in (config_map, job):
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSIONS[-1], strict=True)
+    patches = [data for method, path, data in calls if method == "PATCH" and path.endswith(f"/configmaps/{config_map_name(run.id)}")]
+    assert [patch["metadata"]["ownerReferences"][0]["name"] for patch in patches] == [name]
     assert deleted == [f"/apis/batch/v1/namespaces/challenge/jobs/{name}"]
+
+
+def test_worker_without_config_files_creates_only_the_job(no_prefect_api_logging):
+    """No config files: no ConfigMap, no configs volume (the plain prefect-kubernetes path)."""
+    configuration = asyncio.run(render_job_configuration(base_job_template(), job_variables(EVALUATION), flow_run()))
+    assert configuration.config_map_manifest() is None
+    assert [volume["name"] for volume in pod_spec(configuration.job_manifest)["volumes"]] == ["scratch"]
 
 
 def kubeconfig(server: str) -> dict:
@@ -208,13 +239,14 @@ def test_apply_creates_then_updates_the_kubernetes_pool(prefect_server):
     first = runner.invoke(app, ["workpools", "apply", "--kind", "kubernetes", "--name", "k8s-test"])
     second = runner.invoke(app, ["workpools", "apply", "--kind", "kubernetes", "--name", "k8s-test"])
     assert first.exit_code == 0, first.output
-    assert "created work pool k8s-test (kubernetes)" in first.output
-    assert "updated work pool k8s-test (kubernetes)" in second.output
+    assert "created work pool k8s-test (evalq-kubernetes)" in first.output
+    assert "applied deployment run-command/kubernetes on k8s-test" in first.output
+    assert "updated work pool k8s-test (evalq-kubernetes)" in second.output
 
     async def read():
         async with get_client() as client:
             return await client.read_work_pool("k8s-test")
 
     pool = asyncio.run(read())
-    assert pool.type == "kubernetes"
+    assert pool.type == "evalq-kubernetes"
     assert pool.base_job_template == base_job_template()

@@ -70,9 +70,9 @@ async def _apply(kinds: list[str], name: str | None, explicit: bool) -> None:
             pool = name or KINDS[kind].default_name
             outcome = await apply_work_pool(client, pool, module.WORK_POOL_TYPE, module.base_job_template())
             print(f"{outcome} work pool {pool} ({module.WORK_POOL_TYPE})")
-            if kind == "local":
-                await apply_run_command_deployment(client, pool)
-                print(f"applied deployment run-command/local on {pool}")
+            if kind in ("local", "kubernetes"):
+                await apply_run_command_deployment(client, pool, name=kind)
+                print(f"applied deployment run-command/{kind} on {pool}")
 
 
 @exit_on_input_error

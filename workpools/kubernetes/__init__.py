@@ -1,5 +1,8 @@
 """The Kubernetes work pool: prefect-kubernetes' worker with a GPU-ready base job template.
 
+The pool's type is `evalq-kubernetes` (`worker.EvaluationKubernetesWorker`): prefect-kubernetes'
+worker that also creates the run's config files as a ConfigMap before the Job.
+
 `base-job-template.json` is prefect-kubernetes' default template plus the variables a GPU
 evaluation needs (gpus, node_selector, tolerations, scratch_size/scratch_path, env_from,
 ttl_seconds_after_finished) and with `parallelism`/`completions` moved from the PodSpec to
@@ -12,7 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORK_POOL_TYPE = "kubernetes"
+WORK_POOL_TYPE = "evalq-kubernetes"
+"""Also `worker.WORK_POOL_TYPE`; repeated here so that the template loads without prefect-kubernetes."""
 TEMPLATE_PATH = Path(__file__).with_name("base-job-template.json")
 
 

@@ -8,13 +8,15 @@ provenance tags, so runs can be filtered by image tag and config commit in the P
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 
 
 class Compute(BaseModel):
     """Resources of one evaluation pod."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)  # `cpu: 8` means "8"
 
     gpus: int = Field(1, ge=0, description="`nvidia.com/gpu` count.")
     accelerator: str | None = Field(None, description="GKE accelerator type, e.g. `nvidia-l4`; becomes a node selector.")
@@ -81,8 +83,12 @@ def provenance_labels(evaluation: KubernetesEvaluation) -> dict[str, str]:
 
 
 def flow_run_tags(evaluation: KubernetesEvaluation) -> list[str]:
-    """Provenance tags for the flow runs of this evaluation."""
-    tags = [f"image-tag:{evaluation.image_tag}"]
+    """Provenance tags for the flow runs of this evaluation: image, tag, compute, config commit."""
+    compute = evaluation.compute
+    tags = [f"image:{evaluation.image}", f"image-tag:{evaluation.image_tag}"]
+    if compute.accelerator:
+        tags.append(f"accelerator:{compute.accelerator}")
+    tags += [f"cpu:{compute.cpu}", f"memory:{compute.memory}"]
     if evaluation.git_commit:
         tags.append(f"config-commit:{evaluation.git_commit[:12]}")
     return tags + [tag for tag in evaluation.tags if tag not in tags]

@@ -10,8 +10,9 @@ ENTRYPOINT = "workpools.local.flow.run_command"
 """A module path (no `file.py:`), so the worker imports the installed package and downloads nothing."""
 
 
-async def apply_run_command_deployment(client, work_pool_name: str) -> UUID:
-    """Create or update the deployment the local pool's worker runs `evalq submit` jobs from."""
+async def apply_run_command_deployment(client, work_pool_name: str, name: str = DEPLOYMENT_NAME) -> UUID:
+    """Create or update the deployment a pool's worker runs queued commands from (`evalq submit`,
+    `evalq k8s submit`)."""
     from prefect.utilities.callables import parameter_schema
 
     from workpools.local.flow import run_command
@@ -19,10 +20,10 @@ async def apply_run_command_deployment(client, work_pool_name: str) -> UUID:
     flow_id = await client.create_flow_from_name(RUN_COMMAND_FLOW)
     return await client.create_deployment(
         flow_id=flow_id,
-        name=DEPLOYMENT_NAME,
+        name=name,
         work_pool_name=work_pool_name,
         entrypoint=ENTRYPOINT,
         parameter_openapi_schema=parameter_schema(run_command).model_dump_for_openapi(),
         tags=["evalq"],
-        description="Queued commands from `evalq submit` (GPU leases, timeouts, dependencies).",
+        description="Queued commands from `evalq submit` or `evalq k8s submit` (timeouts, dependencies, GPU leases).",
     )

@@ -1,0 +1,202 @@
+"""`evalq k8s render` and `evalq k8s submit`: organizers' configs rendered offline and validated
+strictly, submitted to a real Prefect server, refused from a dirty git tree (a real repository)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+pytest.importorskip("prefect_kubernetes")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+from flows.cli import app  # noqa: E402
+from workpools.kubernetes.configmap import MOUNT_PATH  # noqa: E402
+
+CONFIG = """\
+image: ghcr.io/challenge/sim-eval
+image_tag: 2026.11.3
+compute_config:
+  accelerator: nvidia-l4
+  gpus: 1
+  cpu: 8
+  memory: 32Gi
+args: [python, -m, sim_eval, --config, /etc/configs/tasks.yaml]
+namespace: challenge
+env: {EVAL_TRACK: manipulation}
+secrets: [team-tokens]
+tags: [finals]
+"""
+TASKS = "tasks: [pick_cube, open_drawer]\n"
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    folder = tmp_path / "challenge"
+    folder.mkdir()
+    (folder / "eval.yaml").write_text(CONFIG)
+    (folder / "tasks.yaml").write_text(TASKS)
+    return folder
+
+
+def evalq(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+class TestRender:
+    @pytest.mark.parametrize("version", ["1.30", "1.33"])
+    def test_job_and_configmap_are_strictly_valid(self, config_dir, version):
+        result = evalq("k8s", "render", str(config_dir / "eval.yaml"), str(config_dir / "tasks.yaml"))
+        assert result.exit_code == 0, result.output
+        config_map, job = list(yaml.safe_load_all(result.output))
+        for manifest in (config_map, job):
+            kubernetes_validate.validate(manifest, version, strict=True)
+        assert config_map["kind"] == "ConfigMap" and config_map["data"] == {"tasks.yaml": TASKS}
+        pod = job["spec"]["template"]["spec"]
+        assert {"name": "configs", "configMap": {"name": config_map["metadata"]["name"]}} in pod["volumes"]
+        container = pod["containers"][0]
+        assert {"name": "configs", "mountPath": MOUNT_PATH, "readOnly": True} in container["volumeMounts"]
+        assert container["image"] == "ghcr.io/challenge/sim-eval:2026.11.3"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert container["resources"]["requests"]["cpu"] == "8"
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert job["metadata"]["namespace"] == config_map["metadata"]["namespace"] == "challenge"
+
+    def test_without_files_only_the_job(self, config_dir, tmp_path):
+        output = tmp_path / "out" / "job.yaml"
+        result = evalq("k8s", "render", str(config_dir / "eval.yaml"), "--output", str(output))
+        assert result.exit_code == 0, result.output
+        assert "1 manifests (Job)" in result.output
+        assert [doc["kind"] for doc in yaml.safe_load_all(output.read_text())] == ["Job"]
+
+    def test_unknown_kubernetes_version_names_the_config_and_keeps_the_earlier_output(self, config_dir, tmp_path):
+        output = tmp_path / "job.yaml"
+        output.write_text("kept\n")
+        result = evalq("k8s", "render", str(config_dir / "eval.yaml"), "--output", str(output), "--kubernetes-version", "0.9")
+        line = one_error_line(result)
+        assert line.startswith(f"error: {config_dir / 'eval.yaml'}: Kubernetes 0.9: ")
+        assert output.read_text() == "kept\n"
+
+    def test_schema_violation_is_reported_with_its_place(self, config_dir):
+        from workpools.kubernetes.render import render_manifests, validate_manifests
+
+        [job] = render_manifests({"image": "sim:1"}, "evaluation", [])
+        assert validate_manifests([job]) is None
+        job["spec"]["template"]["spec"]["completions"] = 1  # where Prefect's default template puts it
+        problem = validate_manifests([job])
+        assert problem.startswith("Job is not valid for Kubernetes 1.30: spec.template.spec: ")
+        assert "completions" in problem
+
+    @pytest.mark.parametrize("edit, problem", [
+        (lambda text: text.replace("image_tag: 2026.11.3\n", ""), "image_tag: Field required"),
+        (lambda text: text.replace("gpus: 1", "gpus: many"), "compute_config.gpus: Input should be a valid integer"),
+        (lambda text: text + "imagetag: typo\n", "imagetag: Extra inputs are not permitted"),
+        (lambda text: text.replace("args: [python, -m, sim_eval, --config, /etc/configs/tasks.yaml]", "args: []"), "args: List should have at least 1 item"),
+        (lambda text: text + "  - broken: [\n", "not valid YAML"),
+        (lambda text: "- just\n- a list\n", "expected a mapping"),
+    ])
+    def test_config_errors_name_file_and_field(self, config_dir, edit, problem):
+        path = config_dir / "eval.yaml"
+        path.write_text(edit(CONFIG))
+        line = one_error_line(evalq("k8s", "render", str(path)))
+        assert line.startswith(f"error: {path}: ") and problem in line, line
+
+    def test_config_file_problems(self, config_dir, tmp_path):
+        other = tmp_path / "tasks.yaml"
+        other.write_text("x: 1\n")
+        line = one_error_line(evalq("k8s", "render", str(config_dir / "eval.yaml"), str(config_dir / "tasks.yaml"), str(other)))
+        assert "two config files named 'tasks.yaml'" in line
+        binary = tmp_path / "weights.bin"
+        binary.write_bytes(b"\xff\xfe\x00")
+        assert "not UTF-8 text" in one_error_line(evalq("k8s", "render", str(config_dir / "eval.yaml"), str(binary)))
+        assert "file not found" in one_error_line(evalq("k8s", "render", str(tmp_path / "missing.yaml")))
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def committed(config_dir) -> tuple[Path, str]:
+    git(config_dir, "init", "-q")
+    git(config_dir, "add", ".")
+    git(config_dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "config")
+    return config_dir, git(config_dir, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def kubernetes_pool(prefect_server):
+    """The evalq-kubernetes pool and its run-command/kubernetes deployment, as the README applies them."""
+    result = evalq("workpools", "apply", "--kind", "kubernetes", "--name", "k8s-submit")
+    assert result.exit_code == 0, result.output
+    return "k8s-submit"
+
+
+def read_run(url: str):
+    from prefect import get_client
+
+    run_id = url.rstrip("/").rsplit("/", 1)[-1]
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(run_id)
+
+    return asyncio.run(read())
+
+
+class TestSubmit:
+    def test_creates_a_run_with_job_variables_and_provenance_tags(self, kubernetes_pool, committed):
+        folder, sha = committed
+        result = evalq("k8s", "submit", str(folder / "eval.yaml"), str(folder / "tasks.yaml"))
+        assert result.exit_code == 0, result.output
+        url = result.output.strip()
+        assert "/runs/flow-run/" in url
+        run = read_run(url)
+        assert set(run.tags) >= {
+            "image:ghcr.io/challenge/sim-eval", "image-tag:2026.11.3", "accelerator:nvidia-l4", "cpu:8",
+            "memory:32Gi", f"config-commit:{sha[:12]}", "finals",
+        }
+        assert "config-dirty" not in run.tags
+        variables = run.job_variables
+        assert variables["image"] == "ghcr.io/challenge/sim-eval:2026.11.3"
+        assert variables["node_selector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert (variables["gpus"], variables["cpu_request"], variables["memory_limit"]) == (1, "8", "32Gi")
+        assert variables["config_files"] == {"tasks.yaml": TASKS}
+        assert variables["labels"]["evalq.io/config-commit"] == sha
+        assert variables["env_from"] == [{"secretRef": {"name": "team-tokens"}}]
+        assert run.parameters["job"]["argv"] == ["python", "-m", "sim_eval", "--config", "/etc/configs/tasks.yaml"]
+        assert run.work_pool_name == kubernetes_pool
+
+    def test_dirty_tree_is_refused_unless_allowed(self, kubernetes_pool, committed):
+        folder, sha = committed
+        (folder / "tasks.yaml").write_text("tasks: [changed]\n")
+        line = one_error_line(evalq("k8s", "submit", str(folder / "eval.yaml"), str(folder / "tasks.yaml")))
+        assert "uncommitted changes (1, e.g. tasks.yaml)" in line and "--allow-dirty" in line
+        result = evalq("k8s", "submit", str(folder / "eval.yaml"), str(folder / "tasks.yaml"), "--allow-dirty")
+        assert result.exit_code == 0, result.output
+        run = read_run(result.output.strip())
+        assert {"config-dirty", f"config-commit:{sha[:12]}"} <= set(run.tags)
+        assert run.job_variables["config_files"] == {"tasks.yaml": "tasks: [changed]\n"}
+
+    def test_outside_git_needs_a_config_version(self, kubernetes_pool, config_dir):
+        path = str(config_dir / "eval.yaml")
+        assert "--config-version" in one_error_line(evalq("k8s", "submit", path))
+        result = evalq("k8s", "submit", path, "--config-version", "0123456789abcdef0123")
+        assert result.exit_code == 0, result.output
+        assert "config-commit:0123456789ab" in read_run(result.output.strip()).tags
+
+    def test_deployment_must_be_on_an_evalq_kubernetes_pool(self, kubernetes_pool, committed):
+        folder, _ = committed
+        line = one_error_line(evalq("k8s", "submit", str(folder / "eval.yaml"), "--deployment", "run-command/nowhere"))
+        assert "no deployment run-command/nowhere" in line

@@ -1,0 +1,134 @@
+"""`evalq k8s render` and `evalq k8s submit`: organizers' evaluation configs as Kubernetes Jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from generate.errors import InputError, exit_on_input_error
+
+app = typer.Typer(no_args_is_help=True, help="Kubernetes evaluation jobs from organizers' configs.")
+
+DEFAULT_DEPLOYMENT = "run-command/kubernetes"
+CONFIG = typer.Argument(..., help="The evaluation config (YAML).")
+FILES = typer.Argument(None, help="Config files, mounted under /etc/configs.")
+PLACEHOLDER_NOTE = "# Rendered offline by `evalq k8s render`: the flow run id and name are placeholders.\n"
+VERSIONS = typer.Option(["1.30", "1.33"], "--kubernetes-version", help="Validate against this Kubernetes schema (repeatable).")
+
+
+@app.callback()
+def k8s() -> None:
+    """Kubernetes evaluation jobs from organizers' configs."""
+
+
+def require_prefect_kubernetes() -> None:
+    try:
+        import kubernetes_validate  # noqa: F401
+        import prefect_kubernetes  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise InputError(None, f"{exc.name} is not installed: pip install 'eval-jobqueue[kubernetes]'") from None
+
+
+def checked_manifests(config_path: Path, values: dict, name: str, tags: list[str], versions: list[str]) -> list[dict]:
+    """The ConfigMap and Job for `values`, strictly valid for `versions`, else `InputError` on the config."""
+    from workpools.kubernetes.render import render_manifests, validate_manifests
+
+    require_prefect_kubernetes()
+    manifests = render_manifests(values, name, tags)
+    problem = validate_manifests(manifests, versions)
+    if problem:
+        raise InputError(config_path, problem)
+    return manifests
+
+
+def load(config_path: Path, files: list[Path] | None, git_commit: str | None):
+    """Config, its Kubernetes mapping and job variables (with the config files)."""
+    from workpools.kubernetes.config import load_config, read_config_files
+    from workpools.kubernetes.evaluation import job_variables
+
+    config = load_config(config_path)
+    config_files = read_config_files(list(files or []))
+    evaluation = config.evaluation(git_commit)
+    values = job_variables(evaluation)
+    if config_files:
+        values["config_files"] = config_files
+    return config, evaluation, values
+
+
+@app.command("render")
+@exit_on_input_error
+def render(
+    config: Path = CONFIG,
+    files: Optional[List[Path]] = FILES,
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the manifests here (YAML), else print them."),
+    kubernetes_version: List[str] = VERSIONS,
+) -> None:
+    """The ConfigMap and Job a submitted CONFIG would create, validated strictly."""
+    import yaml
+
+    from generate.jsonio import write_atomic
+    from workpools.kubernetes.evaluation import flow_run_tags
+
+    _, evaluation, values = load(config, files, git_commit=None)
+    manifests = checked_manifests(config, values, "evaluation", flow_run_tags(evaluation), kubernetes_version)
+    text = PLACEHOLDER_NOTE + yaml.safe_dump_all(manifests, sort_keys=False)
+    if output is None:
+        print(text, end="")
+        return
+    write_atomic(output, text)
+    print(f"{len(manifests)} manifests ({', '.join(m['kind'] for m in manifests)}) -> {output}")
+
+
+@app.command("submit")
+@exit_on_input_error
+def submit(
+    config: Path = CONFIG,
+    files: Optional[List[Path]] = FILES,
+    config_version: Optional[str] = typer.Option(None, "--config-version", help="Commit to record (default: the config's git HEAD)."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Submit although the config's git tree has uncommitted changes."),
+    deployment: str = typer.Option(DEFAULT_DEPLOYMENT, "--deployment", help="flow/deployment on the evalq-kubernetes pool."),
+) -> None:
+    """Queue CONFIG as a flow run on the Kubernetes pool, tagged with its provenance; print its URL."""
+    from workpools.cli import with_prefect_api
+    from workpools.kubernetes.evaluation import flow_run_tags
+    from workpools.kubernetes.provenance import DIRTY_TAG, config_version as find_version
+    from workpools.local.job import CommandJob
+
+    version = find_version(config, config_version, allow_dirty)
+    settings, evaluation, values = load(config, files, version.commit)
+    tags = flow_run_tags(evaluation) + (["evalq"] + ([DIRTY_TAG] if version.dirty else []))
+    checked_manifests(config, values, "evaluation", tags, ["1.33"])
+    job = CommandJob(argv=settings.args, label=f"{settings.image.rsplit('/', 1)[-1]}:{settings.image_tag}")
+    run = with_prefect_api(create_run(deployment, job, values, tags))
+    print(run_url(run))
+
+
+async def create_run(deployment_name: str, job, values: dict, tags: list[str]):
+    """A flow run of `deployment_name` (which must be on an evalq-kubernetes pool) with these job variables."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from workpools.kubernetes import WORK_POOL_TYPE
+
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(deployment_name)
+        except ObjectNotFound:
+            raise InputError(None, f"no deployment {deployment_name}: run `evalq workpools apply --kind kubernetes` first") from None
+        pool = await client.read_work_pool(deployment.work_pool_name) if deployment.work_pool_name else None
+        if pool is None or pool.type != WORK_POOL_TYPE:
+            where = f"pool {pool.name} of type {pool.type}" if pool else "no work pool"
+            raise InputError(None, f"--deployment {deployment_name} is on {where}, not an {WORK_POOL_TYPE} pool")
+        return await client.create_flow_run_from_deployment(
+            deployment.id, parameters={"job": job.model_dump(mode="json")}, name=job.run_name(),
+            tags=tags, job_variables=values,
+        )
+
+
+def run_url(run) -> str:
+    """The flow run's page in the Prefect UI (its id when no UI address is known)."""
+    from prefect.utilities.urls import url_for
+
+    return url_for(run) or str(run.id)
