@@ -1,10 +1,12 @@
 """Benchmark: a campaign of short episodes on demo policy servers, measured by the servers.
 
-    python bench/campaign_bench.py --teams 6 --episodes-per-team 10 --episode-seconds 5
+    python bench/campaign_bench.py --teams 6 --episodes-per-team 10 --episode-seconds 5 [--worker runner|prefork]
 
-Starts an embedded Prefect server with the local (prefork) worker, one capacity-1 policy
-server per team, runs the campaign, and prints + writes (bench/results/) utilization,
-handoff gaps, makespan vs lower bound and per-episode slot overhead. See bench/README.md.
+Starts an embedded Prefect server with the local worker (the warm runner, or the prefork
+worker for comparison), one capacity-1 policy server per team, runs the campaign, and
+prints + writes (bench/results/) utilization, handoff gaps, makespan vs lower bound,
+per-episode slot overhead, and what an episode costs: API calls by route and CPU-seconds
+of the server, the worker and this process (the campaign). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from analysis import summarize  # noqa: E402
+from flows.busy import summarize  # noqa: E402
+from cost import api_calls, group_cpu_seconds  # noqa: E402
 
 from flows.local import LocalStack  # noqa: E402
 from flows.policy_server import fleet_from_resources  # noqa: E402
@@ -46,6 +49,15 @@ def build(work: Path, teams: int, per_team: int) -> tuple[Path, Path]:
     return jobs_file, resources_file
 
 
+def wait_until_started(worker_log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker_log.exists() and " started" in worker_log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the worker did not start; see {worker_log}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teams", type=int, default=6)
@@ -55,6 +67,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=1)
     parser.add_argument("--max-prefetch", type=int, default=3)
     parser.add_argument("--poll-seconds", type=float, default=0.25)
+    parser.add_argument("--worker", choices=["runner", "prefork"], default="runner")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evalq-bench-"))
@@ -66,8 +79,13 @@ def main() -> None:
     options = {"load_seconds": args.load_seconds, "steps": steps, "step_seconds": args.episode_seconds / steps}
     limit = sum(capacities.values()) + max(args.prefetch, args.max_prefetch) * len(resources)
     fleet = fleet_from_resources(resources, busy_log).start()
+    access_log = {"PREFECT_SERVER_LOGGING_LEVEL": "INFO"}  # one line per request: the API calls
     try:
-        with LocalStack(work / "home", worker_limit=limit, ui=False) as stack:
+        with LocalStack(work / "home", worker_limit=limit, ui=False, worker_kind=args.worker, server_env=access_log) as stack:
+            wait_until_started(stack.home / "worker.log")  # its start-up is not an episode's cost
+            log_start = stack.server.log_path.stat().st_size
+            cpu_before = {"server": group_cpu_seconds(stack.server.process.pid),
+                          "worker": group_cpu_seconds(stack.worker.pid), "campaign": time.process_time()}
             started = time.time()
             summary = run_campaign(
                 dict(jobs_file=str(jobs_file), resources_file=str(resources_file), results_dir=str(work / "results"),
@@ -75,8 +93,15 @@ def main() -> None:
                      poll_seconds=args.poll_seconds),
                 limit, work / "home", stack,
             )
+            cpu = {"server": group_cpu_seconds(stack.server.process.pid) - cpu_before["server"],
+                   "worker": group_cpu_seconds(stack.worker.pid) - cpu_before["worker"],
+                   "campaign": time.process_time() - cpu_before["campaign"]}
+            with open(stack.server.log_path, encoding="utf-8", errors="replace") as log:
+                log.seek(log_start)
+                calls = api_calls(log.read())
     finally:
         fleet.stop()
+    episodes = args.teams * args.episodes_per_team
     intervals = [json.loads(line) for line in busy_log.read_text().splitlines()]
     held = [json.loads(p.read_text())["evalq"]["held_seconds"] for p in (work / "results").rglob("*.json")
             if p.name != "failed.txt" and p.parent.name == "metrics"]
@@ -86,6 +111,9 @@ def main() -> None:
         "failed": len(summary["failed"]),
         "violations": sum(s.violations for s in fleet.stats().values()),
         **summarize(intervals, capacities, started, held),
+        "cpu_seconds_per_episode": {name: round(value / episodes, 3) for name, value in cpu.items()},
+        "api_calls_per_episode": round(sum(calls.values()) / episodes, 1),
+        "api_calls_by_route": dict(calls.most_common()),
     }
     out = Path(__file__).resolve().parent / "results" / time.strftime("campaign-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(exist_ok=True)

@@ -47,6 +47,8 @@ PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
 """Called after every tick with the running totals (the CLI's progress bar listens here)."""
 
 POLL_BATCH = 200
+PAUSE_READ_SECONDS = 2.0
+"""How often the pause switch is read: a pause takes effect within this, at one read per period."""
 VARIABLE_LIMIT = 5000
 """Prefect caps a variable's value at 5,000 characters."""
 
@@ -103,10 +105,12 @@ class CampaignRunner:
         await Variable.aset(
             campaign_plan_variable(self.s["name"]), plan_value(len(self.jobs), self.resources), overwrite=True
         )
-        last_stats = time.monotonic()
+        last_stats, last_pause_read = time.monotonic(), float("-inf")
         while self.dispatcher.pending or self.in_flight:
             await self.collect()
-            await self.read_pause()
+            if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
+                last_pause_read = time.monotonic()
+                await self.read_pause()
             if not self.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:

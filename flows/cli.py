@@ -86,6 +86,9 @@ def campaign_run(
 
     jobs_list, pools = load_campaign_inputs(jobs, resources)
     options = parse_options(evaluator_option)
+    if all(job.metrics_path(results_dir).exists() for job in jobs_list):
+        typer.echo(f"Campaign {name!r}: all {len(jobs_list)} episodes already have metrics in {results_dir}; nothing to run.")
+        raise typer.Exit(0)
     if os.environ.get("PREFECT_API_URL"):
         check_api(os.environ["PREFECT_API_URL"])
     summary = run_campaign(

@@ -1,9 +1,11 @@
 """`evalq demo`: a whole local evaluation campaign of the example challenge.
 
 Generates jobs from `examples/challenge/`, starts demo policy servers on loopback, an
-embedded Prefect server with a process work pool and a worker, runs the campaign, and
-prints what happened. Each run gets its own folder under `<home>/demo/`, so nothing of
-an earlier run is overwritten.
+embedded Prefect server with the local pool and a warm runner, runs the campaign, and
+prints what happened, including how busy the policy servers were by their own clocks.
+Each run gets its own folder under `<home>/demo/`, so nothing of an earlier run is
+overwritten. The demo's fleet (`examples/challenge/demo-resources-raw.json`) is the
+example's `resources-raw.json` with capacities that give every slot about the same work.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from flows.busy import utilization
 from flows.console import console
 from flows.local import LocalStack
 from flows.policy_server import fleet_from_resources
@@ -24,8 +27,8 @@ from generate.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "challenge"
-RESOURCES_RAW = REPO / "resources-raw.json"
-DEMO_EVALUATOR_OPTIONS = {"load_seconds": 2.0, "steps": 20, "step_seconds": 0.1}
+RESOURCES_RAW = EXAMPLE / "demo-resources-raw.json"
+DEMO_EVALUATOR_OPTIONS = {"load_seconds": 2.0, "steps": 40, "step_seconds": 0.1}
 
 
 def demo_inputs(run_dir: Path) -> tuple[Path, Path]:
@@ -53,6 +56,19 @@ def server_table(stats: dict) -> Table:
         violations = f"[red]{s.violations}[/]" if s.violations else "0"
         table.add_row(address, str(s.capacity), str(s.episodes), f"{s.busy_seconds:.1f}", str(s.max_active), violations)
     return table
+
+
+def busy_line(busy_log: Path, resources: dict) -> str:
+    """How busy the policy servers were over the campaign's span, by their own clocks."""
+    intervals = [json.loads(line) for line in busy_log.read_text().splitlines()] if busy_log.exists() else []
+    if not intervals:
+        return "The policy servers served no episode."
+    capacities = {f"{s['host']}:{s['port']}": int(s.get("capacity", 1)) for servers in resources.values() for s in servers}
+    first, last = min(i["start"] for i in intervals), max(i["end"] for i in intervals)
+    share = utilization(intervals, capacities, (first, last))
+    busy = sum(i["end"] - i["start"] for i in intervals)
+    return (f"Policy servers busy [bold]{share:.0%}[/] of the campaign's span: {busy:.0f} episode-seconds on "
+            f"{sum(capacities.values())} slots in {last - first:.1f} s, from the first episode's start to the last one's end.")
 
 
 def run_demo(home: Path, keep: bool = False) -> int:
@@ -83,6 +99,7 @@ def run_demo(home: Path, keep: bool = False) -> int:
                 worker_limit, Path(home), stack,
             )
             console.print(server_table(fleet.stats()))
+            console.print(busy_line(run_dir / "busy.jsonl", resources))
             console.print(
                 f"Done in {time.time() - started:.0f} s. Results: {summary['results_dir']}  "
                 f"Prefect UI: {stack.ui_url}"

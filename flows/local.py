@@ -31,18 +31,25 @@ def port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL) -> None:
-    """The warm-runner work pool (recreated if an older run left a pool of another type)."""
-    from workpools.apply import apply_work_pool
-    from workpools.runner import WORK_POOL_TYPE, base_job_template
+WORKER_KINDS = ("runner", "prefork")
+"""How the local pool runs episodes: in one warm runner process, or a forked process each."""
 
+
+async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL, kind: str = "runner") -> None:
+    """The local work pool of `kind` (recreated if an older run left a pool of another type)."""
+    from workpools.apply import apply_work_pool
+
+    if kind == "prefork":
+        from workpools.prefork import WORK_POOL_TYPE, base_job_template
+    else:
+        from workpools.runner import WORK_POOL_TYPE, base_job_template
     await apply_work_pool(client, work_pool, WORK_POOL_TYPE, base_job_template(), replace_other_type=True)
 
 
-async def prepare_api(work_pool: str = LOCAL_WORK_POOL) -> None:
+async def prepare_api(work_pool: str = LOCAL_WORK_POOL, kind: str = "runner") -> None:
     """The local work pool, the `local` deployments and the zombie automation."""
     async with get_client() as client:
-        await ensure_local_pool(client, work_pool)
+        await ensure_local_pool(client, work_pool, kind)
         await apply_deployments(client, "local", work_pool=work_pool)
     await install_zombie_automation()
 
@@ -64,12 +71,17 @@ def worker_environment(api_url: str) -> dict[str, str]:
     }
 
 
-def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCAL_WORK_POOL):
-    """`evalq runner` for the local pool: a warm runner running up to `limit` flow runs at once."""
-    argv = [
-        sys.executable, "-m", "flows.cli", "runner",
-        "--pool", work_pool, "--slots", str(limit), "--name", f"evalq-local-{os.getpid()}",
-    ]
+def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCAL_WORK_POOL, kind: str = "runner"):
+    """The local pool's worker, running up to `limit` flow runs at once: `evalq runner` (a
+    warm runner), or for `kind="prefork"` Prefect's worker with a forked process per run."""
+    name = f"evalq-local-{os.getpid()}"
+    if kind == "prefork":
+        from workpools.prefork import WORK_POOL_TYPE
+
+        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", WORK_POOL_TYPE,
+                "--limit", str(limit), "--name", name]
+    else:
+        argv = [sys.executable, "-m", "flows.cli", "runner", "--pool", work_pool, "--slots", str(limit), "--name", name]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -90,10 +102,13 @@ def flush_prefect_clients(timeout: float = 5.0) -> None:
 class LocalStack:
     """Embedded server (or the one at PREFECT_API_URL), work pool, deployments and a worker."""
 
-    def __init__(self, home: Path = DEFAULT_HOME, worker_limit: int = 8, ui: bool = True):
+    def __init__(self, home: Path = DEFAULT_HOME, worker_limit: int = 8, ui: bool = True, worker_kind: str = "runner",
+                 server_env: dict[str, str] | None = None):
         self.home = Path(home).resolve()
         self.worker_limit = worker_limit
         self.ui = ui
+        self.worker_kind = worker_kind
+        self.server_env = server_env
         self.server: EmbeddedServer | None = None
         self.worker: subprocess.Popen | None = None
         self.api_url = os.environ.get("PREFECT_API_URL")
@@ -106,13 +121,13 @@ class LocalStack:
     def start(self) -> "LocalStack":
         if self.api_url is None:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
-            self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui).start()
+            self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).start()
             self.api_url = self.server.api_url
             os.environ["PREFECT_API_URL"] = self.api_url  # for subprocesses
             # Prefect read its settings at import: point this process at the server too.
             self._settings.enter_context(use_api(self.api_url))
-        asyncio.run(prepare_api())
-        self.worker = start_worker(self.api_url, self.worker_limit, self.home / "worker.log")
+        asyncio.run(prepare_api(kind=self.worker_kind))
+        self.worker = start_worker(self.api_url, self.worker_limit, self.home / "worker.log", kind=self.worker_kind)
         return self
 
     def stop(self) -> None:

@@ -98,10 +98,11 @@ def seed_database(home: Path) -> None:
 class EmbeddedServer:
     """A `prefect server start` subprocess on loopback with its own home folder."""
 
-    def __init__(self, home: Path, port: int | None = None, ui: bool = True):
+    def __init__(self, home: Path, port: int | None = None, ui: bool = True, extra_env: dict[str, str] | None = None):
         self.home = Path(home).resolve()
         self.port = port or free_port()
         self.ui = ui
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -120,7 +121,8 @@ class EmbeddedServer:
         """Start the server and wait until its health endpoint answers."""
         self.home.mkdir(parents=True, exist_ok=True)
         seed_database(self.home)
-        env = {**os.environ, **server_environment(self.home), "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower()}
+        env = {**os.environ, **server_environment(self.home), "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower(),
+               **self.extra_env}
         env.pop("PREFECT_API_URL", None)
         argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log_path, "ab") as log:

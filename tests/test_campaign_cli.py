@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from flows.server import free_port
 from kit import make_fleet, make_job, write_inputs
 
 
@@ -110,3 +111,19 @@ def test_campaign_run_exit_code_tells_whether_everything_was_done(episode_worker
     failed = (tmp_path / "results" / "failed.txt").read_text()
     assert failed == ("" if alive else "cli/pick/1\n")
     assert "Campaign cli-exit" in result.stderr  # the summary table
+
+
+def test_a_finished_campaign_is_a_no_op_without_any_server(tmp_path):
+    """Every episode has metrics: say so and exit 0 before contacting (or starting) any server."""
+    fleet, resources = make_fleet({"noop_1": [1]})
+    jobs = [make_job(tmp_path, "noop", "pick", i, ["noop_1"]) for i in range(3)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    for job in jobs:
+        job.metrics_path(tmp_path / "results").parent.mkdir(parents=True, exist_ok=True)
+        job.metrics_path(tmp_path / "results").write_text("{}")
+    nobody = {"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}  # nothing listens there
+    result = evalq("campaign", "run", "--jobs", str(jobs_file), "--resources", str(resources_file),
+                   "--results-dir", str(tmp_path / "results"), "--name", "noop", env=nobody)
+    assert result.returncode == 0, result.stderr
+    assert "all 3 episodes already have metrics" in result.stdout
+    assert not (tmp_path / "results" / "failed.txt").exists()

@@ -248,7 +248,7 @@ def local_pool(prefect_server, fake_gpus):
     """The README recipe's first step: `evalq workpools apply --kind local` (here under a test name)."""
     result = CliRunner().invoke(app, ["workpools", "apply", "--kind", "local", "--name", POOL])
     assert result.exit_code == 0, result.output
-    assert f"work pool {POOL} (evalq-prefork)" in result.output
+    assert f"work pool {POOL} (evalq-runner)" in result.output
     return prefect_server
 
 

@@ -2,11 +2,12 @@
 
 GPUs are leases on Prefect global concurrency limits (one per GPU); `evalq submit` queues
 commands task-spooler style as runs of the `run-command` flow (`flow.py`). The pool is the
-`evalq-prefork` kind (`workpools/prefork`): each run is its own process, forked warm.
+`evalq-runner` kind (`workpools/runner`), like the episodes' local pool: one warm runner
+(`evalq runner`) runs the queued commands, each in a process group of its own.
 """
 
 from __future__ import annotations
 
-from workpools.prefork import WORK_POOL_TYPE, base_job_template
+from workpools.runner import WORK_POOL_TYPE, base_job_template
 
 __all__ = ["WORK_POOL_TYPE", "base_job_template"]

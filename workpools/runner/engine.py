@@ -9,6 +9,7 @@ loaded once per entrypoint, not imported per run.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,20 @@ class InProcessEngine(AsyncFlowRunEngine):
 
 @functools.lru_cache(maxsize=64)
 def load_flow(entrypoint: str) -> Flow:
-    """The flow object behind a deployment's entrypoint (`module:flow` or `path.py:flow`), cached."""
-    return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+    """The flow object behind a deployment's entrypoint (`module:flow` or `path.py:flow`), cached.
+
+    A flow that persists no results and names no result storage gets the local one: otherwise
+    Prefect's engine asks the server for its default storage at every run, through a new
+    blocking client (a stall of the loop that every run here shares).
+    """
+    flow = load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+    if flow.result_storage is None and flow.persist_result is False:
+        from prefect.settings import get_current_settings
+
+        local = Path(get_current_settings().results.local_storage_path).expanduser()
+        local.mkdir(parents=True, exist_ok=True)
+        flow = flow.with_options(result_storage=local)
+    return flow
 
 
 def new_engine(flow: Flow, flow_run: FlowRun) -> InProcessEngine:

@@ -12,6 +12,7 @@ campaign requeues them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -35,6 +36,8 @@ from flows.retry import is_transient
 from workpools.runner.engine import execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
 
+STOP_GRACE_SECONDS = 15
+"""A stopping runner waits this long for each crashed run to record its state and release its slot."""
 CANCEL_POLL_SECONDS = 10
 """How often cancels are polled for when the events websocket is down."""
 HEARTBEAT_SECONDS = 30
@@ -89,14 +92,17 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self._wake = asyncio.Event()
         try:
             async with self:
+                if run_once:  # Prefect's `--run-once`: what is scheduled now, then exit
+                    await self._pick_up_once()
+                    while self.in_flight:
+                        await anyio.sleep(0.2)
+                    return
                 async with anyio.create_task_group() as loops:
                     loops.start_soon(self._pick_up)
                     loops.start_soon(self._listen_for_scheduled_runs)
                     loops.start_soon(self._keep_synced)
-                    if self.idle_timeout:
+                    if self.idle_timeout is not None:
                         loops.start_soon(self._stop_when_idle, loops.cancel_scope)
-                    if run_once:
-                        loops.start_soon(self._stop_when_idle, loops.cancel_scope, 0.0)
                     printer(f"Runner {self.name!r} started: pool {self._work_pool_name!r}, {self._limit or 'unlimited'} slots")
         finally:
             self._runs.stop()
@@ -115,26 +121,29 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
     async def _pick_up(self) -> None:
         """Claim scheduled runs while slots are free; sleep until woken or the safety poll."""
         while True:
-            self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
-            if self.limiter.available_tokens >= 1:
-                try:
-                    for flow_run in await self._scheduled_runs():
-                        if flow_run.id in self._claiming:
-                            continue
-                        try:
-                            self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
-                        except anyio.WouldBlock:
-                            break
-                        self._claiming.add(flow_run.id)
-                        self._runs_task_group.start_soon(self._claim_and_run, flow_run)
-                except Exception as exc:  # the API is away: try again at the next round
-                    if not is_transient(exc):
-                        raise
-                    self.log.warning("Prefect API unavailable while picking up runs (%s); retrying", exc)
-                    await anyio.sleep(1.0)
-            self._last_polled_time = _now()
+            await self._pick_up_once()
             with anyio.move_on_after(self.poll_seconds):
                 await self._wake.wait()
+
+    async def _pick_up_once(self) -> None:
+        self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
+        if self.limiter.available_tokens >= 1:
+            try:
+                for flow_run in await self._scheduled_runs():
+                    if flow_run.id in self._claiming:
+                        continue
+                    try:
+                        self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
+                    except anyio.WouldBlock:
+                        break
+                    self._claiming.add(flow_run.id)
+                    self._runs_task_group.start_soon(self._claim_and_run, flow_run)
+            except Exception as exc:  # the API is away: try again at the next round
+                if not is_transient(exc):
+                    raise
+                self.log.warning("Prefect API unavailable while picking up runs (%s); retrying", exc)
+                await anyio.sleep(1.0)
+        self._last_polled_time = _now()
 
     async def _scheduled_runs(self) -> list[FlowRun]:
         try:
@@ -173,8 +182,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             except Exception as exc:
                 self.log.debug("Worker heartbeat failed: %s", exc)
 
-    async def _stop_when_idle(self, scope: anyio.CancelScope, idle_timeout: float | None = None) -> None:
-        idle_timeout = self.idle_timeout if idle_timeout is None else idle_timeout
+    async def _stop_when_idle(self, scope: anyio.CancelScope) -> None:
+        idle_timeout = self.idle_timeout
         while True:
             await anyio.sleep(min(1.0, max(idle_timeout, 0.1)))
             if self.in_flight:
@@ -242,10 +251,10 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         outcome = self._runs.submit(flow_run.id, lambda: execute(engine))
         try:
             return await asyncio.wrap_future(outcome)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # this runner is stopping: crash the run there, let it record that
             self._runs.cancel(flow_run.id)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
-                await asyncio.wait([asyncio.wrap_future(outcome)])
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(concurrent.futures.wait, [outcome], STOP_GRACE_SECONDS)
             raise
         except Exception as exc:  # the engine has already recorded the run's final state
             self.log.debug("Flow run %s ended with %r", flow_run.id, exc)

@@ -1,4 +1,4 @@
-"""Pure measurements of a campaign from the policy servers' own busy log.
+"""What the policy servers saw: utilization, handoff gaps and bounds from their own busy log.
 
 Input: intervals `{"server", "episode", "start", "end"}` (JSON lines written by the demo
 policy servers, by their clocks). Output: utilization, handoff gaps, makespan and the
