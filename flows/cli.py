@@ -11,6 +11,7 @@ import typer
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
 from workpools import cli as workpools_cli
+from workpools.local.cli import queue_app
 
 app = typer.Typer(
     name="evalq",
@@ -26,6 +27,7 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(pools_app, name="pools")
 app.add_typer(workpools_cli.app, name="workpools")
 app.command("submit")(workpools_cli.submit)
+app.add_typer(queue_app, name="queue")
 
 
 def parse_options(pairs: list[str]) -> dict:
