@@ -57,6 +57,7 @@ class QueueEntry(BaseModel):
     status: Status
     state_name: str
     message: str | None
+    state_since: datetime | None
     host: str | None
     held_gpus: list[int] | None
     submitted: datetime | None
@@ -104,6 +105,7 @@ def entry_from_run(run) -> QueueEntry:
         status=status_of(state_type, run.state.name if run.state else "", held),
         state_name=run.state.name if run.state else "",
         message=run.state.message if run.state else None,
+        state_since=run.state.timestamp if run.state else None,
         host=labels.get(HOST_LABEL),
         held_gpus=held,
         submitted=run.created,

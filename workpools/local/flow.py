@@ -50,6 +50,8 @@ from workpools.local.stopping import Stopped, StopRequested, run_unless_stopped,
 POLL_SECONDS = float(os.environ.get("EVALQ_POLL_SECONDS", "1.0"))
 """How often a job checks its own flow run, its dependencies and its turn."""
 LOG_FORWARD_SECONDS = 0.5
+STARTUP_GRACE_SECONDS = 60.0
+"""A job a worker is starting keeps its place in line this long (a stuck start must not block the queue)."""
 
 
 class DependencyFailed(RuntimeError):
@@ -163,16 +165,28 @@ async def gpu_turn(client, job: CommandJob, run_id: UUID | None) -> AsyncIterato
 async def my_turn(client, job: CommandJob, run_id: UUID | None, host: str, names: dict[int, str]) -> list[int] | None:
     """The GPUs this job may lease now according to the queue's plan, or None: not its turn."""
     me = str(run_id)
-    entries = [entry for entry in await read_entries(client, ["RUNNING", "CANCELLING"]) if entry.host == host]
-    queue = [waiting(entry) for entry in entries if entry.status == Status.WAITING_GPUS and entry.job]
+    entries = await read_entries(client, ["PENDING", "RUNNING", "CANCELLING"])
+    queue = [waiting(entry) for entry in entries if in_gpu_queue(entry, host, time.time())]
     if me not in {item.key for item in queue}:  # not visible yet (or run in-process without a run id)
         queue.append(waiting_job(me, job))
-    holding = [held(entry) for entry in entries if entry.held_gpus is not None]
+    holding = [held(entry) for entry in entries if entry.host == host and entry.held_gpus is not None]
     busy = await leases.busy_limits(client, list(names.values()))
     leased = {index for index, name in names.items() if name in busy}
     slots = await read_slots(client, host)
     gpus: list[Gpu] = await asyncio.to_thread(query_gpus)
     return plan_starts(queue, holding, gpus, leased, slots.free, time.time()).get(me)
+
+
+def in_gpu_queue(entry: QueueEntry, host: str, now: float) -> bool:
+    """Waiting for this machine's GPUs, or about to (a worker is starting it, it needs no
+    dependency): such a job keeps its place in line, unless its start seems stuck."""
+    if entry.job is None:
+        return False
+    if entry.status == Status.WAITING_GPUS:
+        return entry.host == host
+    starting = entry.status in (Status.QUEUED, Status.STARTING)  # read as Pending, or Running before a phase
+    recent = entry.state_since is not None and now - entry.state_since.timestamp() < STARTUP_GRACE_SECONDS
+    return starting and recent and not entry.job.depends_on and entry.host in (None, host)
 
 
 def waiting_job(key: str, job: CommandJob) -> Waiting:
