@@ -104,6 +104,40 @@ class TestSlotsArgument:
             parse_slots(text)
 
 
+class TestPlaceInLine:
+    """Which runs `my_turn` counts as ahead in line (besides those waiting for GPUs)."""
+
+    @staticmethod
+    def entry(status: Status, host: str | None = "here", seconds_ago: float = 1.0, depends: bool = False) -> QueueEntry:
+        from datetime import datetime, timedelta, timezone
+        from uuid import uuid4
+
+        from workpools.local.job import CommandJob
+
+        job = CommandJob(argv=["x"], gpus=1, depends_on=[uuid4()] if depends else [])
+        since = datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
+        return QueueEntry(
+            run_id=uuid4(), queue_id=1, name="x", job=job, status=status, state_name="", message=None,
+            state_since=since, host=host, held_gpus=None, submitted=since, command_started=None, ended=None,
+        )
+
+    def test_waiting_here_counts_waiting_elsewhere_does_not(self):
+        from workpools.local.flow import in_gpu_queue
+
+        assert in_gpu_queue(self.entry(Status.WAITING_GPUS), "here", time.time())
+        assert not in_gpu_queue(self.entry(Status.WAITING_GPUS, host="there"), "here", time.time())
+
+    def test_a_job_being_started_keeps_its_place_unless_stuck_or_dependent(self):
+        from workpools.local.flow import STARTUP_GRACE_SECONDS, in_gpu_queue
+
+        now = time.time()
+        assert in_gpu_queue(self.entry(Status.QUEUED, host=None), "here", now)
+        assert in_gpu_queue(self.entry(Status.STARTING, host=None), "here", now)
+        assert not in_gpu_queue(self.entry(Status.STARTING, host=None, seconds_ago=STARTUP_GRACE_SECONDS + 1), "here", now)
+        assert not in_gpu_queue(self.entry(Status.QUEUED, host=None, depends=True), "here", now)
+        assert not in_gpu_queue(self.entry(Status.RUNNING), "here", now)
+
+
 # --- on the session's Prefect server with a real worker ---------------------------------------
 
 

@@ -1,8 +1,10 @@
 """The GPU-aware local pool, on one shared GPU machine.
 
 GPUs are leases on Prefect global concurrency limits (one per GPU); `evalq submit` queues
-commands task-spooler style as runs of the `run-command` flow (`flow.py`). The pool is the
-`evalq-prefork` kind (`workpools/prefork`): each run is its own process, forked warm.
+commands task-spooler style as runs of the `run-command` flow (`flow.py`), `evalq queue`
+(`cli.py`) manages them. Who starts next is `scheduling.py` (pure); how a job notices a
+cancel is `stopping.py`. The pool is the `evalq-prefork` kind (`workpools/prefork`): each run
+is its own process, forked warm.
 """
 
 from __future__ import annotations
