@@ -89,6 +89,35 @@ class TestEnvironmentFile:
         assert "s3cret" not in str(bad.value) + str(gone.value)
 
 
+class TestSigterm:
+    def test_sigterm_stops_the_job_after_its_cleanup_and_restores_the_handler(self, tmp_path):
+        """What a worker's kill_infrastructure sends: the body is cancelled and its cleanup finishes."""
+        import signal
+
+        from workpools.local.command import run_argv
+        from workpools.local.stopping import TERMINATED, Stopped, run_unless_stopped
+
+        pid_file = tmp_path / "pid"
+        before = signal.getsignal(signal.SIGTERM)
+
+        async def job():
+            argv = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+            return await run_argv(argv, dict(os.environ))
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            work = run_unless_stopped(None, None, job(), every=1.0)
+            waiter = asyncio.ensure_future(work)
+            while not pid_file.exists() or not pid_file.read_text():
+                await asyncio.sleep(0.05)
+            loop.call_soon(os.kill, os.getpid(), signal.SIGTERM)
+            return await waiter
+
+        assert asyncio.run(main()) == Stopped(TERMINATED)
+        assert not group_alive(int(pid_file.read_text())), "the command outlived the stop"
+        assert signal.getsignal(signal.SIGTERM) is before
+
+
 class TestSlotsArgument:
     @pytest.mark.parametrize("text, slots", [("1", 1), ("12", 12), ("unlimited", 1_000_000)])
     def test_parse(self, text, slots):

@@ -77,26 +77,45 @@ async def watch_run(client, run_id: UUID, every: float) -> Stopped:
 
 
 class SigtermListener:
-    """While active, SIGTERM sets an event instead of Prefect's TerminationSignal (main thread only)."""
+    """While any is active, SIGTERM sets their events instead of raising Prefect's TerminationSignal.
+
+    One handler per process (several jobs may share an event loop, e.g. in tests); it is
+    installed by the first listener and the previous handler restored by the last. Only
+    possible in the main thread; elsewhere the listener stays silent.
+    """
+
+    _events: set[asyncio.Event] = set()
+    _previous: Any = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
-        self._previous: Any = None
-        self._installed = False
 
     def __enter__(self) -> "SigtermListener":
-        try:
-            self._previous = signal.getsignal(signal.SIGTERM)
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.event.set)
-            self._installed = True
-        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread: no listener
-            pass
+        cls = type(self)
+        if not cls._events:
+            try:
+                previous = signal.getsignal(signal.SIGTERM)
+                loop = asyncio.get_running_loop()
+                loop.add_signal_handler(signal.SIGTERM, cls._notify)
+                cls._previous, cls._loop = previous, loop
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                return self
+        cls._events.add(self.event)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        cls = type(self)
+        cls._events.discard(self.event)
+        if not cls._events and cls._loop is not None:
+            cls._loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, cls._previous if cls._previous is not None else signal.SIG_DFL)
+            cls._loop = None
+
+    @classmethod
+    def _notify(cls) -> None:
+        for event in cls._events:
+            event.set()
 
 
 async def run_unless_stopped(client, run_id: UUID | None, body: Awaitable, every: float) -> Any:
