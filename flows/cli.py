@@ -14,6 +14,7 @@ from flows.cloudlogging import cli as cloudlogging_cli
 from workpools import cli as workpools_cli
 from workpools.runner import cli as runner_cli
 from workpools.kubernetes import cli as kubernetes_cli
+from workpools.local.cli import queue_app
 
 app = typer.Typer(
     name="evalq",
@@ -33,6 +34,7 @@ app.command("runner")(runner_cli.runner)
 app.command("stream-logs")(cloudlogging_cli.stream_logs)
 app.command("logs")(cloudlogging_cli.logs)
 app.add_typer(kubernetes_cli.app, name="k8s")
+app.add_typer(queue_app, name="queue")
 
 
 def parse_options(pairs: list[str]) -> dict:

@@ -253,10 +253,10 @@ def local_pool(prefect_server, fake_gpus):
 
 
 def submit(*args: str) -> list[str]:
-    """`evalq submit ...`; the created flow-run ids."""
+    """`evalq submit ...` (`<queue id> <flow-run id> <name>` per job); the created flow-run ids."""
     result = CliRunner().invoke(app, ["submit", *args])
     assert result.exit_code == 0, result.output
-    return [line.split("\t")[0] for line in result.stdout.splitlines()]
+    return [line.split("\t")[1] for line in result.stdout.splitlines()]
 
 
 def record(out: Path, name: str, seconds: float) -> list[str]:

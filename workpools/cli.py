@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from generate.errors import InputError, exit_on_input_error
+from workpools.local.submit import DEFAULT_HOME
 
 app = typer.Typer(no_args_is_help=True, help="Create or update the SLURM, Kubernetes and local work pools.")
 
@@ -86,8 +88,14 @@ def submit(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="One job per seed, e.g. 0-4: {seed} in argv, SEED in env."),
     gpu_free_threshold: float = typer.Option(0.9, "--gpu-free-threshold", min=0.0, max=1.0, help="Free memory fraction for a GPU to count as free."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be queued; create nothing."),
+    home: Path = typer.Option(
+        DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Folder for the jobs' output files and captured environments."
+    ),
 ) -> None:
-    """Queue a command on the GPU-aware local pool (task-spooler style); prints one run id per job."""
+    """Queue a command on the GPU-aware local pool (task-spooler style).
+
+    Prints one `<queue id> <flow-run id> <name>` line per job; `evalq queue` shows them.
+    """
     from workpools.local.gpus import GpuQueryError, query_gpus
     from workpools.local.submit import check_gpus, plan_jobs
 
@@ -99,11 +107,11 @@ def submit(
     if dry_run:
         print_plan(jobs, depends_on)
         return
-    for run in with_prefect_api(_submit(jobs, depends_on)):
-        print(f"{run.id}\t{run.name}")
+    for run, job in with_prefect_api(_submit(jobs, depends_on, home)):
+        print(f"{job.queue_id}\t{run.id}\t{run.name}")
 
 
-async def _submit(jobs, depends_on: list[str]) -> list:
+async def _submit(jobs, depends_on: list[str], home: Path) -> list:
     from prefect.client.orchestration import get_client
 
     from workpools.local.submit import find_deployment, online_workers, queue_jobs, resolve_dependencies
@@ -111,7 +119,7 @@ async def _submit(jobs, depends_on: list[str]) -> list:
     async with get_client() as client:
         deployment = await find_deployment(client)
         run_ids = await resolve_dependencies(client, depends_on)
-        runs = await queue_jobs(client, deployment, [job.model_copy(update={"depends_on": run_ids}) for job in jobs])
+        runs = await queue_jobs(client, deployment, [job.model_copy(update={"depends_on": run_ids}) for job in jobs], home)
         pool = deployment.work_pool_name
         if not await online_workers(client, pool):
             print(

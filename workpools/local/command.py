@@ -6,8 +6,10 @@ import asyncio
 import os
 import signal
 from dataclasses import dataclass
+from typing import IO
 
 KILL_GRACE_SECONDS = 10.0
+"""Between SIGTERM and SIGKILL of the command's process group."""
 
 
 @dataclass(frozen=True)
@@ -17,10 +19,20 @@ class Outcome:
 
 
 async def run_argv(
-    argv: list[str], env: dict[str, str], cwd: str | None = None, timeout: float | None = None
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None = None,
+    timeout: float | None = None,
+    stdout: IO | None = None,
+    stderr: IO | None = None,
 ) -> Outcome:
-    """Run `argv` (no shell) in its own session; output goes to ours. Killed at `timeout`."""
-    process = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, start_new_session=True)
+    """Run `argv` (no shell) in its own session, output to `stdout`/`stderr` (else ours). Killed at `timeout`.
+
+    Cancelling this coroutine kills the command's process group before it returns.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, cwd=cwd, start_new_session=True, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr
+    )
     try:
         returncode = await asyncio.wait_for(process.wait(), timeout)
         await end_leftovers(process.pid)  # children it left behind must not outlive its GPU lease

@@ -23,14 +23,14 @@ RENEW_SECONDS = 20.0
 logger = logging.getLogger(__name__)
 
 
-async def ensure_limits(client, names: list[str]) -> None:
-    """Create each limit (limit 1) unless it exists."""
+async def ensure_limits(client, names: list[str], limit: int = 1) -> None:
+    """Create each limit (with `limit` slots) unless it exists."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists
 
     for name in names:
         try:
-            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
         except ObjectAlreadyExists:
             pass
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from uuid import UUID
 
 from generate.errors import InputError
 from workpools.local.allocation import parse_indices
 from workpools.local.job import COMMAND_TAG, RUN_COMMAND_DEPLOYMENT, CommandJob, label_tag
 from workpools.local.seeds import parse_seeds, substitute
+
+DEFAULT_HOME = Path("~/.evalq/queue")
+"""Where jobs' output files and captured environments live (`--home`, `EVALQ_QUEUE_HOME`)."""
 
 
 def plan_jobs(
@@ -55,13 +59,21 @@ def check_gpus(jobs: list[CommandJob], indices: list[int]) -> None:
 
 
 async def resolve_dependencies(client, refs: list[str]) -> list[UUID]:
-    """Flow-run ids for `--depends-on` values: a run id, or a label (every run with that label)."""
+    """Flow-run ids for `--depends-on` values: a queue id, a run id, or a label (every run with that label)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
 
+    from workpools.local.entries import find_entry
+
     run_ids: list[UUID] = []
     for ref in refs:
+        if ref.isdigit():
+            entry = await find_entry(client, int(ref))
+            if entry is None:
+                raise InputError(None, f"--depends-on {ref}: no job {ref} in the queue")
+            run_ids.append(entry.run_id)
+            continue
         try:
             run_ids.append((await client.read_flow_run(UUID(ref))).id)
             continue
@@ -90,14 +102,30 @@ async def find_deployment(client, name: str = RUN_COMMAND_DEPLOYMENT):
         raise InputError(None, f"no deployment {name}: run `evalq workpools apply --kind local` first") from None
 
 
-async def queue_jobs(client, deployment, jobs: list[CommandJob]) -> list:
-    """Create one flow run per job on the `run-command` deployment."""
-    return [
-        await client.create_flow_run_from_deployment(
-            deployment.id, parameters={"job": job.model_dump(mode="json")}, name=job.run_name(), tags=job.tags()
-        )
-        for job in jobs
-    ]
+def output_paths(home: Path, queue_id: int) -> dict[str, str]:
+    """The job's stdout/stderr files: `<home>/<id>.out` and `<home>/<id>.err`."""
+    return {"stdout_path": str(home / f"{queue_id}.out"), "stderr_path": str(home / f"{queue_id}.err")}
+
+
+async def queue_jobs(client, deployment, jobs: list[CommandJob], home: Path) -> list[tuple]:
+    """Create one flow run per job on the `run-command` deployment, each with a queue id and
+    this process's environment captured; (flow run, job as queued) pairs."""
+    from workpools.local.environment import capture_environment
+    from workpools.local.ids import create_numbered_run
+
+    home = home.expanduser().resolve()
+    queued = []
+    for job in jobs:
+        env_file = capture_environment(home)
+        try:
+            queued.append(await create_numbered_run(
+                client, deployment.id, job.model_copy(update={"env_file": str(env_file)}),
+                lambda queue_id: output_paths(home, queue_id),
+            ))
+        except BaseException:
+            env_file.unlink(missing_ok=True)
+            raise
+    return queued
 
 
 async def online_workers(client, pool: str) -> int:
