@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=2.0, help="simulator loading (prepare)")
     parser.add_argument("--prefetch", type=int, default=1)
     parser.add_argument("--max-prefetch", type=int, default=3)
-    parser.add_argument("--poll-seconds", type=float, default=0.25)
+    parser.add_argument("--poll-seconds", type=float, default=5.0, help="waiting episodes' safety poll")
     parser.add_argument("--worker", choices=["runner", "prefork"], default="runner")
     args = parser.parse_args()
 

@@ -219,7 +219,7 @@ async def campaign(
     stats_interval: float = 60.0,
     tick_seconds: float = 0.5,
     lease_seconds: float = 60.0,
-    poll_seconds: float = 0.25,
+    poll_seconds: float = 5.0,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = dict(locals())

@@ -21,10 +21,10 @@ from uuid import UUID
 from prefect import flow, get_client, get_run_logger
 from prefect.events import emit_event
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed, Running
+from prefect.states import Completed, Failed, Running, State
 
 from flows.cloudlogging.attach import attach_cloud_logging
-from flows.evaluators import EvaluationError, ServerUnavailable, call, load_evaluator
+from flows.evaluators import EvaluationError, Metrics, ServerUnavailable, call, load_evaluator
 from flows.naming import (
     EPISODE_FLOW,
     LOADING_STATE,
@@ -68,7 +68,9 @@ async def set_phase(client, run_id: UUID | None, name: str, message: str | None 
         await client.set_flow_run_state(run_id, Running(name=name, message=message))
 
 
-def episode_document(metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str) -> dict:
+def episode_document(
+    metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, held: float
+) -> dict:
     """The metrics file: the evaluator's metrics plus where and how they were produced."""
     return {
         **metrics,
@@ -85,7 +87,7 @@ def episode_document(metrics: dict, job: Job, slot: Slot, campaign: str, run_id:
             "flow_run_id": str(run_id) if run_id else None,
             "evaluator": evaluator.split(" ")[0],
             "waited_seconds": round(slot.waited_seconds, 3),
-            "held_seconds": round(time.time() - slot.acquired_at, 3),
+            "held_seconds": round(held, 3),
             "finished_at": time.time(),
         },
     }
@@ -101,7 +103,7 @@ async def evaluate_episode(
     campaign: str = "adhoc",
     force: bool = False,
     lease_seconds: float = 60.0,
-    poll_seconds: float = 0.25,
+    poll_seconds: float = 5.0,
     timeout_seconds: float = 3600.0,
 ):
     """Evaluate one episode: load, lease a policy-server slot, run, write metrics, release."""
@@ -151,6 +153,7 @@ class EpisodeRun:
     timeout_seconds: float
 
     async def lease_and_run(self):
+        """Wait for a slot, play on it, give it back at once, then write the metrics."""
         await set_phase(self.client, self.run_id, WAITING_STATE)
         leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds)
         slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id)
@@ -158,16 +161,25 @@ class EpisodeRun:
         get_run_logger().info("Leased %s (pool %s) after %.2f s", slot.server.address, slot.pool, slot.waited_seconds)
         try:
             async with leaser.holding(slot):
-                await set_phase(self.client, self.run_id, RUNNING_STATE, f"on {slot.server.address} ({slot.pool})")
-                return await self.play(slot)
+                # Shown while the episode already connects: the phase is not worth a handoff delay.
+                shown = asyncio.ensure_future(
+                    set_phase(self.client, self.run_id, RUNNING_STATE, f"on {slot.server.address} ({slot.pool})")
+                )
+                try:
+                    outcome = await self.play(slot)
+                finally:
+                    await shown
+            held = time.time() - slot.acquired_at
         finally:
             slot_event(SLOT_RELEASED, slot, self.job, self.campaign, self.run_id)
+        if isinstance(outcome, State):
+            return outcome
+        return self.write(outcome, slot, held)
 
-    async def play(self, slot: Slot):
-        """Run the evaluator on the leased server and write its metrics; the end state."""
-        logger = get_run_logger()
+    async def play(self, slot: Slot) -> Metrics | State:
+        """Run the evaluator on the leased server: its metrics, or the end state if it failed."""
         try:
-            metrics = await asyncio.wait_for(call(self.runner.run, self.job, slot.server), self.timeout_seconds)
+            return await asyncio.wait_for(call(self.runner.run, self.job, slot.server), self.timeout_seconds)
         except asyncio.TimeoutError:
             return Failed(message=f"episode exceeded {self.timeout_seconds:.0f} s on {slot.server.address}")
         except ServerUnavailable as exc:
@@ -178,9 +190,13 @@ class EpisodeRun:
             )
             raise
         except EvaluationError as exc:
-            logger.error("Not retryable: %s", exc)
+            get_run_logger().error("Not retryable: %s", exc)
             return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
-        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator))
+
+    def write(self, metrics: Metrics, slot: Slot, held: float) -> State:
+        """Write the metrics file atomically, never over another run's; the end state."""
+        logger = get_run_logger()
+        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held))
         if self.force:
             write_atomic(self.target, text)
         elif not write_new_atomic(self.target, text):

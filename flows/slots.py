@@ -6,8 +6,12 @@ is one lease taken atomically on both; the server answers all-or-nothing.
 
 Why not `prefect.concurrency.asyncio.concurrency()`: a blocking waiter there sleeps the
 server's Retry-After (up to 30 s) and every failed try logs an ERROR. Here a waiting
-episode reads its candidate servers' limits (cheap GETs) every `poll_seconds`, tries only
-those with a free slot, and logs nothing while it waits. Leases are renewed in the
+episode reads its candidate servers' limits (cheap GETs), tries only those with a free
+slot, and then sleeps until one of them releases a slot (`flows/slotwatch.py`: release
+events, or a release in the same process) or `poll_seconds` pass (leases that expire
+without a release). Woken, it tries the released server directly; an episode with more
+alternatives lets the ones with fewer try first (`STAGGER_SECONDS` per extra server), so a
+server goes to the episode that can use nothing else. Leases are renewed in the
 background; a lease the server no longer knows (410) aborts the episode, since its server
 may already be serving someone else.
 """
@@ -29,10 +33,13 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.naming import pool_limit, server_limit
 from flows.retry import retrying
+from flows.slotwatch import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
 
 MIN_LEASE_SECONDS = 60.0
 """The Prefect server rejects shorter leases."""
+STAGGER_SECONDS = 0.1
+"""After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
 
 
 class PoolNotApplied(Exception):
@@ -79,18 +86,27 @@ class SlotLeaser:
         self,
         client: PrefectClient,
         lease_seconds: float = MIN_LEASE_SECONDS,
-        poll_seconds: float = 0.25,
-        max_poll_seconds: float | None = None,
+        poll_seconds: float = 5.0,
+        watch: SlotWatch | None = None,
     ):
         self.client = client
         self.lease_seconds = max(float(lease_seconds), MIN_LEASE_SECONDS)
         self.renew_seconds = self.lease_seconds / 3
         self.poll_seconds = poll_seconds
-        self.max_poll_seconds = max_poll_seconds or 2 * poll_seconds
-        """Waiters back off to at most this: it bounds the handoff gap."""
+        """The safety poll while waiting: releases wake a waiter at once, expiries do not."""
+        self._watch = watch
+        self.reads = 0
+        """Occupancy reads made, for tests and benchmarks."""
+
+    @property
+    def watch(self) -> SlotWatch:
+        if self._watch is None:
+            self._watch = slot_watch()
+        return self._watch
 
     async def _occupancy(self, candidate: Candidate) -> tuple[Candidate, int, int]:
         name = server_limit(candidate.server)
+        self.reads += 1
         try:
             limit = await retrying(lambda: self.client.read_global_concurrency_limit_by_name(name))
         except ObjectNotFound:
@@ -128,21 +144,28 @@ class SlotLeaser:
         if not options:
             raise PoolNotApplied(f"{job.id}: no compatible server left in pools {job.resource_types}")
         started = time.monotonic()
-        delay = self.poll_seconds
+        stagger = (len({c.server.address for c in options}) - 1) * STAGGER_SECONDS
         while True:
-            occupancy = await asyncio.gather(*(self._occupancy(candidate) for candidate in options))
-            for candidate in by_free_share(list(occupancy)):
-                lease_id = await self.try_acquire(candidate, holder_id)
-                if lease_id is not None:
-                    return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 1.25, self.max_poll_seconds)
+            with self.watch.watching(c.server.address for c in options) as wakeup:
+                occupancy = await asyncio.gather(*(self._occupancy(candidate) for candidate in options))
+                for candidate in by_free_share(list(occupancy)):
+                    if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
+                        return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wakeup.event.wait(), self.poll_seconds * random.uniform(0.8, 1.2))
+            released = [c for c in options if c.server.address in wakeup.addresses]
+            if released:
+                await asyncio.sleep(stagger)  # the episodes with fewer alternatives try first
+                for candidate in released:
+                    if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
+                        return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
 
     async def release(self, slot: Slot, attempts: int = 10) -> bool:
         """Give the slot back; retried across a restarting API. False if it could not be."""
         for attempt in range(attempts):
             try:
                 await self.client.release_concurrency_slots_with_lease(slot.lease_id)
+                self.watch.released(slot.server.address)  # waiters in this process, at once
                 return True
             except (httpx.TransportError, httpx.HTTPStatusError):
                 await asyncio.sleep(min(2**attempt * 0.25, 5))

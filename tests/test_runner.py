@@ -194,7 +194,8 @@ def test_sigterm_stops_the_runner_in_seconds_and_its_episodes_are_requeued(runne
         runner.wait(30)
         outcome["stop_seconds"] = time.monotonic() - started
         outcome["busy_after_stop"] = asyncio.run(limit_counts(resources))
-        outcome["second"] = start_runner(tmp_path, slots=4)
+        # (not start_worker: its PR_SET_PDEATHSIG would end the runner with this thread)
+        outcome["second"] = start_runner(tmp_path, 4, "--name", "second")
 
     import contextvars
     import threading

@@ -127,13 +127,14 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
 
     async def _pick_up_once(self) -> None:
         self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
-        if self.limiter.available_tokens >= 1:
+        if self._limiter is None or self._limiter.available_tokens >= 1:  # no --limit: no limit
             try:
                 for flow_run in await self._scheduled_runs():
                     if flow_run.id in self._claiming:
                         continue
                     try:
-                        self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
+                        if self._limiter is not None:
+                            self._limiter.acquire_on_behalf_of_nowait(flow_run.id)
                     except anyio.WouldBlock:
                         break
                     self._claiming.add(flow_run.id)

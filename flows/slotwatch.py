@@ -1,0 +1,100 @@
+"""Waking waiting episodes when a policy-server slot is released, instead of polling.
+
+Every release is announced as an `evalq.slot.released` event (see `flows/episode.py`). One
+subscription per event loop (a warm runner has one loop for all its episodes) fans those
+events out to the episodes waiting for that server, and a release made in the same loop
+wakes its waiters at once, without the round trip through the server. Waiters keep a slow
+safety poll for leases that end without a release (a killed holder's lease expires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import defaultdict
+from typing import Iterable, Iterator
+
+from flows.naming import SLOT_RELEASED
+
+RESUBSCRIBE_SECONDS = 5.0
+logger = logging.getLogger("evalq.slotwatch")
+
+
+class Wakeup:
+    """Set when a watched server releases a slot; remembers which ones did."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.addresses: list[str] = []
+
+    def set(self, address: str) -> None:
+        self.addresses.append(address)
+        self.event.set()
+
+
+class SlotWatch:
+    """Release notifications by server address, for the episodes of one event loop."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[Wakeup]] = defaultdict(set)
+        self._listener: asyncio.Task | None = None
+        self.events_seen = 0
+
+    def released(self, address: str) -> None:
+        """A slot on `address` was given back: wake whoever waits for it."""
+        for waiter in list(self._waiters.get(address, ())):
+            waiter.set(address)
+
+    @contextlib.contextmanager
+    def watching(self, addresses: Iterable[str]) -> Iterator[Wakeup]:
+        """A wakeup set when one of `addresses` releases a slot; register it *before* reading
+        occupancy, so that a release between the read and the wait is not missed."""
+        self._ensure_listening()
+        event = Wakeup()
+        addresses = list(addresses)
+        for address in addresses:
+            self._waiters[address].add(event)
+        try:
+            yield event
+        finally:
+            for address in addresses:
+                self._waiters[address].discard(event)
+                if not self._waiters[address]:
+                    del self._waiters[address]
+
+    def _ensure_listening(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="evalq-slot-watch")
+
+    async def _listen(self) -> None:
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        event_filter = EventFilter(event=EventNameFilter(name=[SLOT_RELEASED]))
+        while True:
+            try:
+                async with get_events_subscriber(filter=event_filter) as subscriber:
+                    async for event in subscriber:
+                        self.events_seen += 1
+                        address = event.resource.get("evalq.server")
+                        if address:
+                            self.released(address)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no events stream: waiters still have their safety poll
+                logger.debug("slot release events unavailable (%s); retrying in %.0f s", exc, RESUBSCRIBE_SECONDS)
+                await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+
+_watches: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SlotWatch]" = weakref.WeakKeyDictionary()
+
+
+def slot_watch() -> SlotWatch:
+    """The watch of the running event loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = SlotWatch()
+    return watch

@@ -1,0 +1,123 @@
+"""Slot handoff: a release wakes the episodes waiting for that server, without polling, and the
+one with the fewest alternatives gets it (real Prefect server, real limits, real events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+from prefect import get_client
+
+from flows.episode import slot_event
+from flows.naming import SLOT_RELEASED
+from flows.pools import apply_pools
+from flows.slots import SlotLeaser
+from generate.models import Resources
+from kit import limit_counts, make_job
+
+NO_POLL = 600.0
+"""A safety poll so slow that only a release can have woken the waiter."""
+
+
+def pool_of(*servers: dict) -> Resources:
+    resources = Resources.model_validate({"handoff_1": list(servers)})
+
+    async def apply():
+        async with get_client() as client:
+            await apply_pools(client, resources)
+
+    asyncio.run(apply())
+    return resources
+
+
+def test_a_release_in_this_process_wakes_the_waiter_at_once(prefect_server, tmp_path):
+    resources = pool_of({"host": "127.0.0.1", "port": 19101})
+    job = make_job(tmp_path, "handoff", "pick", 1, ["handoff_1"])
+
+    async def scenario():
+        async with get_client() as client:
+            holder, waiter = SlotLeaser(client, poll_seconds=NO_POLL), SlotLeaser(client, poll_seconds=NO_POLL)
+            held = await holder.acquire(job, resources)
+            waiting = asyncio.create_task(waiter.acquire(job, resources))
+            await asyncio.sleep(1.0)
+            assert not waiting.done()
+            await holder.release(held)
+            slot = await asyncio.wait_for(waiting, 20)
+            await waiter.release(slot)
+            return waiter.reads
+
+    assert asyncio.run(scenario()) == 1  # one look before waiting, none after: woken, it took the slot
+
+
+def test_a_release_event_from_another_process_wakes_the_waiter(prefect_server, tmp_path):
+    """The holder is in another event loop (as in another runner): only the release event,
+    through Prefect's events stream, can wake the waiter."""
+    resources = pool_of({"host": "127.0.0.1", "port": 19102})
+    job = make_job(tmp_path, "handoff", "pick", 2, ["handoff_1"])
+    held_here = threading.Event()
+    release_now = threading.Event()
+
+    def elsewhere():
+        async def hold_then_release():
+            async with get_client() as client:
+                holder = SlotLeaser(client, poll_seconds=NO_POLL)
+                slot = await holder.acquire(job, resources)
+                held_here.set()
+                await asyncio.get_running_loop().run_in_executor(None, release_now.wait)
+                await holder.release(slot)
+                slot_event(SLOT_RELEASED, slot, job, "handoff", None)
+
+        asyncio.run(hold_then_release())
+
+    other = threading.Thread(target=contextvars.copy_context().run, args=(elsewhere,))
+    other.start()
+    assert held_here.wait(60)
+
+    async def scenario():
+        async with get_client() as client:
+            waiter = SlotLeaser(client, poll_seconds=NO_POLL)
+            waiting = asyncio.create_task(waiter.acquire(job, resources))
+            await asyncio.sleep(3.0)  # subscribed and waiting
+            assert not waiting.done()
+            release_now.set()
+            slot = await asyncio.wait_for(waiting, 60)
+            await waiter.release(slot)
+            return waiter.reads
+
+    try:
+        assert asyncio.run(scenario()) == 1
+    finally:
+        release_now.set()
+        other.join(30)
+
+
+def test_the_waiter_with_the_fewest_alternatives_gets_the_released_server(prefect_server, tmp_path):
+    """S serves every task, T only `open`: the `pick` episode can use S alone, the `open` one
+    either. When S frees up, the `pick` episode gets it; the `open` one waits for T."""
+    resources = pool_of({"host": "127.0.0.1", "port": 19103},
+                        {"host": "127.0.0.1", "port": 19104, "compatible_task": "open"})
+    only_s = make_job(tmp_path, "handoff", "pick", 3, ["handoff_1"])
+    either = make_job(tmp_path, "handoff", "open", 3, ["handoff_1"])
+    s_address, t_address = (server.address for server in resources.servers("handoff_1"))
+
+    async def scenario():
+        async with get_client() as client:
+            holder = SlotLeaser(client, poll_seconds=NO_POLL)
+            on_s = await holder.acquire(only_s, resources)
+            on_t = await holder.acquire(either, resources, excluded={s_address})
+            flexible = asyncio.create_task(SlotLeaser(client, poll_seconds=NO_POLL).acquire(either, resources))
+            constrained = asyncio.create_task(SlotLeaser(client, poll_seconds=NO_POLL).acquire(only_s, resources))
+            await asyncio.sleep(1.0)
+            await holder.release(on_s)
+            got = await asyncio.wait_for(constrained, 20)
+            await asyncio.sleep(0.5)
+            assert not flexible.done()  # it stood back, and S is taken
+            await holder.release(on_t)
+            other = await asyncio.wait_for(flexible, 20)
+            for slot in (got, other):
+                await holder.release(slot)
+            return got.server.address, other.server.address
+
+    assert asyncio.run(scenario()) == (s_address, t_address)
+    assert set(asyncio.run(limit_counts(resources)).values()) == {0}
