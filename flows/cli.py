@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from flows.grader.cli import grade_app, grader_app
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
 from workpools import cli as workpools_cli
@@ -26,6 +27,8 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(pools_app, name="pools")
 app.add_typer(workpools_cli.app, name="workpools")
 app.command("submit")(workpools_cli.submit)
+app.add_typer(grader_app, name="grader")
+app.add_typer(grade_app, name="grade")
 
 
 def parse_options(pairs: list[str]) -> dict:
