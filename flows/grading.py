@@ -8,7 +8,6 @@ second, and leaves job.json, the outputs and a results file in the results dir f
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from uuid import UUID
 
 from prefect import flow, get_run_logger

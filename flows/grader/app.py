@@ -72,9 +72,7 @@ def parse_config(raw: bytes) -> GradingConfig:
     try:
         return GradingConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise bad(422, f"config_file: {where}: {first['msg']}") from None
+        raise bad(422, f"config_file: {describe_validation_error(exc)}") from None
 
 
 def check_solution(upload: UploadFile, data: bytes) -> str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from workpools.local.command import group_alive
+
 KILL_GRACE_SECONDS = 3.0
 
 
@@ -20,14 +22,6 @@ class Outcome:
     cancelled: bool = False
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
 def kill_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> int:
     """SIGTERM the process group, SIGKILL what is left after `grace`; the leader's exit code."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -36,10 +30,10 @@ def kill_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> 
         except ProcessLookupError:
             break
         deadline = time.monotonic() + grace
-        while _group_alive(process.pid) and time.monotonic() < deadline:
+        while group_alive(process.pid) and time.monotonic() < deadline:
             process.poll()
             time.sleep(0.05)
-        if not _group_alive(process.pid):
+        if not group_alive(process.pid):
             break
     return process.wait()
 
@@ -64,7 +58,7 @@ def run_watched(
                 if should_stop():
                     return Outcome(kill_group(process), cancelled=True)
                 continue
-            if _group_alive(process.pid):  # children it left behind go with it
+            if group_alive(process.pid):  # children it left behind go with it
                 kill_group(process)
             return Outcome(returncode)
     finally:
