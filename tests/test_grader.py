@@ -120,6 +120,7 @@ BAD_REQUESTS = [
     (dict(code=("solution.txt", solution())), 400, "code: expected a .py file"),
     (dict(code=("solution.py", b"  \n")), 400, "code: solution.py is empty"),
     (dict(code=("solution.py", b"#" * 20_000)), 413, "code: larger than"),
+    (dict(code=("solution.py", b"#" * 200_000)), 413, "request: larger than"),
     (dict(code=("solution.py", b"\xff\xfe")), 400, "not UTF-8"),
     (dict(config_file=("c.yaml", b"user_id: [alice\n")), 400, "config_file: YAML does not parse"),
     (dict(config_file=("c.yaml", b"- a list\n")), 422, "config_file: expected a mapping"),
@@ -224,3 +225,41 @@ def test_jobs_outlive_an_api_restart(service):
     slow = service.submit(solution(sleep=3), config(expected_time=10), wait=True).json()
     assert slow["status"] in ("pending", "running") and slow["job_id"] in slow["message"]
     assert service.wait_until(slow["job_id"], FINAL)["status"] == "completed"
+
+
+def test_a_cluster_node_joins_with_evalq_grader_node(service, tmp_path):
+    """The cluster recipe: `evalq grader node` on a GPU node; idle nodes are taken in name order."""
+    import asyncio
+    import signal
+    import sys
+
+    from prefect import get_client
+
+    from flows.grader.names import GRADER_POOL
+
+    argv = [sys.executable, "-m", "flows.cli", "grader", "node", "--name", "gpu-a", "--ip", "10.1.2.3",
+            "--log", str(tmp_path / "node.log")]
+    node = subprocess.Popen(argv, env={**os.environ, "PREFECT_API_URL": service.api_url}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            nodes = {entry["node_id"]: entry for entry in service.get("/api/nodes").json()["nodes"]}
+            if nodes.get("gpu-a", {}).get("status") == "online":
+                break
+            time.sleep(0.5)
+        assert nodes["gpu-a"]["ip"] == "10.1.2.3" and nodes["gpu-a"]["status"] == "online"
+        answer = service.submit(solution(), config(expected_time=5)).json()
+        assert answer["node_id"] == "gpu-a"
+        assert service.wait_until(answer["job_id"], FINAL)["status"] == "completed"
+    finally:
+        os.kill(node.pid, signal.SIGINT)
+        assert node.wait(60) == 0
+
+    async def decommission():
+        async with get_client() as client:
+            queue = await client.read_work_queue_by_name("gpu-a", work_pool_name=GRADER_POOL)
+            await client.delete_work_queue_by_id(queue.id)
+
+    asyncio.run(decommission())
+    assert "gpu-a" not in {entry["node_id"] for entry in service.get("/api/nodes").json()["nodes"]}

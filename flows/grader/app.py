@@ -31,6 +31,7 @@ from flows.grader.models import (
 from generate.jsonio import describe_validation_error
 
 MAX_CONFIG_BYTES = 64 * 1024
+MULTIPART_OVERHEAD = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,21 @@ def create_app(settings: GraderSettings) -> FastAPI:
         title="evalq grading service",
         description="Submit a solution file, get it graded on a node, fetch its results.",
     )
+    body_limit = settings.max_upload_bytes + MAX_CONFIG_BYTES + MULTIPART_OVERHEAD
 
     @app.exception_handler(RequestValidationError)
     async def one_line_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path"))
         return JSONResponse(status_code=422, content={"detail": f"{where}: {first['msg']}"})
+
+    @app.middleware("http")
+    async def refuse_huge_bodies(request: Request, call_next):
+        """Answer 413 before a body far beyond the limits is read and spooled to disk."""
+        declared = request.headers.get("content-length", "")
+        if request.url.path == "/api/submit" and declared.isdigit() and int(declared) > body_limit:
+            return JSONResponse(status_code=413, content={"detail": f"request: larger than {body_limit} bytes"})
+        return await call_next(request)
 
     @app.exception_handler(httpx.HTTPError)
     async def prefect_unreachable(request: Request, exc: httpx.HTTPError) -> JSONResponse:

@@ -44,6 +44,7 @@ def serve(
     from flows.grader.app import GraderSettings, create_app
     from flows.grader.auth import load_tokens
     from flows.grader.command import split_template
+    from flows.zombies import install_zombie_automation
 
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
@@ -63,7 +64,9 @@ def serve(
     async def prepare() -> list[str]:
         async with get_client() as client:
             await node_runners.apply_grader_deployment(client)
-            return await node_runners.ensure_local_nodes(client, nodes)
+            names = await node_runners.ensure_local_nodes(client, nodes)
+        await install_zombie_automation()  # a node that dies mid-job: its job ends Crashed (failed)
+        return names
 
     runners = [
         node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log")
@@ -74,6 +77,43 @@ def serve(
     finally:
         for runner in runners:
             node_runners.stop_node_runner(runner)
+
+
+@grader_app.command("node")
+@exit_on_input_error
+def node(
+    name: str = typer.Option(..., "--name", help="The node's id (its work queue in the evalq-grader pool)"),
+    ip: Optional[str] = typer.Option(None, "--ip", help="Its address, shown by /api/nodes"),
+    slots: int = typer.Option(1, "--slots", min=1, help="Jobs it runs at once"),
+    log: Path = typer.Option(Path("grader-node.log"), "--log"),
+) -> None:
+    """Serve one grading node from this machine (on PREFECT_API_URL) until Ctrl-C."""
+    import asyncio
+
+    from prefect import get_client
+
+    from flows.cli import check_api
+    from flows.grader import nodes as node_runners
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the grading jobs?")
+    check_api(api_url)
+
+    async def register() -> None:
+        async with get_client() as client:
+            await node_runners.apply_grader_deployment(client)
+            await node_runners.register_node(client, name, ip)
+
+    asyncio.run(register())
+    runner = node_runners.start_node_runner(api_url, name, slots, log)
+    typer.echo(f"node {name}: runner {runner.pid}, log {log}")
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node_runners.stop_node_runner(runner)
 
 
 @grader_app.command("hash-token")

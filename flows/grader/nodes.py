@@ -39,14 +39,21 @@ async def apply_grader_deployment(client) -> None:
     )
 
 
+async def register_node(client, name: str, ip: str | None) -> None:
+    """The node's work queue; its description holds the node's address (shown by /api/nodes)."""
+    try:
+        await client.create_work_queue(name=name, work_pool_name=GRADER_POOL, description=ip or "")
+    except ObjectAlreadyExists:
+        queue = await client.read_work_queue_by_name(name, work_pool_name=GRADER_POOL)
+        if ip is not None and queue.description != ip:
+            await client.update_work_queue(queue.id, description=ip)
+
+
 async def ensure_local_nodes(client, count: int) -> list[str]:
-    """Work queues node-0 .. node-(count-1); their description holds the node's address."""
+    """Work queues node-0 .. node-(count-1) for runners on this machine."""
     names = [node_name(index) for index in range(count)]
     for name in names:
-        try:
-            await client.create_work_queue(name=name, work_pool_name=GRADER_POOL, description=LOCAL_IP)
-        except ObjectAlreadyExists:
-            pass
+        await register_node(client, name, LOCAL_IP)
     return names
 
 
