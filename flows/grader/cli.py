@@ -18,6 +18,17 @@ grade_app = typer.Typer(no_args_is_help=True, help="Client of the grading API (E
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+def require_api() -> str:
+    """PREFECT_API_URL, checked to answer: the jobs live there, not in this process."""
+    from flows.cli import check_api
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the grading jobs?")
+    check_api(api_url)
+    return api_url
+
+
 @grader_app.command("serve")
 @exit_on_input_error
 def serve(
@@ -39,17 +50,12 @@ def serve(
     import uvicorn
     from prefect import get_client
 
-    from flows.cli import check_api
     from flows.grader import nodes as node_runners
     from flows.grader.app import GraderSettings, create_app
     from flows.grader.auth import load_tokens
     from flows.grader.command import split_template
     from flows.zombies import install_zombie_automation
 
-    api_url = os.environ.get("PREFECT_API_URL")
-    if not api_url:
-        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the grading jobs?")
-    check_api(api_url)
     try:
         argv = split_template(grade_command)
     except ValueError as exc:
@@ -59,6 +65,7 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_wait_seconds=max_wait_seconds,
         timeout_factor=timeout_factor, timeout_floor=timeout_floor,
     )
+    api_url = require_api()
     settings.results_dir.mkdir(parents=True, exist_ok=True)
 
     async def prepare() -> list[str]:
@@ -92,13 +99,9 @@ def node(
 
     from prefect import get_client
 
-    from flows.cli import check_api
     from flows.grader import nodes as node_runners
 
-    api_url = os.environ.get("PREFECT_API_URL")
-    if not api_url:
-        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the grading jobs?")
-    check_api(api_url)
+    api_url = require_api()
 
     async def register() -> None:
         async with get_client() as client:
