@@ -8,6 +8,7 @@ live in Prefect (parameters, tags, state, work queue) and in the results dir.
     names      Prefect names: pool, deployment, tags, node queues
     auth       TOKENS.yaml: user -> token or salted hash, constant-time checks
     command    the grading argv from its template; the job's timeout
+    execution  run the argv in its own process group; kill the group on timeout or cancel
     store      files in the results dir: uploads, work dirs, job records, results files
     placement  pure: the node with the shortest queue; queue positions
     jobs       Prefect I/O: create, read, list and cancel grading runs
