@@ -84,6 +84,25 @@ def test_async_submissions_go_to_the_shortest_queue(service):
         assert json.loads(service.get(f"/api/results/{job['job_id']}").json()["stdout"])["competition_id"] == "titanic"
 
 
+def test_simultaneous_submissions_are_spread_over_the_nodes(service):
+    import asyncio
+
+    import httpx
+
+    async def submit_both():
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post("/api/submit", params={"wait": "false"},
+                            files={"code": ("solution.py", solution()), "config_file": ("config.yaml", config(expected_time=30))})
+                for _ in range(2)
+            ))
+
+    answers = [answer.json() for answer in asyncio.run(submit_both())]
+    assert {answer["node_id"] for answer in answers} == {"node-0", "node-1"}
+    for answer in answers:
+        assert service.wait_until(answer["job_id"], FINAL)["status"] == "completed"
+
+
 def test_cancel_pending_and_running_jobs_owner_only(service):
     long_jobs = [service.submit(solution(sleep=60), config(expected_time=50)).json() for _ in range(2)]
     assert {job["node_id"] for job in long_jobs} == {"node-0", "node-1"}

@@ -101,6 +101,7 @@ def create_app(settings: GraderSettings) -> FastAPI:
         description="Submit a solution file, get it graded on a node, fetch its results.",
     )
     body_limit = settings.max_upload_bytes + MAX_CONFIG_BYTES + MULTIPART_OVERHEAD
+    placing = asyncio.Lock()  # two submissions at once must not both see the same node as the shortest
 
     @app.exception_handler(RequestValidationError)
     async def one_line_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,6 +138,15 @@ def create_app(settings: GraderSettings) -> FastAPI:
             exit_code=record.exit_code if record else None, started_at=run.start_time, completed_at=run.end_time,
         )
 
+    async def choose_node(client) -> str:
+        """The online node (any node, if none is online) with the least expected work queued."""
+        queues = await nodes.read_nodes(client)
+        if not queues:
+            raise bad(503, "no grading nodes: start the server with --nodes N or run `evalq grader node`")
+        online = [queue.name for queue in queues if nodes.node_status(queue) == "online"]
+        loads = placement.node_loads(online or [queue.name for queue in queues], await jobs.active_jobs(client))
+        return placement.choose_node(loads)
+
     @app.post("/api/submit", response_model=SubmitOutcome | SubmitAccepted)
     async def submit(
         code: UploadFile = File(..., description="The solution, a .py file"),
@@ -148,22 +158,18 @@ def create_app(settings: GraderSettings) -> FastAPI:
         config = parse_config(await read_upload(config_file, MAX_CONFIG_BYTES, "config_file"))
         if not await run_in_threadpool(settings.tokens.verify, config.user_id, config.token.get_secret_value()):
             raise bad(401, f"config_file: token is not user {config.user_id!r}'s")
+        staged = await run_in_threadpool(store.stage_upload, settings.results_dir, source)
+        job = GradingJob(
+            user_id=config.user_id, project_id=config.project_id, competition_id=config.competition_id,
+            expected_time=config.expected_time,
+            timeout_seconds=timeout_for(config.expected_time, settings.timeout_factor, settings.timeout_floor),
+            staged_solution=str(staged), results_dir=str(settings.results_dir), grade_argv=settings.grade_argv,
+        )
         async with get_client() as client:
-            queues = await nodes.read_nodes(client)
-            if not queues:
-                raise bad(503, "no grading nodes: start the server with --nodes N or start node runners")
-            online = [queue.name for queue in queues if nodes.node_status(queue) == "online"]
-            loads = placement.node_loads(online or [queue.name for queue in queues], await jobs.active_jobs(client))
-            node = placement.choose_node(loads)
-            staged = store.stage_upload(settings.results_dir, source)
-            job = GradingJob(
-                user_id=config.user_id, project_id=config.project_id, competition_id=config.competition_id,
-                expected_time=config.expected_time,
-                timeout_seconds=timeout_for(config.expected_time, settings.timeout_factor, settings.timeout_floor),
-                staged_solution=str(staged), results_dir=str(settings.results_dir), grade_argv=settings.grade_argv,
-            )
             try:
-                run = await jobs.create_job(client, job, node)
+                async with placing:
+                    node = await choose_node(client)
+                    run = await jobs.create_job(client, job, node)
             except BaseException:
                 store.discard_upload(staged)
                 raise
