@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from flows.grader.cli import grade_app, grader_app
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
 from flows.cloudlogging import cli as cloudlogging_cli
@@ -35,6 +36,8 @@ app.command("stream-logs")(cloudlogging_cli.stream_logs)
 app.command("logs")(cloudlogging_cli.logs)
 app.add_typer(kubernetes_cli.app, name="k8s")
 app.add_typer(queue_app, name="queue")
+app.add_typer(grader_app, name="grader")
+app.add_typer(grade_app, name="grade")
 
 
 def parse_options(pairs: list[str]) -> dict:

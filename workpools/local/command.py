@@ -45,7 +45,7 @@ async def run_argv(
             await asyncio.shield(kill_group(process))
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
         return True
@@ -55,13 +55,13 @@ def _group_alive(pgid: int) -> bool:
 
 async def end_leftovers(pgid: int) -> None:
     """After the command exited: SIGTERM what is left in its group, SIGKILL it after the grace period."""
-    if not _group_alive(pgid):
+    if not group_alive(pgid):
         return
     os.killpg(pgid, signal.SIGTERM)
     deadline = asyncio.get_running_loop().time() + KILL_GRACE_SECONDS
-    while _group_alive(pgid) and asyncio.get_running_loop().time() < deadline:
+    while group_alive(pgid) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
-    if _group_alive(pgid):
+    if group_alive(pgid):
         os.killpg(pgid, signal.SIGKILL)
 
 

@@ -1,0 +1,18 @@
+"""The grading service: researchers submit a solution file over HTTP and get a score back.
+
+Every submission is a `grade-solution` flow run (`flows/grading.py`) on a node, a work queue
+of the `evalq-grader` pool that one runner serves. The API keeps no state of its own: jobs
+live in Prefect (parameters, tags, state, work queue) and in the results dir.
+
+    models     pydantic contracts: the config YAML, the flow's job, every HTTP answer
+    names      Prefect names: pool, deployment, tags, node queues
+    auth       TOKENS.yaml: user -> token or salted hash, constant-time checks
+    command    the grading argv from its template; the job's timeout
+    execution  run the argv in its own process group; kill the group on timeout or cancel
+    store      files in the results dir: uploads, work dirs, job records, results files
+    placement  pure: the node with the shortest queue; queue positions
+    jobs       Prefect I/O: create, read, list and cancel grading runs
+    nodes      the node runners (`start_node_runner`) and the grader deployment
+    app        the FastAPI app (`evalq grader serve`)
+    cli        `evalq grader serve` and the `evalq grade ...` client
+"""
