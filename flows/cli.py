@@ -16,6 +16,7 @@ from workpools import cli as workpools_cli
 from workpools.runner import cli as runner_cli
 from workpools.kubernetes import cli as kubernetes_cli
 from workpools.local.cli import queue_app
+from workpools.slurm import pilot_cli as slurm_pilot_cli
 
 app = typer.Typer(
     name="evalq",
@@ -30,6 +31,7 @@ app.command("generate")(generate)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(pools_app, name="pools")
 app.add_typer(workpools_cli.app, name="workpools")
+workpools_cli.app.command("slurm-runners")(slurm_pilot_cli.slurm_runners)
 app.command("submit")(workpools_cli.submit)
 app.command("runner")(runner_cli.runner)
 app.command("stream-logs")(cloudlogging_cli.stream_logs)

@@ -2,7 +2,8 @@
 
 `prefect deploy --all` reads the same file on a cluster; the embedded server of
 `evalq demo` and `evalq campaign run` gets its `local` deployments from here, so the two
-paths cannot drift apart.
+paths cannot drift apart. `use_installed_package` is the pull step `prefect deploy` writes
+into every deployment (see prefect.yaml's `pull:`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,22 @@ from generate.errors import InputError
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 
 
-def load_specs(path: Path = PREFECT_YAML) -> list[dict]:
+def use_installed_package() -> dict:
+    """A deployment pull step that pulls nothing: the flows come from the installed
+    eval-jobqueue package, so a run does not depend on the directory `prefect deploy` ran in
+    (Prefect's default for `pull: null` is a `set_working_directory` step to that directory)."""
+    return {}
+
+
+def load_project(path: Path = PREFECT_YAML) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(path, f"cannot read deployments: {exc}") from None
-    return list(data.get("deployments") or [])
+
+
+def load_specs(path: Path = PREFECT_YAML) -> list[dict]:
+    return list(load_project(path).get("deployments") or [])
 
 
 async def apply_deployments(
@@ -33,7 +44,8 @@ async def apply_deployments(
 ) -> dict[str, str]:
     """Create or update every deployment called `name` (renamed `as_name`); returns `flow/deployment` -> id."""
     applied: dict[str, str] = {}
-    for spec in load_specs(path):
+    project = load_project(path)
+    for spec in project.get("deployments") or []:
         if spec.get("name") != name:
             continue
         flow = import_object(spec["entrypoint"])
@@ -51,6 +63,7 @@ async def apply_deployments(
             job_variables=pool.get("job_variables") or {},
             parameter_openapi_schema=parameter_schema(flow.fn).model_dump_for_openapi(),
             enforce_parameter_schema=False,
+            pull_steps=spec.get("pull", project.get("pull")) or None,
         )
         applied[f"{flow.name}/{as_name or name}"] = str(deployment_id)
     return applied

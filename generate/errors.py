@@ -41,3 +41,17 @@ def require_dir(path: Path | str) -> Path:
     if not path.is_dir():
         raise InputError(path, "not a directory" if path.exists() else "directory not found")
     return path
+
+
+def option_error(exc, options: dict[str, str] | None = None) -> InputError:
+    """A pydantic `ValidationError` of command-line values as `--option: problem` (the first one).
+
+    `options` maps model fields to their option names where they differ from `--field-name`.
+    """
+    first = exc.errors()[0]
+    problem = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a rule across several options
+        return InputError(None, problem)
+    field = str(first["loc"][0])
+    option = (options or {}).get(field, "--" + field.replace("_", "-"))
+    return InputError(None, f"{option}: {problem}")

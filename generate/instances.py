@@ -3,10 +3,15 @@
 An instance's id comes from its file name: drop `_template-tro_state.json` (or
 `.json`), then take the integer after the last `_`, e.g.
 `pick_cube_7_template-tro_state.json` -> 7 and `pick_cube_12.json` -> 12.
+
+Paths are made absolute when they are read (against the working directory of
+`evalq generate`): a job names a file that a runner started in any directory, or on
+another node of a shared filesystem, can open.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +30,7 @@ class Instance:
     instance_id: int
     basename: str
     path: str
-    """The file's path under the test instances folder as given."""
+    """The file's absolute path (symlinks kept, `..` folded)."""
 
 
 def instance_id(basename: str) -> int | None:
@@ -46,7 +51,7 @@ def read_task(task_dir: Path) -> list[Instance]:
             raise InputError(path, f'no instance id in the name (an integer after the last "_", e.g. {task_dir.name}_3{TEMPLATE_SUFFIX})')
         if number in by_id:
             raise InputError(path, f"instance id {number} is also the id of {by_id[number].basename}")
-        by_id[number] = Instance(task=task_dir.name, instance_id=number, basename=path.name, path=str(path))
+        by_id[number] = Instance(task=task_dir.name, instance_id=number, basename=path.name, path=os.path.abspath(path))
     return [by_id[number] for number in sorted(by_id)]
 
 

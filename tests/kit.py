@@ -59,3 +59,16 @@ async def limit_counts(resources: Resources) -> dict[str, int]:
             name: (await client.read_global_concurrency_limit_by_name(name)).active_slots
             for name in wanted_limits(resources)
         }
+
+
+async def apply_runner_pool(pool: str, spec: str, as_name: str) -> None:
+    """A work pool of type evalq-runner and prefect.yaml's `spec` deployments on it, renamed `as_name`."""
+    from prefect import get_client
+
+    from flows.deployments import apply_deployments
+    from workpools.apply import apply_work_pool
+    from workpools.runner import WORK_POOL_TYPE, base_job_template
+
+    async with get_client() as client:
+        await apply_work_pool(client, pool, WORK_POOL_TYPE, base_job_template(), replace_other_type=True)
+        await apply_deployments(client, spec, work_pool=pool, as_name=as_name)

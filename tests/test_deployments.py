@@ -4,16 +4,19 @@ server get the same ones, and the campaign runs as a deployment too."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from prefect import get_client
 
 from flows.deployments import apply_deployments, load_specs
-from kit import make_fleet, make_job, write_inputs
+from kit import make_fleet, make_job, pool_params, write_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,26 +26,80 @@ async def read(name: str):
         return await client.read_deployment_by_name(name)
 
 
-def test_prefect_deploy_all_reads_our_prefect_yaml(prefect_server, tmp_path):
-    """The README's cluster recipe: `evalq workpools apply`, then `prefect deploy --all`."""
+@pytest.fixture(scope="module")
+def deployed_elsewhere(prefect_server, tmp_path_factory) -> Path:
+    """The README's cluster recipe, `evalq workpools apply` then `prefect deploy --all`, run in
+    a directory holding only a copy of prefect.yaml, which is deleted afterwards."""
     env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url}
     pools = subprocess.run([sys.executable, "-m", "flows.cli", "workpools", "apply"],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert pools.returncode == 0, pools.stderr
+    directory = tmp_path_factory.mktemp("deploy-from-here")
+    shutil.copy(REPO / "prefect.yaml", directory / "prefect.yaml")
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=directory, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    expected = {(spec["entrypoint"].split(":")[1], spec["name"], spec["work_pool"]["name"]) for spec in load_specs()}
-    assert len(expected) == 4
-    for function, deployment, pool in expected:
-        flow = "evaluate-episode" if function == "evaluate_episode" else "campaign"
+    shutil.rmtree(directory)
+    return directory
+
+
+def test_prefect_deploy_all_reads_our_prefect_yaml(deployed_elsewhere):
+    from prefect.utilities.importtools import import_object
+
+    expected = {(import_object(spec["entrypoint"]).name, spec["name"], spec["work_pool"]["name"]) for spec in load_specs()}
+    assert len(expected) == 6
+    for flow, deployment, pool in expected:
         found = asyncio.run(read(f"{flow}/{deployment}"))
         assert found.work_pool_name == pool
     episode = asyncio.run(read("evaluate-episode/slurm"))
     assert episode.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     assert episode.job_variables["gpus"] == 1
+
+
+def test_deployments_do_not_depend_on_the_directory_deploy_ran_in(deployed_elsewhere):
+    for name in ("evaluate-episode/slurm", "evaluate-episode/runner", "campaign/local", "run-command/kubernetes"):
+        found = asyncio.run(read(name))
+        assert found.pull_steps == [{"flows.deployments.use_installed_package": {}}], found.pull_steps
+        assert found.path is None
+        assert deployed_elsewhere.name not in json.dumps(found.model_dump(mode="json"))
+
+
+def test_a_run_of_it_executes_the_way_a_cluster_job_does(deployed_elsewhere, tmp_path):
+    """`python -m prefect.engine` (what a SLURM or Kubernetes job runs) in yet another directory:
+    the pull step runs, nothing is looked for where `prefect deploy` ran, the episode completes."""
+    fleet, resources = make_fleet({"gone_1": [1]})
+    job = make_job(tmp_path, "gone", "pick", 1, ["gone_1"])
+    elsewhere = tmp_path / "job-cwd"
+    elsewhere.mkdir()
+
+    async def create():
+        from flows.pools import apply_pools
+
+        async with get_client() as client:
+            await apply_pools(client, resources)
+            deployment = await client.read_deployment_by_name("evaluate-episode/slurm")
+            return await client.create_flow_run_from_deployment(deployment.id, parameters=dict(
+                job=job.model_dump(mode="json"), resources=pool_params(job, resources),
+                results_dir=str(tmp_path / "results"), evaluator_options={"load_seconds": 0, "steps": 2, "step_seconds": 0},
+                campaign="deployed-elsewhere",
+            ))
+
+    run = asyncio.run(create())
+    env = {**os.environ, "PREFECT__FLOW_RUN_ID": str(run.id)}
+    with fleet:
+        engine = subprocess.run([sys.executable, "-m", "prefect.engine"], cwd=elsewhere, env=env,
+                                capture_output=True, text=True, timeout=180)
+
+    async def final():
+        async with get_client() as client:
+            return await client.read_flow_run(run.id)
+
+    run = asyncio.run(final())
+    assert run.state.is_completed(), (run.state, engine.stdout[-2000:], engine.stderr[-2000:])
+    assert "use_installed_package" in engine.stdout + engine.stderr
+    assert job.metrics_path(tmp_path / "results").exists()
 
 
 def test_embedded_path_applies_the_same_definition(prefect_server):
@@ -54,6 +111,7 @@ def test_embedded_path_applies_the_same_definition(prefect_server):
     assert set(applied) == {"evaluate-episode/local", "campaign/local"}
     episode = asyncio.run(read("evaluate-episode/local"))
     assert episode.entrypoint == "flows.episode:evaluate_episode"
+    assert episode.pull_steps == [{"flows.deployments.use_installed_package": {}}]
     assert episode.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
 
@@ -85,13 +143,13 @@ def test_the_campaign_runs_as_a_deployment(episode_worker, tmp_path):
 
 def test_the_embedded_stack_replaces_an_older_pool_of_another_type(prefect_server):
     """Databases from before the prefork worker have `evalq-local` as a plain process pool."""
-    import pytest
     from prefect.client.schemas.actions import WorkPoolCreate
 
     from flows.local import ensure_local_pool
     from generate.errors import InputError
     from workpools.apply import apply_work_pool
     from workpools.prefork import WORK_POOL_TYPE, base_job_template
+    from workpools.runner import WORK_POOL_TYPE as RUNNER_TYPE
 
     async def scenario():
         async with get_client() as client:
@@ -101,4 +159,4 @@ def test_the_embedded_stack_replaces_an_older_pool_of_another_type(prefect_serve
             await ensure_local_pool(client, "old-local")
             return (await client.read_work_pool("old-local")).type
 
-    assert asyncio.run(scenario()) == WORK_POOL_TYPE
+    assert asyncio.run(scenario()) == RUNNER_TYPE  # the local stack runs a warm runner

@@ -83,7 +83,25 @@ def test_defaults_are_relative_to_the_working_directory(challenge, monkeypatch):
     result = CliRunner().invoke(app, [], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert len(challenge.jobs()) == 4
-    assert challenge.jobs()[0]["payload"]["instance_path"] == os.path.join("test_instances", "pick", "pick_1_template-tro_state.json")
+    instance_path = challenge.jobs()[0]["payload"]["instance_path"]
+    assert os.path.isabs(instance_path)
+    assert os.path.samefile(instance_path, challenge.instances / "pick" / "pick_1_template-tro_state.json")
+
+
+def test_jobs_from_a_relative_instances_dir_open_from_any_working_directory(challenge, monkeypatch, tmp_path_factory):
+    """A runner started in another directory (or on another node) than `evalq generate` finds the file."""
+    import asyncio
+
+    from flows.evaluators.sim import SimEvaluator
+
+    monkeypatch.chdir(challenge.root)
+    assert challenge.run("--test-instances-dir", "test_instances").exit_code == 0
+    jobs = JobList.validate_python(challenge.jobs())
+    assert all(os.path.isabs(job.payload.instance_path) and os.path.isfile(job.payload.instance_path) for job in jobs)
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    evaluator = SimEvaluator(load_seconds=0)
+    asyncio.run(evaluator.prepare(jobs[0]))
+    assert evaluator.instance == {"task": "pick", "seed": 1}
 
 
 def test_options_top_k_all_tasks_strict(challenge):

@@ -31,5 +31,6 @@ KINDS: dict[str, PoolKind] = {
         PoolKind("local", LOCAL_WORK_POOL, "workpools.local"),
         PoolKind("slurm", "evalq-slurm", "workpools.slurm"),
         PoolKind("kubernetes", "evalq-kubernetes", "workpools.kubernetes"),
+        PoolKind("runner", "evalq-runner", "workpools.runner"),  # warm runners: SLURM arrays, Kubernetes Jobs
     )
 }

@@ -8,6 +8,8 @@ evaluation needs (gpus, node_selector, tolerations, scratch_size/scratch_path, e
 ttl_seconds_after_finished) and with `parallelism`/`completions` moved from the PodSpec to
 the Job spec, where the Kubernetes schema has them. It is plain JSON so that
 `prefect work-pool create --base-job-template` can use the file as it is.
+
+`runners.py` (`evalq k8s runners`): warm runners on GPU nodes as one Indexed Job instead.
 """
 
 from __future__ import annotations

@@ -132,3 +132,86 @@ def run_url(run) -> str:
     from prefect.utilities.urls import url_for
 
     return url_for(run) or str(run.id)
+
+
+RUNNER_OPTIONS = {"work_queues": "--work-queue", "node_selector": "--node-selector", "tolerations": "--toleration",
+                  "service_account_name": "--service-account", "cpu_request": "--cpu", "memory_request": "--memory"}
+
+
+def runner_job(**values):
+    """A `RunnerJob`, or `InputError` naming the first bad option."""
+    from pydantic import ValidationError
+
+    from generate.errors import option_error
+    from workpools.kubernetes.runners import RunnerJob, Toleration
+
+    for index, text in enumerate(values.get("tolerations") or []):
+        try:
+            values["tolerations"][index] = Toleration.parse(text)
+        except ValidationError as exc:
+            raise InputError(None, f"--toleration {text}: {option_error(exc)}") from None
+    try:
+        return RunnerJob(**{key: value for key, value in values.items() if value is not None})
+    except ValidationError as exc:
+        raise option_error(exc, RUNNER_OPTIONS) from None
+
+
+def key_values(pairs: list[str], option: str) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise InputError(None, f"{option}: expected KEY=VALUE, got {pair!r}")
+        found[key] = value
+    return found
+
+
+@app.command("runners")
+@exit_on_input_error
+def runners(
+    image: str = typer.Option(..., "--image", help="Image with eval-jobqueue installed (repo:tag or repo@sha256:...)."),
+    pool: str = typer.Option(..., "--pool", help="Work pool of type evalq-runner."),
+    replicas: int = typer.Option(..., "--replicas", help="Runner pods (one per GPU node with --gpus of a node)."),
+    slots: int = typer.Option(..., "--slots", help="Flow runs per runner at once."),
+    idle_timeout: float = typer.Option(300.0, "--idle-timeout", help="A runner exits 0 (its pod completes) after this many idle seconds."),
+    work_queue: List[str] = typer.Option([], "--work-queue", help="Only these queues of the pool (repeatable)."),
+    gpus: int = typer.Option(1, "--gpus", help="nvidia.com/gpu per pod."),
+    node_selector: List[str] = typer.Option([], "--node-selector", help="KEY=VALUE, e.g. cloud.google.com/gke-accelerator=nvidia-l4 (repeatable)."),
+    toleration: Optional[List[str]] = typer.Option(None, "--toleration", help="KEY[=VALUE][:EFFECT] (repeatable; default nvidia.com/gpu:NoSchedule)."),
+    api_url_secret: Optional[str] = typer.Option(None, "--api-url-secret", help="PREFECT_API_URL from this Secret: NAME or NAME:KEY."),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="PREFECT_API_URL as a plain value instead."),
+    name: Optional[str] = typer.Option(None, "--name", help="Job name (default evalq-runners)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Default evalq."),
+    service_account: Optional[str] = typer.Option(None, "--service-account"),
+    cpu: Optional[str] = typer.Option(None, "--cpu", help="CPU request per pod (default 4)."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Memory request per pod (default 16Gi)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the manifest here (YAML), else print it."),
+    kubernetes_version: List[str] = VERSIONS,
+) -> None:
+    """Warm runners on GPU nodes as one Indexed Job, validated strictly; `kubectl apply -f` it."""
+    import yaml
+
+    from generate.jsonio import write_atomic
+    from workpools.kubernetes.render import validate_manifests
+    from workpools.kubernetes.runners import manifest
+
+    try:
+        import kubernetes_validate  # noqa: F401
+    except ModuleNotFoundError:
+        raise InputError(None, "kubernetes-validate is not installed: pip install 'eval-jobqueue[kubernetes]'") from None
+    job = runner_job(
+        image=image, pool=pool, replicas=replicas, slots=slots, idle_timeout=idle_timeout, work_queues=work_queue,
+        gpus=gpus, node_selector=key_values(node_selector, "--node-selector"), tolerations=toleration,
+        api_url_secret=api_url_secret, api_url=api_url, name=name, namespace=namespace,
+        service_account_name=service_account, cpu_request=cpu, memory_request=memory,
+    )
+    rendered = manifest(job)
+    problem = validate_manifests([rendered], kubernetes_version)
+    if problem:
+        raise InputError(None, problem)
+    text = yaml.safe_dump(rendered, sort_keys=False)
+    if output is None:
+        print(text, end="")
+        return
+    write_atomic(output, text)
+    print(f"Job {job.name} ({job.replicas} runner pods on pool {job.pool!r}) -> {output}")

@@ -3,7 +3,8 @@
 `WORK_POOL_TYPE` is the worker type (`prefect worker start --type evalq-slurm`) and
 `base_job_template()` the pool's default base job template; `evalq workpools apply` uses both.
 Modules: `variables` (template variables), `script` (batch script, pure), `job` (SLURM job
-states), `commands` (sbatch/scontrol/sacct/scancel), `worker` (the Prefect worker).
+states), `commands` (sbatch/scontrol/sacct/scancel), `worker` (the Prefect worker); `pilot`
+and `runner-array.sbatch`: warm runners as one job array instead (`evalq workpools slurm-runners`).
 """
 
 from __future__ import annotations
