@@ -41,6 +41,7 @@ from flows.outcomes import Outcome, Tally, classify
 from flows.prefetch import PrefetchTuner
 from flows.pools import apply_pools
 from flows.report import finish_report, stats_line
+from flows.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
 PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
@@ -66,11 +67,13 @@ class CampaignRunner:
         self.s = settings
         self.client = client
         self.logger = get_run_logger()
+        self.demand = ExclusiveDemand(resources)
         self.dispatcher = Dispatcher(
             {pool: resources.capacity(pool) for pool in resources.pools},
             prefetch=settings["prefetch"],
             max_in_flight=settings["max_in_flight"],
             resume_below=settings["resume_below"],
+            alternatives=lambda job: len(self.demand.servers(job)),
         )
         self.tally = Tally(total=len(jobs))
         self.tuner = PrefetchTuner(floor=settings["prefetch"], ceiling=max(settings["prefetch"], settings["max_prefetch"]))
@@ -89,6 +92,7 @@ class CampaignRunner:
             "campaign": self.s["name"],
             "lease_seconds": self.s["lease_seconds"],
             "poll_seconds": self.s["poll_seconds"],
+            "prefer": self.demand.preference(job),
         }
 
     async def run(self) -> Tally:
@@ -98,6 +102,7 @@ class CampaignRunner:
                 self.tally.already_done += 1
             else:
                 self.dispatcher.add(job)
+                self.demand.add(job)
         self.logger.info(
             "Campaign %r: %d episodes, %d already done, %d pools, deployment %s",
             self.s["name"], len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s["deployment"],
@@ -172,6 +177,8 @@ class CampaignRunner:
 
     def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> None:
         job = ticket.job
+        if outcome is not Outcome.RETRY:
+            self.demand.settled(job)
         if outcome is Outcome.DONE:
             self.tally.done += 1
             held = held_seconds(job.metrics_path(self.s["results_dir"]))

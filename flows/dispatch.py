@@ -2,14 +2,18 @@
 
 Per pool at most `capacity + prefetch` episodes are in flight, so simulators load while
 the servers are busy and nobody holds a GPU for hours waiting. The next job comes from
-the least-utilized pool. Global thresholds stop dispatch at `max_in_flight` and resume it
-once in-flight falls below `resume_below` (hysteresis, as in the batch submitter).
+the least-utilized pool; within a pool, requeued jobs first, then the most constrained
+(fewest compatible servers: nothing else can take their work), then in order. Global
+thresholds stop dispatch at `max_in_flight` and resume it once in-flight falls below
+`resume_below` (hysteresis, as in the batch submitter).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
+import itertools
 from dataclasses import dataclass, field
+from typing import Callable
 
 from generate.models import Job
 
@@ -39,21 +43,24 @@ class Dispatcher:
     in_flight: dict[str, int] = field(default_factory=dict)
     pool_prefetch: dict[str, int] = field(default_factory=dict)
     """Per-pool prefetch set by the campaign's tuner; `prefetch` where unset."""
+    alternatives: Callable[[Job], int] = lambda job: 1
+    """How many servers could run a job: the fewer, the sooner it is dispatched."""
     stopped: bool = False
     pending: int = 0
-    _queues: dict[str, deque[_Entry]] = field(default_factory=dict)
+    _queues: dict[str, list[tuple[tuple, _Entry]]] = field(default_factory=dict)
+    _order: "itertools.count[int]" = field(default_factory=itertools.count)
 
     def __post_init__(self):
         for pool in self.capacity:
             self.in_flight.setdefault(pool, 0)
-            self._queues.setdefault(pool, deque())
+            self._queues.setdefault(pool, [])
 
     def add(self, job: Job, attempt: int = 1, front: bool = False) -> None:
-        """Queue a job on every pool that may serve it (a requeue goes to the front)."""
+        """Queue a job on every pool that may serve it (a requeue goes before everything else)."""
         entry = _Entry(job, attempt)
+        key = (0 if front else 1, self.alternatives(job), next(self._order))
         for pool in job.resource_types:
-            queue = self._queues[pool]
-            queue.appendleft(entry) if front else queue.append(entry)
+            heapq.heappush(self._queues[pool], (key, entry))
         self.pending += 1
 
     @property
@@ -79,9 +86,9 @@ class Dispatcher:
 
     def _head(self, pool: str) -> _Entry | None:
         queue = self._queues[pool]
-        while queue and queue[0].taken:
-            queue.popleft()
-        return queue[0] if queue else None
+        while queue and queue[0][1].taken:
+            heapq.heappop(queue)
+        return queue[0][1] if queue else None
 
     def next(self) -> Ticket | None:
         """Take the next ticket, or None if every pool's window is full (or dispatch is stopped)."""
@@ -91,7 +98,7 @@ class Dispatcher:
         for pool in sorted(open_pools, key=self.utilization):
             entry = self._head(pool)
             if entry is not None:
-                self._queues[pool].popleft()
+                heapq.heappop(self._queues[pool])
                 entry.taken = True
                 self.pending -= 1
                 self.in_flight[pool] += 1

@@ -105,6 +105,7 @@ async def evaluate_episode(
     lease_seconds: float = 60.0,
     poll_seconds: float = 5.0,
     timeout_seconds: float = 3600.0,
+    prefer: list[str] | None = None,
 ):
     """Evaluate one episode: load, lease a policy-server slot, run, write metrics, release."""
     logger = get_run_logger()
@@ -126,7 +127,7 @@ async def evaluate_episode(
             return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
         episode_run = EpisodeRun(
             client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
-            evaluator, lease_seconds, poll_seconds, timeout_seconds,
+            evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [],
         )
         try:
             return await episode_run.lease_and_run()
@@ -151,12 +152,14 @@ class EpisodeRun:
     lease_seconds: float
     poll_seconds: float
     timeout_seconds: float
+    prefer: list[str]
+    """Server addresses to try first when several are free (the campaign's steering)."""
 
     async def lease_and_run(self):
         """Wait for a slot, play on it, give it back at once, then write the metrics."""
         await set_phase(self.client, self.run_id, WAITING_STATE)
         leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds)
-        slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id)
+        slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer)
         slot_event(SLOT_ACQUIRED, slot, self.job, self.campaign, self.run_id, waited_seconds=round(slot.waited_seconds, 3))
         get_run_logger().info("Leased %s (pool %s) after %.2f s", slot.server.address, slot.pool, slot.waited_seconds)
         try:

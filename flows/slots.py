@@ -75,10 +75,16 @@ def candidates(job: Job, resources: Resources) -> list[Candidate]:
     ]
 
 
-def by_free_share(options: list[tuple[Candidate, int, int]]) -> list[Candidate]:
-    """Candidates with a free slot, least busy first (stable: earlier pools and servers win ties)."""
-    free = [(active / limit, index, candidate) for index, (candidate, active, limit) in enumerate(options) if active < limit]
-    return [candidate for _, _, candidate in sorted(free, key=lambda item: item[:2])]
+def by_free_share(options: list[tuple[Candidate, int, int]], prefer: list[str] = ()) -> list[Candidate]:
+    """Candidates with a free slot, least busy first; ties go to the servers in `prefer`'s
+    order (the campaign's steering), then to earlier pools and servers."""
+    rank = {address: position for position, address in enumerate(prefer)}
+    free = [
+        ((active / limit, rank.get(candidate.server.address, len(rank)), index), candidate)
+        for index, (candidate, active, limit) in enumerate(options)
+        if active < limit
+    ]
+    return [candidate for _, candidate in sorted(free, key=lambda item: item[0])]
 
 
 class SlotLeaser:
@@ -138,6 +144,7 @@ class SlotLeaser:
         resources: Resources,
         holder_id: UUID | None = None,
         excluded: set[str] = frozenset(),
+        prefer: list[str] = (),
     ) -> Slot:
         """Wait until a compatible server has a free slot, and lease it."""
         options = [c for c in candidates(job, resources) if c.server.address not in excluded]
@@ -148,7 +155,7 @@ class SlotLeaser:
         while True:
             with self.watch.watching(c.server.address for c in options) as wakeup:
                 occupancy = await asyncio.gather(*(self._occupancy(candidate) for candidate in options))
-                for candidate in by_free_share(list(occupancy)):
+                for candidate in by_free_share(list(occupancy), prefer):
                     if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
                         return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
                 with contextlib.suppress(asyncio.TimeoutError):

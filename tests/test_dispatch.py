@@ -92,3 +92,12 @@ def test_pool_prefetch_widens_one_pools_window():
     taken = drain(d)
     assert sum(1 for _, pool in taken if pool == "a") == 4
     assert sum(1 for _, pool in taken if pool == "b") == 2
+
+
+def test_the_most_constrained_jobs_go_first_and_requeues_before_them():
+    flexibility = {"t/x/0": 3, "t/x/1": 1, "t/x/2": 2, "t/x/3": 1, "t/x/7": 3}
+    d = Dispatcher({"a": 10}, prefetch=0, alternatives=lambda j: flexibility[j.id])
+    for i in range(4):
+        d.add(job(i, ["a"]))
+    d.add(job(7, ["a"]), attempt=2, front=True)
+    assert [job_id for job_id, _ in drain(d)] == ["t/x/7", "t/x/1", "t/x/3", "t/x/2", "t/x/0"]

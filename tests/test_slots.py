@@ -204,3 +204,10 @@ def test_lease_lost_is_raised_when_the_server_forgets_the_lease(prefect_server, 
                     await asyncio.sleep(10)
 
     asyncio.run(scenario())
+
+
+def test_free_servers_are_tried_in_the_campaigns_order_of_preference():
+    a, b, c = (Candidate("p", Server(host="h", port=port)) for port in (1, 2, 3))
+    options = [(a, 0, 1), (b, 0, 1), (c, 1, 2)]
+    assert by_free_share(options) == [a, b, c]
+    assert by_free_share(options, prefer=["h:2", "h:1"]) == [b, a, c]  # ties only: c is busier
