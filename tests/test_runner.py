@@ -241,3 +241,43 @@ def test_prefect_worker_start_type_evalq_runner(runner_pool, tmp_path):
     assert state.is_completed() and state.result()["done"] == 2
     messages = asyncio.run(claims([run.id for run in asyncio.run(runs_of("prefect-way"))]))
     assert all("prefect-way" in message for message in messages)
+
+
+def test_a_killed_runner_loses_no_episode_and_leaks_no_slot(runner_pool, tmp_path):
+    """SIGKILL of a runner holding several episodes: their heartbeats stop, the zombie
+    automation marks them Crashed, the campaign requeues them, another runner completes
+    each exactly once, no server serves beyond its capacity, and every slot comes back."""
+    busy = tmp_path / "busy.jsonl"
+    fleet, resources = make_fleet({"k_1": [1], "l_1": [1]}, log_path=busy)
+    jobs = [make_job(tmp_path, team, "pick", i, [f"{team}_1"]) for team in "kl" for i in range(2)]
+    runner = start_runner(tmp_path, 4, "--name", "doomed")
+    outcome: dict = {}
+
+    def kill_when_two_play():
+        wait_for(lambda: sum(r.state is not None and r.state.name == RUNNING_STATE
+                             for r in asyncio.run(runs_of("sigkill"))) == 2, 180, "two episodes playing")
+        runner.kill()
+        outcome["killed"] = True
+        outcome["second"] = start_runner(tmp_path, 4, "--name", "survivor")
+
+    import contextvars
+    import threading
+
+    killer = threading.Thread(target=contextvars.copy_context().run, args=(kill_when_two_play,))
+    try:
+        with fleet:
+            killer.start()
+            state = campaign_state(tmp_path, jobs, resources, "sigkill", evaluator_options={**SLOW, "steps": 40})
+            killer.join()
+    finally:
+        terminate_group(runner)
+        if "second" in outcome:
+            terminate_group(outcome["second"])
+    assert outcome.get("killed")
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["done"] == len(jobs) and summary["retried"] >= 2 and not summary["failed"]
+    for job in jobs:
+        assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id
+    assert all(s.violations == 0 and s.max_active <= s.capacity for s in fleet.stats().values())
+    assert set(asyncio.run(limit_counts(resources)).values()) == {0}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
 
 from anyio import CancelScope
 from prefect.client.schemas.objects import FlowRun
