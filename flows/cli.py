@@ -10,6 +10,7 @@ import typer
 
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
+from flows import ops_cli
 from workpools import cli as workpools_cli
 
 app = typer.Typer(
@@ -26,6 +27,10 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(pools_app, name="pools")
 app.add_typer(workpools_cli.app, name="workpools")
 app.command("submit")(workpools_cli.submit)
+campaign_app.command("report")(ops_cli.campaign_report)
+campaign_app.command("purge")(ops_cli.campaign_purge)
+campaign_app.command("list")(ops_cli.campaign_list)
+app.command("leaderboard")(ops_cli.leaderboard)
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -70,14 +75,17 @@ def campaign_run(
     deployment: str = typer.Option("evaluate-episode/local", "--deployment", help="flow/deployment of the episodes"),
     stats_interval: float = typer.Option(60.0, "--stats-interval", min=1),
     home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
+    only: Optional[Path] = typer.Option(None, "--only", help="Run only the job ids listed in this file (failed.txt's format)"),
 ) -> None:
     """Evaluate every job: on PREFECT_API_URL if set, else on an embedded server with a local worker."""
     import os
 
     from flows.inputs import load_campaign_inputs
     from flows.runner import run_campaign
+    from flows.selection import read_only_file
 
     jobs_list, pools = load_campaign_inputs(jobs, resources)
+    only_ids = read_only_file(only, {job.id for job in jobs_list}) if only else None
     options = parse_options(evaluator_option)
     if os.environ.get("PREFECT_API_URL"):
         check_api(os.environ["PREFECT_API_URL"])
@@ -86,12 +94,12 @@ def campaign_run(
             jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
             name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
             resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts,
-            deployment=deployment, stats_interval=stats_interval,
+            deployment=deployment, stats_interval=stats_interval, only=only_ids,
         ),
         worker_limit=sum(pools.capacity(p) + max(prefetch, max_prefetch) for p in pools.pools),
         home=home,
     )
-    raise typer.Exit(1 if summary["failed"] else 0)
+    raise typer.Exit(1 if summary["failed"] or summary.get("cancelled") else 0)
 
 
 def _pools_command(resources: Path, action):
