@@ -25,7 +25,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
 
 from flows.dispatch import Dispatcher, Ticket
-from flows.history import ResumePlan, plan_rerun
+from flows.history import ResumePlan, cancel_requested, plan_rerun
 from flows.inputs import load_campaign_inputs
 from flows.naming import (
     CAMPAIGN_FLOW,
@@ -160,7 +160,8 @@ class CampaignRunner:
                 ticket = self.in_flight[run.id]
                 self.note_readiness(run.id, ticket, run.state.name)
                 last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s["max_attempts"] - 1
-                outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message)
+                outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
+                                   await cancel_requested(self.client, run))
                 if outcome is not None:
                     del self.in_flight[run.id]
                     self.dispatched_at.pop(run.id, None)

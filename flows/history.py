@@ -39,6 +39,8 @@ class EpisodeRecord:
     end_time: dt.datetime | None = None
     results_dir: str | None = None
     """The `results_dir` the run was given."""
+    cancel_requested: bool = False
+    """It went through Cancelling (checked for the latest failed attempts only)."""
     metrics_parts: tuple[str, str, int] | None = None
     """(team slug, task, instance id) of its metrics file, from the run's job parameter."""
 
@@ -53,7 +55,7 @@ class EpisodeRecord:
 
     @property
     def cancelled(self) -> bool:
-        return self.state_type is not None and is_cancelled(self.state_type, self.message)
+        return self.state_type is not None and is_cancelled(self.state_type, self.message, self.cancel_requested)
 
     @property
     def reason(self) -> str:
@@ -149,8 +151,43 @@ def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive
     return plan
 
 
+FAILED_TYPES = (StateType.FAILED, StateType.CRASHED)
+CONCURRENT_READS = 8
+
+
+async def went_through_cancelling(client, run_id) -> bool:
+    """Whether someone asked to cancel the run: a Cancelling state in its history."""
+    return any(state.type == StateType.CANCELLING for state in await client.read_flow_run_states(run_id))
+
+
+async def cancel_requested(client, run) -> bool:
+    """Whether a Failed or Crashed run was asked to cancel (no call for other states)."""
+    if run.state is None or run.state.type not in FAILED_TYPES:
+        return False
+    return await went_through_cancelling(client, run.id)
+
+
+async def mark_cancel_requests(client, records: list[EpisodeRecord]) -> list[EpisodeRecord]:
+    """The records, the latest failed attempt of each job checked for a cancel request."""
+    import asyncio
+    from dataclasses import replace
+    from uuid import UUID
+
+    latest = [r for r in latest_attempts(records).values() if r.state_type in FAILED_TYPES]
+    gate = asyncio.Semaphore(CONCURRENT_READS)
+
+    async def check(record: EpisodeRecord) -> bool:
+        async with gate:
+            return await went_through_cancelling(client, UUID(record.run_id))
+
+    flags = await asyncio.gather(*(check(r) for r in latest))
+    asked = {r.run_id for r, flag in zip(latest, flags) if flag}
+    return [replace(r, cancel_requested=True) if r.run_id in asked else r for r in records]
+
+
 async def read_episode_records(client, campaign: str) -> list[EpisodeRecord]:
-    """Every episode run of the campaign (by its tag), page by page."""
+    """Every episode run of the campaign (by its tag), page by page; the latest failed attempt
+    of each job checked for a cancel request."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
@@ -161,7 +198,7 @@ async def read_episode_records(client, campaign: str) -> list[EpisodeRecord]:
         page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
         records.extend(record_of(run) for run in page)
         if len(page) < PAGE:
-            return records
+            return await mark_cancel_requests(client, records)
         offset += PAGE
 
 

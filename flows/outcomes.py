@@ -21,22 +21,27 @@ class Outcome(str, Enum):
     CANCELLED = "cancelled"
 
 
-def is_cancelled(state_type: StateType, message: str | None) -> bool:
-    """Cancelled by someone: state Cancelled, or Crashed by the engine's cancellation."""
+def is_cancelled(state_type: StateType, message: str | None, cancel_requested: bool = False) -> bool:
+    """Cancelled by someone: state Cancelled; or Crashed by the engine's cancellation; or
+    Failed/Crashed after someone asked for a cancel (`cancel_requested`: the run went through
+    Cancelling, e.g. its process was killed to cancel it)."""
     if state_type == StateType.CANCELLED:
         return True
-    return state_type == StateType.CRASHED and (message or "").startswith(CANCELLED_CRASH_MESSAGE)
+    if state_type == StateType.CRASHED and (message or "").startswith(CANCELLED_CRASH_MESSAGE):
+        return True
+    return cancel_requested and state_type in (StateType.FAILED, StateType.CRASHED)
 
 
 def classify(
-    state_type: StateType, state_name: str | None, attempt: int, max_attempts: int, message: str | None = None
+    state_type: StateType, state_name: str | None, attempt: int, max_attempts: int, message: str | None = None,
+    cancel_requested: bool = False,
 ) -> Outcome | None:
     """None while the run is not final; Crashed/Failed are retried until the budget is spent.
 
     A cancel is never retried (`is_cancelled`)."""
     if state_type == StateType.COMPLETED:
         return Outcome.DONE
-    if is_cancelled(state_type, message):
+    if is_cancelled(state_type, message, cancel_requested):
         return Outcome.CANCELLED
     if state_type == StateType.CANCELLING:
         return None
