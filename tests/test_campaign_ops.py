@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import State, StateType
 
 from flows.naming import campaign_plan_variable, episode_run_name, episode_tags, idempotency_key
 from kit import make_fleet, make_job, pool_params, write_inputs
-from test_campaign import FAST_SIM, campaign_runs, run_campaign
+from test_campaign import FAST_SIM, artifact_description, campaign_runs, run_campaign
 from test_campaign_cli import assert_one_line_error, evalq
 
 DEAD_SERVER = {**FAST_SIM, "connect_timeout": 2}
@@ -49,6 +49,10 @@ def test_dead_server_report_then_only_failed_completes_them(episode_worker, tmp_
         fleet.kill_server(dead)  # a resources entry on a free port with nothing listening
         summary = run_campaign(tmp_path, jobs, resources, "ops-dead", max_attempts=1, evaluator_options=DEAD_SERVER)
         assert sorted(summary["failed"]) == ["dead/pick/1", "dead/pick/2"] and summary["done"] == 2
+        board = {(r["team"], r["task"]): r for r in summary["leaderboard"]["rows"]}
+        assert (board["live", "pick"]["episodes"], board["live", "pick"]["coverage"]) == (2, 1.0)
+        assert (board["dead", "pick"]["episodes"], board["dead", "pick"]["coverage"]) == (0, 0.0)
+        assert asyncio.run(artifact_description("evalq-ops-dead-leaderboard")) == "Campaign ops-dead: leaderboard of success"
 
         report = report_of("ops-dead")
         assert (report["done"], report["failed"], report["cancelled"], report["in_flight"]) == (2, 2, 0, 0)
