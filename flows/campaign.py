@@ -114,7 +114,7 @@ class CampaignRunner:
             self.s["name"], len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s["deployment"],
         )
         await Variable.aset(
-            campaign_plan_variable(self.s["name"]), plan_value(len(self.jobs), self.resources, self.s["name"]), overwrite=True
+            campaign_plan_variable(self.s["name"]), plan_value(self.s.get("planned") or len(self.jobs), self.resources, self.s["name"]), overwrite=True
         )
         last_stats = time.monotonic()
         while self.dispatcher.pending or self.in_flight:
@@ -240,6 +240,7 @@ async def campaign(
     settings = dict(locals())
     settings["evaluator_options"] = evaluator_options or {}
     jobs, resources = load_campaign_inputs(jobs_file, resources_file)
+    settings["planned"] = len(jobs)  # the plan stays whole when --only runs a part of it
     if only is not None:
         jobs = select_jobs(jobs, only)
     started = time.time()

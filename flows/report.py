@@ -33,15 +33,17 @@ def leaderboard_artifact_key(campaign: str) -> str:
     return f"{artifact_key(campaign)}-leaderboard"
 
 
-async def publish_leaderboard(jobs: list[Job], results_dir: Path, settings: dict) -> dict:
-    """The campaign's leaderboard (metric `leaderboard_metric`, default `success`) as a
-    markdown artifact; returns it as JSON."""
+async def publish_leaderboard(results_dir: Path, settings: dict) -> dict:
+    """The leaderboard of `success` over all the campaign's jobs (not only those of an `--only`
+    run) as a markdown artifact; returns it as JSON."""
     from prefect.artifacts import acreate_markdown_artifact
 
     from flows.leaderboard import to_markdown
     from flows.results_files import board_from_results
+    from generate.jsonio import read_model
+    from generate.models import JobList
 
-    board = board_from_results(results_dir, settings.get("leaderboard_metric") or "success", jobs)
+    board = board_from_results(results_dir, "success", read_model(settings["jobs_file"], JobList))
     await acreate_markdown_artifact(
         markdown=to_markdown(board), key=leaderboard_artifact_key(settings["name"]),
         description=f"Campaign {settings['name']}: leaderboard of {board.metric}",
@@ -96,7 +98,7 @@ async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resour
         description=f"Campaign {settings['name']}: {tally.already_done + tally.done}/{tally.total} done, "
         f"{len(tally.failures)} failed, {len(tally.cancelled)} cancelled",
     )
-    leaderboard = await publish_leaderboard(jobs, results_dir, settings)
+    leaderboard = await publish_leaderboard(results_dir, settings)
     return {
         "campaign": settings["name"],
         "total": tally.total,

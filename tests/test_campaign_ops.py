@@ -80,7 +80,7 @@ def test_dead_server_report_then_only_failed_completes_them(episode_worker, tmp_
     assert run_names("ops-dead") == ["dead/pick/1", "dead/pick/1 (attempt 2)", "dead/pick/2", "dead/pick/2 (attempt 2)",
                                      "live/pick/1", "live/pick/2"]
     after = report_of("ops-dead", "--results-dir", str(tmp_path / "results"))
-    assert (after["done"], after["failed"], after["resubmit"]) == (4, 0, [])
+    assert (after["done"], after["failed"], after["resubmit"], after["planned"]) == (4, 0, [], 4)
 
 
 def test_only_file_with_an_unknown_id_names_its_line(tmp_path):
