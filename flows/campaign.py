@@ -6,7 +6,8 @@ prefetch starts at `prefetch` and follows the measured readiness of episodes up 
 requeues Crashed/Failed episodes up to `max_attempts`, honours a pause switch (a Prefect
 Variable) and thresholds, logs a stats line every `stats_interval` seconds, and at the end
 writes `failed.txt` and a Prefect table artifact. Flow-run idempotency keys
-(campaign, job, attempt) make running it again pick up where it stopped.
+(campaign, job, attempt) make running it again pick up where it stopped; failed jobs get new
+attempts and cancelled ones are left alone (`history.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prefect.variables import Variable
 
 from flows.cloudlogging.attach import attach_cloud_logging
 from flows.dispatch import Dispatcher, Ticket
+from flows.history import ResumePlan, cancel_requested, plan_rerun
 from flows.inputs import load_campaign_inputs
 from flows.naming import (
     CAMPAIGN_FLOW,
@@ -41,6 +43,7 @@ from flows.outcomes import Outcome, Tally, classify
 from flows.prefetch import PrefetchTuner
 from flows.pools import apply_pools
 from flows.report import finish_report, stats_line
+from flows.selection import select_jobs
 from flows.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
@@ -54,10 +57,10 @@ VARIABLE_LIMIT = 5000
 """Prefect caps a variable's value at 5,000 characters."""
 
 
-def plan_value(total: int, resources: Resources) -> dict:
+def plan_value(total: int, resources: Resources, name: str = "") -> dict:
     """What `evaltui` needs to know of the campaign: its size, and which server is in which pool."""
-    value = {"total": total, "pools": {pool: [s.address for s in resources.servers(pool)] for pool in resources.pools}}
-    return value if len(json.dumps(value)) < VARIABLE_LIMIT else {"total": total}
+    value = {"total": total, "name": name, "pools": {pool: [s.address for s in resources.servers(pool)] for pool in resources.pools}}
+    return value if len(json.dumps(value)) < VARIABLE_LIMIT else {"total": total, "name": name}
 
 
 class CampaignRunner:
@@ -81,6 +84,7 @@ class CampaignRunner:
         self.dispatched_at: dict[UUID, float] = {}
         """Runs not yet seen ready, with when they were created (monotonic)."""
         self.paused = False
+        self.resumed = ResumePlan()
 
     def episode_parameters(self, job: Job) -> dict:
         return {
@@ -97,18 +101,28 @@ class CampaignRunner:
 
     async def run(self) -> Tally:
         deployment = await self.client.read_deployment_by_name(self.s["deployment"])
+        pending = []
         for job in self.jobs:
             if job.metrics_path(self.s["results_dir"]).exists():
                 self.tally.already_done += 1
             else:
-                self.dispatcher.add(job)
+                pending.append(job)
+        # -- history (flows/history.py): failed jobs get fresh attempts, runs in flight are adopted,
+        # cancelled ones are left alone unless named with --only.
+        self.resumed = await plan_rerun(self.client, self.s["name"], pending, self.s.get("only") is not None, self.logger)
+        self.tally.cancelled.update(self.resumed.cancelled)
+        self.tally.fresh_attempts = len(self.resumed.fresh)
+        for job in pending:
+            if job.id not in self.resumed.cancelled:
+                self.dispatcher.add(job, self.resumed.first_attempt(job.id), front=job.id in self.resumed.adopted)
                 self.demand.add(job)
+        # -- end history
         self.logger.info(
             "Campaign %r: %d episodes, %d already done, %d pools, deployment %s",
             self.s["name"], len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s["deployment"],
         )
         await Variable.aset(
-            campaign_plan_variable(self.s["name"]), plan_value(len(self.jobs), self.resources), overwrite=True
+            campaign_plan_variable(self.s["name"]), plan_value(self.s.get("planned") or len(self.jobs), self.resources, self.s["name"]), overwrite=True
         )
         last_stats, last_pause_read = time.monotonic(), float("-inf")
         while self.dispatcher.pending or self.in_flight:
@@ -155,7 +169,9 @@ class CampaignRunner:
                     continue
                 ticket = self.in_flight[run.id]
                 self.note_readiness(run.id, ticket, run.state.name)
-                outcome = classify(run.state.type, run.state.name, ticket.attempt, self.s["max_attempts"])
+                last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s["max_attempts"] - 1
+                outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
+                                   await cancel_requested(self.client, run))
                 if outcome is not None:
                     del self.in_flight[run.id]
                     self.dispatched_at.pop(run.id, None)
@@ -189,6 +205,9 @@ class CampaignRunner:
             self.tally.retried += 1
             self.logger.warning("%s attempt %d ended %s (%s); requeued", job.id, ticket.attempt, state_name, message)
             self.dispatcher.add(job, ticket.attempt + 1, front=True)
+        elif outcome is Outcome.CANCELLED:
+            self.tally.cancelled[job.id] = f"{state_name}: {message}"
+            self.logger.warning("%s attempt %d was cancelled (%s); not requeued", job.id, ticket.attempt, message)
         else:
             self.tally.failures[job.id] = f"{state_name}: {message}"
             self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
@@ -227,12 +246,16 @@ async def campaign(
     tick_seconds: float = 0.5,
     lease_seconds: float = 60.0,
     poll_seconds: float = 5.0,
+    only: list[str] | None = None,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = dict(locals())
     attach_cloud_logging(campaign=name)
     settings["evaluator_options"] = evaluator_options or {}
     jobs, resources = load_campaign_inputs(jobs_file, resources_file)
+    settings["planned"] = len(jobs)  # the plan stays whole when --only runs a part of it
+    if only is not None:
+        jobs = select_jobs(jobs, only)
     started = time.time()
     async with get_client() as client:
         await apply_pools(client, resources)

@@ -12,6 +12,7 @@ from flows.grader.cli import grade_app, grader_app
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
 from flows.cloudlogging import cli as cloudlogging_cli
+from flows import ops_cli
 from workpools import cli as workpools_cli
 from workpools.runner import cli as runner_cli
 from workpools.kubernetes import cli as kubernetes_cli
@@ -40,6 +41,10 @@ app.add_typer(kubernetes_cli.app, name="k8s")
 app.add_typer(queue_app, name="queue")
 app.add_typer(grader_app, name="grader")
 app.add_typer(grade_app, name="grade")
+campaign_app.command("report")(ops_cli.campaign_report)
+campaign_app.command("purge")(ops_cli.campaign_purge)
+campaign_app.command("list")(ops_cli.campaign_list)
+app.command("leaderboard")(ops_cli.leaderboard)
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -84,17 +89,21 @@ def campaign_run(
     deployment: str = typer.Option("evaluate-episode/local", "--deployment", help="flow/deployment of the episodes"),
     stats_interval: float = typer.Option(60.0, "--stats-interval", min=1),
     home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
+    only: Optional[Path] = typer.Option(None, "--only", help="Run only the job ids listed in this file (failed.txt's format)"),
 ) -> None:
     """Evaluate every job: on PREFECT_API_URL if set, else on an embedded server with a local worker."""
     import os
 
     from flows.inputs import load_campaign_inputs
     from flows.runner import run_campaign
+    from flows.selection import read_only_file
 
     jobs_list, pools = load_campaign_inputs(jobs, resources)
+    only_ids = read_only_file(only, {job.id for job in jobs_list}) if only else None
     options = parse_options(evaluator_option)
-    if all(job.metrics_path(results_dir).exists() for job in jobs_list):
-        typer.echo(f"Campaign {name!r}: all {len(jobs_list)} episodes already have metrics in {results_dir}; nothing to run.")
+    selected = [job for job in jobs_list if only_ids is None or job.id in only_ids]
+    if all(job.metrics_path(results_dir).exists() for job in selected):
+        typer.echo(f"Campaign {name!r}: all {len(selected)} episodes already have metrics in {results_dir}; nothing to run.")
         raise typer.Exit(0)
     if os.environ.get("PREFECT_API_URL"):
         check_api(os.environ["PREFECT_API_URL"])
@@ -103,12 +112,12 @@ def campaign_run(
             jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
             name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
             resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts,
-            deployment=deployment, stats_interval=stats_interval,
+            deployment=deployment, stats_interval=stats_interval, only=only_ids,
         ),
         worker_limit=sum(pools.capacity(p) + max(prefetch, max_prefetch) for p in pools.pools),
         home=home,
     )
-    raise typer.Exit(1 if summary["failed"] else 0)
+    raise typer.Exit(1 if summary["failed"] or summary.get("cancelled") else 0)
 
 
 def _pools_command(resources: Path, action):

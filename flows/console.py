@@ -30,7 +30,7 @@ def campaign_progress():
     task = progress.add_task("episodes", total=None, detail="")
 
     def hook(tally, dispatcher) -> None:
-        detail = f"failed {len(tally.failures)} | in flight {dispatcher.total_in_flight} | retried {tally.retried}"
+        detail = f"failed {len(tally.failures)} | cancelled {len(tally.cancelled)} | in flight {dispatcher.total_in_flight} | retried {tally.retried}"
         progress.update(task, total=tally.total, completed=tally.finished, detail=detail)
 
     PROGRESS_HOOKS.append(hook)
@@ -46,7 +46,10 @@ def summary_tables(summary: dict) -> list[Table]:
     totals.add_row("episodes", str(summary["total"]))
     totals.add_row("done now / before", f"{summary['done']} / {summary['already_done']}")
     totals.add_row("failed", f"[red]{len(summary['failed'])}[/]" if summary["failed"] else "0")
+    totals.add_row("cancelled (not retried)", str(len(summary.get("cancelled", {}))))
     totals.add_row("requeued attempts", str(summary["retried"]))
+    if summary.get("fresh_attempts"):
+        totals.add_row("failed before, new attempts", str(summary["fresh_attempts"]))
     totals.add_row("wall time", f"{summary['wall_seconds']} s")
     totals.add_row("results", summary["results_dir"])
     totals.add_row("failed job ids", summary["failed_file"])

@@ -78,6 +78,18 @@ def episode_run_name(job: Job, attempt: int) -> str:
     return job.id if attempt == 1 else f"{job.id} (attempt {attempt})"
 
 
+def job_id_of_run_name(run_name: str) -> str:
+    """The job id back from an episode run's name (`episode_run_name` in reverse)."""
+    job_id, sep, rest = run_name.rpartition(" (attempt ")
+    return job_id if sep and rest.endswith(")") and rest[:-1].isdigit() else run_name
+
+
+def attempt_of(tags: list[str]) -> int:
+    """The attempt number from an episode run's `attempt:N` tag (1 when absent)."""
+    value = tag_value(tags, "attempt")
+    return int(value) if value and value.isdigit() else 1
+
+
 def idempotency_key(campaign: str, job: Job, attempt: int) -> str:
     """Same campaign, job and attempt -> the same flow run, however often dispatched."""
     return f"evalq:{campaign}:{job.id}:{attempt}"
@@ -90,6 +102,9 @@ def pause_variable(campaign: str) -> str:
     return f"evalq_paused_{slugify(campaign, separator='_')}"
 
 
+PLAN_VARIABLE_PREFIX = "evalq_plan_"
+
+
 def campaign_plan_variable(campaign: str) -> str:
     """Prefect Variable the campaign flow sets when it starts, read by `evaltui`.
 
@@ -100,7 +115,7 @@ def campaign_plan_variable(campaign: str) -> str:
     """
     from slugify import slugify
 
-    return f"evalq_plan_{slugify(campaign, separator='_')}"
+    return f"{PLAN_VARIABLE_PREFIX}{slugify(campaign, separator='_')}"
 
 
 def tag_value(tags: list[str], key: str) -> str | None:

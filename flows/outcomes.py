@@ -9,6 +9,10 @@ from prefect.client.schemas.objects import StateType
 
 from flows.naming import NOT_RETRYABLE_STATE
 
+CANCELLED_CRASH_MESSAGE = "Execution was cancelled"
+"""How Prefect's engine words a crash caused by a cancellation (e.g. `prefect flow-run cancel`
+on a SLURM episode): the user's word, not a failure."""
+
 
 class Outcome(str, Enum):
     DONE = "done"
@@ -17,12 +21,30 @@ class Outcome(str, Enum):
     CANCELLED = "cancelled"
 
 
-def classify(state_type: StateType, state_name: str | None, attempt: int, max_attempts: int) -> Outcome | None:
-    """None while the run is not final; Crashed/Failed are retried until the budget is spent."""
+def is_cancelled(state_type: StateType, message: str | None, cancel_requested: bool = False) -> bool:
+    """Cancelled by someone: state Cancelled; or Crashed by the engine's cancellation; or
+    Failed/Crashed after someone asked for a cancel (`cancel_requested`: the run went through
+    Cancelling, e.g. its process was killed to cancel it)."""
+    if state_type == StateType.CANCELLED:
+        return True
+    if state_type == StateType.CRASHED and (message or "").startswith(CANCELLED_CRASH_MESSAGE):
+        return True
+    return cancel_requested and state_type in (StateType.FAILED, StateType.CRASHED)
+
+
+def classify(
+    state_type: StateType, state_name: str | None, attempt: int, max_attempts: int, message: str | None = None,
+    cancel_requested: bool = False,
+) -> Outcome | None:
+    """None while the run is not final; Crashed/Failed are retried until the budget is spent.
+
+    A cancel is never retried (`is_cancelled`)."""
     if state_type == StateType.COMPLETED:
         return Outcome.DONE
-    if state_type in (StateType.CANCELLED, StateType.CANCELLING):
-        return Outcome.CANCELLED if state_type == StateType.CANCELLED else None
+    if is_cancelled(state_type, message, cancel_requested):
+        return Outcome.CANCELLED
+    if state_type == StateType.CANCELLING:
+        return None
     if state_type in (StateType.FAILED, StateType.CRASHED):
         if state_name == NOT_RETRYABLE_STATE or attempt >= max_attempts:
             return Outcome.FAILED
@@ -32,15 +54,18 @@ def classify(state_type: StateType, state_name: str | None, attempt: int, max_at
 
 @dataclass
 class Tally:
-    """Running totals of a campaign; `failures` keeps the last message per failed job."""
+    """Running totals of a campaign; `failures` and `cancelled` keep the last message per job."""
 
     total: int = 0
     already_done: int = 0
     done: int = 0
     retried: int = 0
+    fresh_attempts: int = 0
+    """Jobs that had failed in an earlier invocation and got new attempts in this one."""
     failures: dict[str, str] = field(default_factory=dict)
+    cancelled: dict[str, str] = field(default_factory=dict)
     held_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:
-        return self.already_done + self.done + len(self.failures)
+        return self.already_done + self.done + len(self.failures) + len(self.cancelled)

@@ -29,18 +29,42 @@ async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Re
     )
 
 
+def leaderboard_artifact_key(campaign: str) -> str:
+    return f"{artifact_key(campaign)}-leaderboard"
+
+
+async def publish_leaderboard(results_dir: Path, settings: dict) -> dict:
+    """The leaderboard of `success` over all the campaign's jobs (not only those of an `--only`
+    run) as a markdown artifact; returns it as JSON."""
+    from prefect.artifacts import acreate_markdown_artifact
+
+    from flows.leaderboard import to_markdown
+    from flows.results_files import board_from_results
+    from generate.jsonio import read_model
+    from generate.models import JobList
+
+    board = board_from_results(results_dir, "success", read_model(settings["jobs_file"], JobList))
+    await acreate_markdown_artifact(
+        markdown=to_markdown(board), key=leaderboard_artifact_key(settings["name"]),
+        description=f"Campaign {settings['name']}: leaderboard of {board.metric}",
+    )
+    return board.model_dump(mode="json")
+
+
 def team_task_table(jobs: list[Job], tally: Tally, results_dir: Path) -> list[dict]:
-    """Rows of team, task, done, failed, total: the campaign's result at a glance."""
+    """Rows of team, task, done, failed, cancelled, total: the campaign's result at a glance."""
     rows: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for job in jobs:
         key = (job.payload.team_slug, job.payload.task)
         rows[key]["total"] += 1
         if job.id in tally.failures:
             rows[key]["failed"] += 1
+        elif job.id in tally.cancelled:
+            rows[key]["cancelled"] += 1
         elif job.metrics_path(results_dir).exists():
             rows[key]["done"] += 1
     return [
-        {"team": team, "task": task, "done": c["done"], "failed": c["failed"], "total": c["total"]}
+        {"team": team, "task": task, "done": c["done"], "failed": c["failed"], "cancelled": c["cancelled"], "total": c["total"]}
         for (team, task), c in sorted(rows.items())
     ]
 
@@ -62,7 +86,8 @@ def artifact_key(campaign: str) -> str:
 
 
 async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resources, settings: dict, wall: float) -> dict:
-    """Write failed.txt, publish the table artifact, and return the summary."""
+    """Write failed.txt (failed, not cancelled, job ids), publish the table and leaderboard
+    artifacts, and return the summary."""
     results_dir = Path(settings["results_dir"])
     failed_file = results_dir / "failed.txt"
     write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(tally.failures)))
@@ -71,18 +96,22 @@ async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resour
         table=table,
         key=artifact_key(settings["name"]),
         description=f"Campaign {settings['name']}: {tally.already_done + tally.done}/{tally.total} done, "
-        f"{len(tally.failures)} failed",
+        f"{len(tally.failures)} failed, {len(tally.cancelled)} cancelled",
     )
+    leaderboard = await publish_leaderboard(results_dir, settings)
     return {
         "campaign": settings["name"],
         "total": tally.total,
         "done": tally.done,
         "already_done": tally.already_done,
         "failed": dict(sorted(tally.failures.items())),
+        "cancelled": dict(sorted(tally.cancelled.items())),
         "retried": tally.retried,
+        "fresh_attempts": tally.fresh_attempts,
         "wall_seconds": round(wall, 1),
         "utilization": utilization(tally, resources, wall),
         "results_dir": str(results_dir.resolve()),
         "failed_file": str(failed_file.resolve()),
         "table": table,
+        "leaderboard": leaderboard,
     }

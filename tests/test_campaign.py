@@ -58,9 +58,9 @@ def test_campaign_evaluates_every_episode_once_within_capacity(episode_worker, t
     assert (tmp_path / "results" / "failed.txt").read_text() == ""
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
     assert summary["table"] == [
-        {"team": "alpha", "task": "pick", "done": 3, "failed": 0, "total": 3},
-        {"team": "beta", "task": "open", "done": 2, "failed": 0, "total": 2},
-        {"team": "beta", "task": "pick", "done": 2, "failed": 0, "total": 2},
+        {"team": "alpha", "task": "pick", "done": 3, "failed": 0, "cancelled": 0, "total": 3},
+        {"team": "beta", "task": "open", "done": 2, "failed": 0, "cancelled": 0, "total": 2},
+        {"team": "beta", "task": "pick", "done": 2, "failed": 0, "cancelled": 0, "total": 2},
     ]
     assert asyncio.run(artifact_description("evalq-complete")).startswith("Campaign complete: 7/7 done")
     runs = asyncio.run(campaign_runs("complete"))

@@ -25,3 +25,16 @@ from flows.outcomes import Outcome, classify
 )
 def test_classify(state_type, name, attempt, expected):
     assert classify(state_type, name, attempt, max_attempts=3) == expected
+
+
+@pytest.mark.parametrize(
+    "state_type, message, expected",
+    [
+        (StateType.CRASHED, "Execution was cancelled by the runtime environment.", Outcome.CANCELLED),
+        (StateType.CRASHED, "No heartbeat: the run's process is gone.", Outcome.RETRY),
+        (StateType.CANCELLED, "Cancelled in Prefect: scancel of SLURM job 12", Outcome.CANCELLED),
+        (StateType.FAILED, "Execution was cancelled (an evaluator's own words)", Outcome.RETRY),
+    ],
+)
+def test_a_cancel_is_never_retried(state_type, message, expected):
+    assert classify(state_type, state_type.value.title(), 1, max_attempts=3, message=message) == expected

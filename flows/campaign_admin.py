@@ -1,0 +1,290 @@
+"""Reading and cleaning up campaigns on a Prefect server: report, purge, list (the I/O side).
+
+The grouping is in `campaign_report.py`, the rerun rules in `history.py`; this module only
+asks Prefect (and the results folder) and hands the answers over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+
+from prefect.client.schemas.objects import StateType
+from pydantic import BaseModel
+
+from flows.campaign_report import CampaignReport, build_report
+from flows.history import FINAL_TYPES, PAGE, EpisodeRecord, read_episode_records
+from flows.naming import (
+    CAMPAIGN_FLOW,
+    EPISODE_TAG,
+    PLAN_VARIABLE_PREFIX,
+    SLOT_ACQUIRED,
+    campaign_plan_variable,
+    campaign_tag,
+    pause_variable,
+)
+from flows.report import artifact_key, leaderboard_artifact_key
+
+EVENTS_PAGE = 50
+"""The most events (and flow runs in a bulk delete) the API takes in one call."""
+ACTIVE_TYPES = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED]
+
+
+def batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# -- the campaign flow runs themselves -------------------------------------------------------
+class CampaignFlowRun(BaseModel):
+    id: str
+    name: str
+    campaign: str
+    state_type: StateType | None
+    end_time: dt.datetime | None
+
+    @property
+    def final(self) -> bool:
+        return self.state_type in FINAL_TYPES
+
+
+async def campaign_flow_runs(client, campaign: str | None = None, active_only: bool = False) -> list[CampaignFlowRun]:
+    """Runs of the `campaign` flow (for one campaign name, by its `name` parameter)."""
+    from prefect.client.schemas.filters import (
+        FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
+    )
+
+    flow_filter = FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW]))
+    run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ACTIVE_TYPES))) if active_only else None
+    found, offset = [], 0
+    while True:
+        page = await client.read_flow_runs(flow_filter=flow_filter, flow_run_filter=run_filter, limit=PAGE, offset=offset)
+        for run in page:
+            name = str((run.parameters or {}).get("name", ""))
+            if campaign is None or name == campaign:
+                found.append(CampaignFlowRun(id=str(run.id), name=run.name, campaign=name,
+                                             state_type=run.state.type if run.state else None, end_time=run.end_time))
+        if len(page) < PAGE:
+            return found
+        offset += PAGE
+
+
+async def plan_of(client, campaign: str) -> dict:
+    variable = await client.read_variable_by_name(campaign_plan_variable(campaign))
+    return variable.value if variable is not None and isinstance(variable.value, dict) else {}
+
+
+# -- report ----------------------------------------------------------------------------------
+async def servers_of_runs(client, run_ids: list[str], since: dt.datetime) -> dict[str, str]:
+    """Run id -> the policy server it leased last, from `evalq.slot.acquired` events."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder, EventRelatedFilter
+
+    servers: dict[str, str] = {}
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+    for chunk in batches(run_ids, EVENTS_PAGE):
+        event_filter = EventFilter(
+            event=EventNameFilter(name=[SLOT_ACQUIRED]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}" for run_id in chunk]),
+            occurred=EventOccurredFilter(since=since, until=until),
+            order=EventOrder.ASC,
+        )
+        page = await client.read_events(filter=event_filter, limit=EVENTS_PAGE)
+        while True:
+            for event in page.events:
+                data = event.model_dump(mode="json")
+                server = data["resource"].get("evalq.server")
+                for related in data.get("related", []):
+                    resource_id = related.get("prefect.resource.id", "")
+                    if server and resource_id.startswith("prefect.flow-run."):
+                        servers[resource_id.removeprefix("prefect.flow-run.")] = server
+            if not page.next_page:
+                break
+            page = await client.read_events_page(page.next_page)
+    return servers
+
+
+def done_job_ids(records: list[EpisodeRecord], results_dir: Path | None) -> set[str]:
+    """Jobs whose metrics file exists (under `results_dir`, else where each run wrote it)."""
+    done = set()
+    for record in records:
+        path = record.metrics_path(str(results_dir) if results_dir else None)
+        if path is not None and path.exists():
+            done.add(record.job_id)
+    return done
+
+
+async def gather_report(client, campaign: str, results_dir: Path | None = None) -> CampaignReport:
+    records = await read_episode_records(client, campaign)
+    failed = [r.run_id for r in records if r.final and r.state_type != StateType.COMPLETED]
+    since = min((r.created for r in records if r.created), default=dt.datetime.now(dt.timezone.utc)) - dt.timedelta(minutes=5)
+    servers = await servers_of_runs(client, failed, since) if failed else {}
+    running = any(not run.final for run in await campaign_flow_runs(client, campaign, active_only=True))
+    plan = await plan_of(client, campaign)
+    return build_report(campaign, records, done_job_ids(records, results_dir), servers, running, plan.get("total"))
+
+
+# -- purge -----------------------------------------------------------------------------------
+class PurgeResult(BaseModel):
+    campaign: str
+    dry_run: bool
+    episode_runs: dict[str, int]
+    """Deleted episode runs by state name."""
+    campaign_runs: int
+    kept_runs: int
+    """Runs left: not finished, or newer than `--older-than`."""
+    variables: list[str]
+    artifacts: list[str]
+
+
+def purgeable(finished_at: dt.datetime | None, final: bool, cutoff: dt.datetime | None) -> bool:
+    """Finished, and (given a cutoff) finished before it."""
+    if not final:
+        return False
+    return cutoff is None or (finished_at is not None and finished_at < cutoff)
+
+
+class CampaignRunning(Exception):
+    """The campaign is running: purge refuses unless forced."""
+
+
+async def purge_campaign(
+    client, campaign: str, older_than: dt.timedelta | None = None, dry_run: bool = False, force: bool = False
+) -> PurgeResult:
+    """Delete the campaign's finished flow runs, and once none is left its variables and
+    artifacts. Never touches metrics or results files."""
+    records = await read_episode_records(client, campaign)
+    flow_runs = await campaign_flow_runs(client, campaign)
+    active = [r for r in records if not r.final]
+    running_flows = [r for r in flow_runs if not r.final]
+    if (active or running_flows) and not force:
+        raise CampaignRunning(
+            f"campaign {campaign!r} is running ({len(running_flows)} campaign flow runs active, "
+            f"{len(active)} episodes in flight); use --force to purge its finished runs anyway"
+        )
+    cutoff = dt.datetime.now(dt.timezone.utc) - older_than if older_than else None
+    episodes = [r for r in records if purgeable(r.end_time or r.created, r.final, cutoff)]
+    campaigns = [r for r in flow_runs if purgeable(r.end_time, r.final, cutoff)]
+    kept = len(records) + len(flow_runs) - len(episodes) - len(campaigns)
+    variables, artifacts = [], []
+    if kept == 0:
+        variables = [campaign_plan_variable(campaign), pause_variable(campaign)]
+        artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign)]
+    if not dry_run:
+        await delete_flow_runs(client, [r.run_id for r in episodes] + [r.id for r in campaigns])
+        variables = [name for name in variables if await delete_variable(client, name)]
+        artifacts = [key for key in artifacts if await delete_artifacts(client, key)]
+    return PurgeResult(
+        campaign=campaign, dry_run=dry_run, episode_runs=dict(sorted(Counter(r.state_name for r in episodes).items())),
+        campaign_runs=len(campaigns), kept_runs=kept, variables=variables, artifacts=artifacts,
+    )
+
+
+async def delete_flow_runs(client, run_ids: list[str]) -> None:
+    """Prefect's bulk delete, at most 50 runs per call."""
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    for chunk in batches(run_ids, EVENTS_PAGE):
+        body = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in chunk])).model_dump(mode="json", exclude_unset=True)
+        await client.request("POST", "/flow_runs/bulk_delete", json={"flow_runs": body, "limit": len(chunk)})
+
+
+async def delete_variable(client, name: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        await client.delete_variable_by_name(name)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+async def delete_artifacts(client, key: str) -> bool:
+    """Every version of the artifact `key`; False if there was none."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    for artifact in found:
+        await client.delete_artifact(artifact.id)
+    return bool(found)
+
+
+# -- list ------------------------------------------------------------------------------------
+class CampaignSummary(BaseModel):
+    name: str
+    planned: int | None
+    runs: int
+    completed: int
+    """Episode runs that completed (one per job done)."""
+    failed_attempts: int
+    cancelled: int
+    in_flight: int
+    state: str
+    """running | paused | done | incomplete."""
+    updated: dt.datetime | None
+
+
+async def state_counts(client, tags: list[str]) -> Counter:
+    """Runs with all `tags` by state type, in one query (the run-history endpoint over one
+    interval spanning all time)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    body = {
+        "history_start": "2000-01-01T00:00:00Z",
+        "history_end": "2100-01-01T00:00:00Z",
+        "history_interval_seconds": 100 * 366 * 86400.0,
+        "flow_runs": FlowRunFilter(tags=FlowRunFilterTags(all_=tags)).model_dump(mode="json", exclude_unset=True),
+    }
+    response = await client.request("POST", "/flow_runs/history", json=body)
+    counts: Counter = Counter()
+    for interval in response.json():
+        for state in interval["states"]:
+            counts[state["state_type"]] += state["count_runs"]
+    return counts
+
+
+def campaign_state(counts: Counter, planned: int | None, flow_active: bool, paused: bool) -> str:
+    in_flight = sum(counts[t.value] for t in ACTIVE_TYPES)
+    if flow_active or in_flight:
+        return "paused" if paused else "running"
+    if planned is not None and counts["COMPLETED"] >= planned:
+        return "done"
+    return "incomplete"
+
+
+async def plan_variables(client) -> list:
+    """Every `evalq_plan_*` variable, page by page."""
+    from prefect.client.schemas.objects import Variable
+
+    found, offset = [], 0
+    while True:
+        body = {"variables": {"name": {"like_": PLAN_VARIABLE_PREFIX}}, "limit": PAGE, "offset": offset}
+        page = Variable.model_validate_list((await client.request("POST", "/variables/filter", json=body)).json())
+        found += [v for v in page if v.name.startswith(PLAN_VARIABLE_PREFIX)]
+        if len(page) < PAGE:
+            return found
+        offset += PAGE
+
+
+async def list_campaigns(client) -> list[CampaignSummary]:
+    """Campaigns with a plan variable: 2 calls, then one count query per campaign (and a
+pause check per running one)."""
+    variables = await plan_variables(client)
+    active = {run.campaign for run in await campaign_flow_runs(client, active_only=True)}
+    summaries = []
+    for variable in variables:
+        plan = variable.value if isinstance(variable.value, dict) else {}
+        name = str(plan.get("name") or variable.name.removeprefix(PLAN_VARIABLE_PREFIX))
+        counts = await state_counts(client, [EPISODE_TAG, campaign_tag(name)])
+        paused = await client.read_variable_by_name(pause_variable(name)) if name in active else None
+        planned = plan.get("total")
+        summaries.append(CampaignSummary(
+            name=name, planned=planned, runs=sum(counts.values()), completed=counts["COMPLETED"],
+            failed_attempts=counts["FAILED"] + counts["CRASHED"], cancelled=counts["CANCELLED"],
+            in_flight=sum(counts[t.value] for t in ACTIVE_TYPES),
+            state=campaign_state(counts, planned, name in active, paused is not None and paused.value in (True, "true")),
+            updated=variable.updated,
+        ))
+    return sorted(summaries, key=lambda s: s.updated or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
