@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flows.busy import summarize  # noqa: E402
+from bounds import lower_bound  # noqa: E402
 from cost import api_calls, group_cpu_seconds  # noqa: E402
 
 from flows.local import LocalStack  # noqa: E402
@@ -31,22 +32,61 @@ from flows.server import free_port  # noqa: E402
 from generate.models import Job  # noqa: E402
 
 
-def build(work: Path, teams: int, per_team: int) -> tuple[Path, Path]:
+def write_job(work: Path, team: str, task: str, i: int, pools: list[str]) -> Job:
+    instance = work / "instances" / task / f"{task}_{i}_template-tro_state.json"
+    instance.parent.mkdir(parents=True, exist_ok=True)
+    instance.write_text(json.dumps({"seed": i}))
+    payload = dict(team=team, team_slug=team, track="standard", task=task, instance_id=i,
+                   instance_basename=instance.name, instance_path=str(instance))
+    return Job(id=Job.make_id(team, task, i), payload=payload, resource_type=pools[0], resource_types=pools)
+
+
+def simple(work: Path, teams: int, per_team: int) -> tuple[list[Job], dict]:
+    """One capacity-1 server per team; every job fits its team's server only."""
     jobs, resources = [], {}
     for t in range(teams):
         team, pool = f"team{t}", f"team{t}_1"
         resources[pool] = [{"host": "127.0.0.1", "port": free_port(), "capacity": 1}]
-        for i in range(per_team):
-            instance = work / "instances" / "reach" / f"reach_{i}_template-tro_state.json"
-            instance.parent.mkdir(parents=True, exist_ok=True)
-            instance.write_text(json.dumps({"seed": i}))
-            payload = dict(team=team, team_slug=team, track="standard", task="reach", instance_id=i,
-                           instance_basename=instance.name, instance_path=str(instance))
-            jobs.append(Job(id=Job.make_id(team, "reach", i), payload=payload, resource_type=pool, resource_types=[pool]))
+        jobs += [write_job(work, team, "reach", i, [pool]) for i in range(per_team)]
+    return jobs, resources
+
+
+def mixed(work: Path, teams: int, per_team: int) -> tuple[list[Job], dict]:
+    """Restricted servers beside general ones: `lab` has a general server and one that only
+    reaches; `lab` pushes (general only) and reaches (either); `solo` reaches on its own
+    server; `wide` reaches on any of the three pools' servers. `teams` is ignored."""
+    server = lambda **extra: {"host": "127.0.0.1", "port": free_port(), "capacity": 1, **extra}  # noqa: E731
+    resources = {"lab_1": [server(), server(compatible_task="reach")], "solo_1": [server()], "wide_1": [server()]}
+    jobs = [write_job(work, "lab", "push", i, ["lab_1"]) for i in range(per_team)]
+    jobs += [write_job(work, "lab", "reach", i, ["lab_1"]) for i in range(per_team)]
+    jobs += [write_job(work, "solo", "reach", i, ["solo_1"]) for i in range(per_team)]
+    jobs += [write_job(work, "wide", "reach", i, ["wide_1", "solo_1", "lab_1"]) for i in range(per_team)]
+    return jobs, resources
+
+
+SCENARIOS = {"simple": simple, "mixed": mixed}
+
+
+def build(work: Path, scenario: str, teams: int, per_team: int) -> tuple[Path, Path, list[Job]]:
+    jobs, resources = SCENARIOS[scenario](work, teams, per_team)
     jobs_file, resources_file = work / "jobs.json", work / "resources.json"
     jobs_file.write_text(json.dumps([j.model_dump(mode="json") for j in jobs]))
     resources_file.write_text(json.dumps(resources))
-    return jobs_file, resources_file
+    return jobs_file, resources_file, jobs
+
+
+def constrained_bound(jobs: list[Job], resources_file: Path, episode_seconds: float) -> float:
+    """The span lower bound given which servers can run which job (bench/bounds.py)."""
+    from flows.steering import ExclusiveDemand
+    from generate.jsonio import read_model
+    from generate.models import Resources
+
+    demand = ExclusiveDemand(read_model(resources_file, Resources))
+    work: dict[frozenset[str], float] = {}
+    for job in jobs:
+        servers = frozenset(demand.servers(job))
+        work[servers] = work.get(servers, 0.0) + episode_seconds
+    return lower_bound(work, demand.capacity)
 
 
 def wait_until_started(worker_log: Path, timeout: float = 120.0) -> None:
@@ -68,10 +108,11 @@ def main() -> None:
     parser.add_argument("--max-prefetch", type=int, default=3)
     parser.add_argument("--poll-seconds", type=float, default=5.0, help="waiting episodes' safety poll")
     parser.add_argument("--worker", choices=["runner", "prefork"], default="runner")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="simple")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evalq-bench-"))
-    jobs_file, resources_file = build(work, args.teams, args.episodes_per_team)
+    jobs_file, resources_file, jobs = build(work, args.scenario, args.teams, args.episodes_per_team)
     resources = json.loads(resources_file.read_text())
     capacities = {f"{s['host']}:{s['port']}": s["capacity"] for servers in resources.values() for s in servers}
     busy_log = work / "busy.jsonl"
@@ -101,16 +142,20 @@ def main() -> None:
                 calls = api_calls(log.read())
     finally:
         fleet.stop()
-    episodes = args.teams * args.episodes_per_team
+    episodes = len(jobs)
     intervals = [json.loads(line) for line in busy_log.read_text().splitlines()]
     held = [json.loads(p.read_text())["evalq"]["held_seconds"] for p in (work / "results").rglob("*.json")
             if p.name != "failed.txt" and p.parent.name == "metrics"]
+    measured = summarize(intervals, capacities, started, held)
+    bound = constrained_bound(jobs, resources_file, measured["episode_seconds_mean"])
     result = {
         "command": "python " + " ".join(sys.argv),
         "settings": vars(args),
         "failed": len(summary["failed"]),
         "violations": sum(s.violations for s in fleet.stats().values()),
-        **summarize(intervals, capacities, started, held),
+        **measured,
+        "constrained_bound_s": round(bound, 1),
+        "span_over_bound": round(measured["makespan_from_first_episode_s"] / bound, 2),
         "cpu_seconds_per_episode": {name: round(value / episodes, 3) for name, value in cpu.items()},
         "api_calls_per_episode": round(sum(calls.values()) / episodes, 1),
         "api_calls_by_route": dict(calls.most_common()),

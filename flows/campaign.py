@@ -43,6 +43,7 @@ from flows.outcomes import Outcome, Tally, classify
 from flows.prefetch import PrefetchTuner
 from flows.pools import apply_pools
 from flows.report import finish_report, stats_line
+from flows.retry import retrying
 from flows.selection import select_jobs
 from flows.steering import ExclusiveDemand
 from generate.models import Job, Resources
@@ -143,13 +144,13 @@ class CampaignRunner:
 
     async def dispatch(self, deployment_id: UUID) -> None:
         while (ticket := self.dispatcher.next()) is not None:
-            run = await self.client.create_flow_run_from_deployment(
+            run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
                 deployment_id,
                 parameters=self.episode_parameters(ticket.job),
                 name=episode_run_name(ticket.job, ticket.attempt),
                 tags=episode_tags(ticket.job, self.s["name"], ticket.pool, ticket.attempt),
                 idempotency_key=idempotency_key(self.s["name"], ticket.job, ticket.attempt),
-            )
+            ))
             self.in_flight[run.id] = ticket
             self.dispatched_at[run.id] = time.monotonic()
             if self.s["submit_interval"]:

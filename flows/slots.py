@@ -32,7 +32,7 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectNotFound
 
 from flows.naming import pool_limit, server_limit
-from flows.retry import retrying
+from flows.retry import retrying, without_client_retries
 from flows.slotwatch import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
 
@@ -167,15 +167,16 @@ class SlotLeaser:
                     if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
                         return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
 
-    async def release(self, slot: Slot, attempts: int = 10) -> bool:
+    async def release(self, slot: Slot, attempts: int = 12) -> bool:
         """Give the slot back; retried across a restarting API. False if it could not be."""
         for attempt in range(attempts):
             try:
-                await self.client.release_concurrency_slots_with_lease(slot.lease_id)
+                with without_client_retries():  # ours are quicker: a late release is a lost handoff
+                    await self.client.release_concurrency_slots_with_lease(slot.lease_id)
                 self.watch.released(slot.server.address)  # waiters in this process, at once
                 return True
             except (httpx.TransportError, httpx.HTTPStatusError):
-                await asyncio.sleep(min(2**attempt * 0.25, 5))
+                await asyncio.sleep(min(2**attempt * 0.1, 5))
         return False
 
     async def renew_forever(self, slot: Slot, on_lost: Callable[[str], Awaitable[None] | None]) -> None:

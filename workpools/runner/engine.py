@@ -16,21 +16,29 @@ from anyio import CancelScope
 from prefect.client.schemas.objects import FlowRun
 from prefect.flow_engine import AsyncFlowRunEngine, _flow_parameters
 from prefect.flows import Flow, load_flow_from_entrypoint
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Crashed, State
 
 
 @dataclass
 class InProcessEngine(AsyncFlowRunEngine):
     cancel_requested: bool = False
     """Set by the runner before it cancels the run's task: the user cancelled it."""
+    stopping: str | None = None
+    """Set by the runner before it cancels the run's task because the runner stops: why."""
 
     async def handle_crash(self, exc: BaseException) -> None:
-        if not self.cancel_requested:
-            return await super().handle_crash(exc)
-        with CancelScope(shield=True):
-            self.logger.info("Flow run was cancelled.")
-            await self.set_state(Cancelled(message="Cancelled while running on an evalq runner."), force=True)
-            self._raised = exc
+        if self.cancel_requested:
+            with CancelScope(shield=True):
+                self.logger.info("Flow run was cancelled.")
+                await self.set_state(Cancelled(message="Cancelled while running on an evalq runner."), force=True)
+                self._raised = exc
+        elif self.stopping:  # not a cancel: the run is to be requeued, and must not read as one
+            with CancelScope(shield=True):
+                self.logger.warning("Crashed: %s", self.stopping)
+                await self.set_state(Crashed(message=self.stopping), force=True)
+                self._raised = exc
+        else:
+            await super().handle_crash(exc)
 
 
 @functools.lru_cache(maxsize=64)

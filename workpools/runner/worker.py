@@ -253,6 +253,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         try:
             return await asyncio.wrap_future(outcome)
         except asyncio.CancelledError:  # this runner is stopping: crash the run there, let it record that
+            engine.stopping = f"the evalq runner {self.name} stopped while the run was in flight"
             self._runs.cancel(flow_run.id)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(concurrent.futures.wait, [outcome], STOP_GRACE_SECONDS)
