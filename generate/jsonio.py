@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,10 +54,29 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
+def temp_path_beside(path: Path) -> Path:
+    """A fresh hidden name in `path`'s directory (same filesystem, so a rename onto `path` is atomic)."""
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+
+
+def _create_exclusive(path: Path) -> tuple[int, Path]:
+    """Create a new temporary file beside `path` with the mode a plain `open(path, "w")` would give.
+
+    `tempfile.mkstemp` makes files 0600 whatever the umask, and a rename keeps that mode: results
+    on a shared cluster would be unreadable by anyone else. Here the kernel applies the umask.
+    """
+    while True:
+        tmp = temp_path_beside(path)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def _synced_temp(path: Path, text: str) -> Path:
     """`text` in a fsynced temporary file beside `path` (same filesystem, so renames are atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_exclusive(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
