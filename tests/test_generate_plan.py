@@ -179,3 +179,16 @@ def test_pool_job_counts(challenge):
     challenge.submission("a.json", "A", 0.5, {"pick": 1, "open": 1})
     challenge.servers({"a": [server(1), server(2, compatible_task="open")], "z": [server(3)]})
     assert plan(challenge).jobs_per_pool() == {"a_1": 3, "a_2": 1}
+
+
+def test_why_no_jobs_names_the_reason(challenge):
+    challenge.submission("a.json", "A", 0.5, {"pick": 1, "open": 0})
+    challenge.servers({"a": [server(1, compatible_task="open")]})
+    assert plan(challenge, all_tasks=["a"]).why_no_jobs() is None
+    assert plan(challenge, top_k=0).why_no_jobs() == "no entrant is selected (--top-k 0?)"
+    assert "see the warnings" in plan(challenge).why_no_jobs()
+    challenge.result("a", "pick", 1)
+    challenge.result("a", "pick", 2)
+    assert plan(challenge).why_no_jobs() == "all 2 episodes of the selected entrants already have results"
+    challenge.submission("a.json", "A", 0.5, {"pick": 0, "open": 0})
+    assert "no selected entrant scored above 0" in plan(challenge).why_no_jobs()
