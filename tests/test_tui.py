@@ -351,6 +351,70 @@ class TestPanels:
             assert app.is_running
 
 
+# -- which API: configured, else the local server evalq runs ---------------------------------
+def write_server_record(home: Path, api_url: str, pid: int) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "server.json").write_text(json.dumps({"api_url": api_url, "pid": pid}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def no_api_configured(monkeypatch):
+    """Neither the environment nor Prefect's settings name an API (the session server's are set aside)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
+class TestDiscovery:
+    def test_local_server_only_when_its_process_lives_and_it_answers(self, prefect_server, tmp_path):
+        from flows.server import free_port
+        from tui.discover import local_server_url
+
+        home = tmp_path / ".evalq"
+        assert local_server_url(home) is None
+        home.mkdir()
+        (home / "server.json").write_text("{not json")
+        assert local_server_url(home) is None
+        write_server_record(home, prefect_server.api_url, dead_pid())
+        assert local_server_url(home) is None
+        write_server_record(home, f"http://127.0.0.1:{free_port()}/api", prefect_server.process.pid)
+        assert local_server_url(home) is None
+        write_server_record(home, prefect_server.api_url, prefect_server.process.pid)
+        assert local_server_url(home) == prefect_server.api_url
+
+    @pytest.mark.anyio
+    async def test_without_an_api_it_says_how_to_set_one_then_finds_the_local_server(self, known, prefect_server, no_api_configured, tmp_path):
+        from textual.widgets import DataTable
+
+        from tui.app import EvalTui
+        from tui.widgets.banner import Banner
+
+        home = tmp_path / ".evalq"
+        write_server_record(home, prefect_server.api_url, dead_pid())  # a server that has since stopped
+        app = EvalTui(campaign=CAMPAIGN, refresh_seconds=0.3, home=home)
+        async with app.run_test(size=(120, 30)) as pilot:
+            banner = app.query_one(Banner)
+            await until(lambda: banner.display, pilot=pilot, what="banner", timeout=15)
+            text = str(banner.render())
+            assert "No Prefect API configured: set PREFECT_API_URL" in text and "evalq demo --keep" in text
+            assert str(home / "server.json") in text
+            assert "no Prefect API" in app.sub_title and "dispatching" not in app.sub_title
+            write_server_record(home, prefect_server.api_url, prefect_server.process.pid)
+            rows = app.query_one("#rows", DataTable)
+            await until(lambda: rows.row_count == 4, pilot=pilot, what="rows from the local server", timeout=30)
+            await until(lambda: not banner.display, pilot=pilot, what="banner gone")
+            assert os.environ["PREFECT_API_URL"] == prefect_server.api_url
+            assert "no Prefect API" not in app.sub_title
+
+
 # -- actions ----------------------------------------------------------------------------------
 class TestActions:
     @pytest.mark.anyio
