@@ -37,6 +37,7 @@ from flows.naming import (
     server_resource_id,
 )
 from flows.slots import Slot, SlotLeaser
+from flows.videos import EpisodeVideo
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
 
@@ -64,7 +65,9 @@ async def set_phase(client, run_id: UUID | None, name: str, message: str | None 
         await client.set_flow_run_state(run_id, Running(name=name, message=message), force=True)
 
 
-def episode_document(metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str) -> dict:
+def episode_document(
+    metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, video: str | None = None
+) -> dict:
     """The metrics file: the evaluator's metrics plus where and how they were produced."""
     return {
         **metrics,
@@ -83,6 +86,7 @@ def episode_document(metrics: dict, job: Job, slot: Slot, campaign: str, run_id:
             "waited_seconds": round(slot.waited_seconds, 3),
             "held_seconds": round(time.time() - slot.acquired_at, 3),
             "finished_at": time.time(),
+            "video": video,
         },
     }
 
@@ -109,23 +113,26 @@ async def evaluate_episode(
         return Completed(name=SKIPPED_STATE, message=f"metrics exist: {target}")
     run_id = flow_run.get_id()
     run_id = UUID(run_id) if run_id else None
+    video = EpisodeVideo.for_job(episode, results_dir)
     async with get_client() as client:
         await set_phase(client, run_id, LOADING_STATE)
         try:
             runner = load_evaluator(evaluator, evaluator_options, logger)
+            video.offer_to(runner)
             await call(runner.prepare, episode)
         except EvaluationError as exc:
             logger.error("Not retryable: %s", exc)
             return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
         episode_run = EpisodeRun(
             client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
-            evaluator, lease_seconds, poll_seconds, timeout_seconds,
+            evaluator, lease_seconds, poll_seconds, timeout_seconds, video,
         )
         try:
             return await episode_run.lease_and_run()
         finally:
             if hasattr(runner, "kill"):
                 await runner.kill()
+            video.discard()
 
 
 @dataclass
@@ -144,6 +151,7 @@ class EpisodeRun:
     lease_seconds: float
     poll_seconds: float
     timeout_seconds: float
+    video: EpisodeVideo | None = None
 
     async def lease_and_run(self):
         await set_phase(self.client, self.run_id, WAITING_STATE)
@@ -175,7 +183,8 @@ class EpisodeRun:
         except EvaluationError as exc:
             logger.error("Not retryable: %s", exc)
             return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
-        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator))
+        video = self.video.publish(replace=self.force) if self.video else None
+        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, video))
         if self.force:
             write_atomic(self.target, text)
         elif not write_new_atomic(self.target, text):

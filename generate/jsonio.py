@@ -55,8 +55,12 @@ def dump_json(data: Any) -> str:
 
 
 def temp_path_beside(path: Path) -> Path:
-    """A fresh hidden name in `path`'s directory (same filesystem, so a rename onto `path` is atomic)."""
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    """A fresh hidden name in `path`'s directory (same filesystem, so a rename onto `path` is atomic).
+
+    It keeps `path`'s suffix (`.pick_3.1f2e.tmp.mp4`): tools that choose a format by extension
+    (video encoders) write the right one.
+    """
+    return path.parent / f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}"
 
 
 def _create_exclusive(path: Path) -> tuple[int, Path]:
@@ -88,28 +92,31 @@ def _synced_temp(path: Path, text: str) -> Path:
     return Path(tmp)
 
 
-def write_atomic(path: Path | str, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = _synced_temp(path, text)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def move_into_place(tmp: Path, path: Path, replace: bool) -> bool:
+    """Rename the finished file `tmp` onto `path` in one step; `tmp` is gone afterwards.
 
-
-def write_new_atomic(path: Path | str, text: str) -> bool:
-    """Write `path` atomically only if it does not exist yet; False if it already did.
-
-    Two writers racing on the same path: exactly one wins, the file is never replaced.
+    `replace=False` never replaces: False if `path` already exists (two racing writers:
+    exactly one wins).
     """
-    path = Path(path)
-    tmp = _synced_temp(path, text)
     try:
-        os.link(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
         return True
     except FileExistsError:
         return False
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never a part."""
+    path = Path(path)
+    move_into_place(_synced_temp(path, text), path, replace=True)
+
+
+def write_new_atomic(path: Path | str, text: str) -> bool:
+    """Write `path` atomically only if it does not exist yet; False if it already did."""
+    path = Path(path)
+    return move_into_place(_synced_temp(path, text), path, replace=False)

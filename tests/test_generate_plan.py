@@ -158,6 +158,14 @@ def test_job_layout(challenge):
     }
     assert list(job) == ["id", "payload", "resource_type", "resource_types"]
     assert JobList.validate_python([job])[0].metrics_path(challenge.results).name == "open_1.json"
+    video = JobList.validate_python([job])[0].video_path(challenge.results)
+    assert video == challenge.results / "equipe_l" / "videos" / "equipe_l" / "open_1.mp4"
+
+
+def test_video_path_slugs_the_user():
+    from generate.models import video_path
+
+    assert video_path("r", "equipe_l", "Équipe Λ/../x", "pick", 3).parts == ("r", "equipe_l", "videos", "equipe_l_x", "pick_3.mp4")
 
 
 def test_jobs_are_ordered_by_track_rank_task_instance(challenge):

@@ -70,7 +70,8 @@ def known(prefect_server, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     metrics = results / "alpha" / "metrics" / "pick_0.json"
     metrics.parent.mkdir(parents=True)
-    metrics.write_text(json.dumps({"success": 1, "steps": 42}))
+    video = results / "alpha" / "videos" / "alpha" / "pick_0.mp4"
+    metrics.write_text(json.dumps({"success": 1, "steps": 42, "evalq": {"video": str(video)}}))
 
     async def build():
         from prefect.client.schemas.sorting import FlowRunSort
@@ -108,7 +109,7 @@ def known(prefect_server, tmp_path_factory):
                 await until(lambda: _holders_seen(source), what="slot events persisted")
         return ids
 
-    return {"ids": asyncio.run(build()), "results": results}
+    return {"ids": asyncio.run(build()), "results": results, "video": video}
 
 
 async def _holders_seen(source) -> bool:
@@ -287,6 +288,7 @@ class TestPanels:
             await pilot.press("enter")
             await until(lambda: isinstance(app.screen, EpisodeScreen) and app.screen.detail is not None, pilot=pilot, what="detail")
             assert '"steps": 42' in str(app.screen.query_one("#detail-metrics", Static).render())
+            assert f"video {known['video']}" in str(app.screen.query_one("#detail-summary", Static).render())
             await pilot.press("escape")
             await pilot.pause(0.1)
             assert app.detail_id is None and not isinstance(app.screen, EpisodeScreen)
