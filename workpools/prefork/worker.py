@@ -20,13 +20,10 @@ import anyio.abc
 from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
-
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 PRELOAD = ["prefect", "prefect.engine", "prefect.flow_engine", "flows.episode", "flows.campaign"]
-STOP_GRACE_SECONDS = 5.0
-"""When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
 _context: multiprocessing.context.BaseContext | None = None
 
 
@@ -55,6 +52,10 @@ def run_flow_run(flow_run_id: str, env: dict[str, str], cwd: str | None) -> None
     # runpy notes that the preloaded `prefect.engine` is already imported; that is the point.
     warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+
+
+STOP_GRACE_SECONDS = 5.0
+"""When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
 
 
 class PreforkWorkerResult(BaseWorkerResult):

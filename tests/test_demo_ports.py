@@ -1,4 +1,4 @@
-"""`evalq demo`: moving its policy servers with --port-base; a taken port is one line."""
+"""`evalq demo --port-base`: moving the demo's policy servers; a taken port is one line."""
 
 from __future__ import annotations
 
