@@ -63,24 +63,26 @@ def temp_path_beside(path: Path) -> Path:
     return path.parent / f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}"
 
 
-def _create_exclusive(path: Path) -> tuple[int, Path]:
-    """Create a new temporary file beside `path` with the mode a plain `open(path, "w")` would give.
+def _create_exclusive(path: Path, private: bool) -> tuple[int, Path]:
+    """Create a new temporary file beside `path` with the mode a plain `open(path, "w")` would give
+    (0600 at most if `private`).
 
     `tempfile.mkstemp` makes files 0600 whatever the umask, and a rename keeps that mode: results
     on a shared cluster would be unreadable by anyone else. Here the kernel applies the umask.
     """
+    mode = 0o600 if private else 0o666
     while True:
         tmp = temp_path_beside(path)
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode), tmp
         except FileExistsError:
             continue
 
 
-def _synced_temp(path: Path, text: str) -> Path:
+def _synced_temp(path: Path, text: str, private: bool = False) -> Path:
     """`text` in a fsynced temporary file beside `path` (same filesystem, so renames are atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_exclusive(path)
+    fd, tmp = _create_exclusive(path, private)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -110,10 +112,14 @@ def move_into_place(tmp: Path, path: Path, replace: bool) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: Path | str, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never a part."""
+def write_atomic(path: Path | str, text: str, private: bool = False) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never a part.
+
+    The file gets the mode `open(path, "w")` gives under the umask; `private` keeps it to its
+    owner (0600), for files that may hold secrets (a captured environment).
+    """
     path = Path(path)
-    move_into_place(_synced_temp(path, text), path, replace=True)
+    move_into_place(_synced_temp(path, text, private), path, replace=True)
 
 
 def write_new_atomic(path: Path | str, text: str) -> bool:

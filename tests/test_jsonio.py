@@ -60,3 +60,12 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path, umask):
     assert expected == 0o666 & ~umask
     assert (tmp_path / "jobs.json").stat().st_mode & 0o777 == expected
     assert (tmp_path / "metrics" / "t_1.json").stat().st_mode & 0o777 == expected
+
+
+def test_private_atomic_writes_stay_with_their_owner(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "environment.json", "{}", private=True)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "environment.json").stat().st_mode & 0o777 == 0o600
