@@ -243,7 +243,8 @@ class TestSource:
             done = await source.detail(known["ids"]["alpha/pick/0"])
             retried = await source.detail(known["ids"]["alpha/pick/2"])
             running = await source.detail(known["ids"]["alpha/place/0"])
-        assert done.metrics == {"success": 1, "steps": 42}
+        assert done.metrics == {"success": 1, "steps": 42, "evalq": {"video": str(known["video"])}}
+        assert done.video == str(known["video"]) and retried.video is None
         assert done.parameters["job"]["id"] == "alpha/pick/0" and done.states[-1].type == "COMPLETED"
         assert [(a.name, a.state_type) for a in retried.attempts] == [("alpha/pick/2", "FAILED"), ("alpha/pick/2 (attempt 2)", "COMPLETED")]
         assert running.server == SERVER_A1
