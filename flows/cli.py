@@ -169,11 +169,12 @@ def pools_status(resources: Path = typer.Argument(Path("resources.json"))) -> No
 def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the Prefect server and UI up afterwards (Ctrl-C stops)"),
     home: Path = typer.Option(Path(".evalq"), "--home", help="Where the embedded server and demo runs live"),
+    port_base: Optional[int] = typer.Option(None, "--port-base", min=1, max=65535, help="Demo policy servers on ports N, N+1, ... instead of resources-raw.json's"),
 ) -> None:
     """Run a whole evaluation campaign of the example challenge on this machine."""
     from flows.demo import run_demo
 
-    raise typer.Exit(run_demo(home=home, keep=keep))
+    raise typer.Exit(run_demo(home=home, keep=keep, port_base=port_base))
 
 
 @app.command("policy-servers")

@@ -61,10 +61,10 @@ def summary_tables(summary: dict) -> list[Table]:
     tables = [totals, pools]
     if summary["failed"]:
         failed = Table(title="Failed episodes")
-        failed.add_column("job")
-        failed.add_column("last state")
+        failed.add_column("job", no_wrap=True)
+        failed.add_column("last state", overflow="fold")  # wrapped whole: a cut reason hides the cause
         for job_id, reason in summary["failed"].items():
-            failed.add_row(job_id, reason[:100])
+            failed.add_row(job_id, reason)
         tables.append(failed)
     return tables
 

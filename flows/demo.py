@@ -31,7 +31,24 @@ RESOURCES_RAW = EXAMPLE / "demo-resources-raw.json"
 DEMO_EVALUATOR_OPTIONS = {"load_seconds": 2.0, "steps": 40, "step_seconds": 0.1}
 
 
-def demo_inputs(run_dir: Path) -> tuple[Path, Path]:
+def demo_resources_raw(run_dir: Path, port_base: int | None) -> Path:
+    """The demo's resources-raw.json; with `port_base`, a copy in `run_dir` whose i-th distinct
+    server (in file order) listens on `port_base + i` instead of its port in the file."""
+    if port_base is None:
+        return RESOURCES_RAW
+    from generate.jsonio import dump_json, read_json, write_atomic
+
+    raw = read_json(RESOURCES_RAW)
+    ports: dict[tuple[str, int], int] = {}
+    for server in (server for servers in raw.values() for server in servers):
+        server["port"] = ports.setdefault((server["host"], server["port"]), port_base + len(ports))
+    if port_base + len(ports) - 1 > 65535:
+        raise InputError(None, f"--port-base {port_base}: the demo's {len(ports)} servers need ports up to {port_base + len(ports) - 1}")
+    write_atomic(run_dir / "resources-raw.json", dump_json(raw))
+    return run_dir / "resources-raw.json"
+
+
+def demo_inputs(run_dir: Path, port_base: int | None = None) -> tuple[Path, Path]:
     """jobs.json and resources.json of the example challenge, in `run_dir`."""
     from generate.cli import run_generate
 
@@ -39,7 +56,7 @@ def demo_inputs(run_dir: Path) -> tuple[Path, Path]:
     run_generate(
         test_instances_dir=EXAMPLE / "test_instances",
         submissions_dir=EXAMPLE / "challenge_submissions",
-        resources_raw_file=RESOURCES_RAW,
+        resources_raw_file=demo_resources_raw(run_dir, port_base),
         results_dir=run_dir / "results",
         output_jobs_file=jobs,
         output_resources_file=resources,
@@ -71,11 +88,11 @@ def busy_line(busy_log: Path, resources: dict) -> str:
             f"{sum(capacities.values())} slots in {last - first:.1f} s, from the first episode's start to the last one's end.")
 
 
-def run_demo(home: Path, keep: bool = False) -> int:
+def run_demo(home: Path, keep: bool = False, port_base: int | None = None) -> int:
     started = time.time()
     run_dir = (Path(home) / "demo" / time.strftime("run-%Y%m%d-%H%M%S")).resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
-    jobs_file, resources_file = demo_inputs(run_dir)
+    jobs_file, resources_file = demo_inputs(run_dir, port_base)
     jobs = json.loads(jobs_file.read_text())
     resources = json.loads(resources_file.read_text())
     prefetch, max_prefetch = 1, 3
@@ -84,8 +101,8 @@ def run_demo(home: Path, keep: bool = False) -> int:
     console.print(f"[bold]evalq demo[/]: {len(jobs)} episodes on {sum(map(len, resources.values()))} policy servers -> {run_dir}")
     try:
         fleet = fleet_from_resources(resources, log_path=run_dir / "busy.jsonl").start()
-    except OSError as exc:
-        raise InputError(RESOURCES_RAW, f"cannot start demo policy servers: {exc.strerror}") from None
+    except InputError as exc:
+        raise InputError(None, f"{exc} (evalq demo --port-base N moves the demo's servers)") from None
     try:
         with LocalStack(Path(home), worker_limit=worker_limit) as stack:
             console.print(f"Prefect UI: {stack.ui_url}")

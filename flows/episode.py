@@ -38,6 +38,7 @@ from flows.naming import (
     server_resource_id,
 )
 from flows.slots import Slot, SlotLeaser
+from flows.videos import EpisodeVideo
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
 
@@ -69,7 +70,8 @@ async def set_phase(client, run_id: UUID | None, name: str, message: str | None 
 
 
 def episode_document(
-    metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, held: float
+    metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, held: float,
+    video: str | None = None,
 ) -> dict:
     """The metrics file: the evaluator's metrics plus where and how they were produced."""
     return {
@@ -89,6 +91,7 @@ def episode_document(
             "waited_seconds": round(slot.waited_seconds, 3),
             "held_seconds": round(held, 3),
             "finished_at": time.time(),
+            "video": video,
         },
     }
 
@@ -117,23 +120,26 @@ async def evaluate_episode(
         return Completed(name=SKIPPED_STATE, message=f"metrics exist: {target}")
     run_id = flow_run.get_id()
     run_id = UUID(run_id) if run_id else None
+    video = EpisodeVideo.for_job(episode, results_dir)
     async with get_client() as client:
         await set_phase(client, run_id, LOADING_STATE)
         try:
             runner = load_evaluator(evaluator, evaluator_options, logger)
+            video.offer_to(runner)
             await call(runner.prepare, episode)
         except EvaluationError as exc:
             logger.error("Not retryable: %s", exc)
             return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
         episode_run = EpisodeRun(
             client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
-            evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [],
+            evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [], video,
         )
         try:
             return await episode_run.lease_and_run()
         finally:
             if hasattr(runner, "kill"):
                 await runner.kill()
+            video.discard()
 
 
 @dataclass
@@ -154,6 +160,7 @@ class EpisodeRun:
     timeout_seconds: float
     prefer: list[str]
     """Server addresses to try first when several are free (the campaign's steering)."""
+    video: EpisodeVideo | None = None
 
     async def lease_and_run(self):
         """Wait for a slot, play on it, give it back at once, then write the metrics."""
@@ -199,7 +206,10 @@ class EpisodeRun:
     def write(self, metrics: Metrics, slot: Slot, held: float) -> State:
         """Write the metrics file atomically, never over another run's; the end state."""
         logger = get_run_logger()
-        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held))
+        video = self.video.publish(replace=self.force) if self.video else None
+        text = dump_json(
+            episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held, video)
+        )
         if self.force:
             write_atomic(self.target, text)
         elif not write_new_atomic(self.target, text):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import threading
@@ -22,6 +23,10 @@ from pathlib import Path
 
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
+
+from generate.errors import InputError
+from generate.jsonio import read_model
+from generate.models import Resources
 
 
 @dataclass
@@ -100,9 +105,15 @@ class PolicyServerFleet:
         self._thread = threading.Thread(target=self._loop.run_forever, name="policy-servers", daemon=True)
 
     def start(self) -> "PolicyServerFleet":
+        """Listen on every server's port; a port that cannot be bound stops them all with `InputError`."""
         self._thread.start()
-        for address in self.servers:
-            self.start_server(address)
+        for address, server in self.servers.items():
+            try:
+                self.start_server(address)
+            except OSError as exc:
+                self.stop()
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise InputError(None, f"policy server {address}: cannot listen on port {server.port}: {reason}") from None
         return self
 
     def _call(self, coroutine, timeout: float = 10.0):
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("resources", type=Path)
     parser.add_argument("--log", type=Path, default=None, help="append busy intervals (JSON lines) here")
     args = parser.parse_args(argv)
-    fleet = fleet_from_resources(json.loads(args.resources.read_text()), args.log).start()
+    fleet = fleet_from_resources(read_model(args.resources, Resources).model_dump(mode="json"), args.log).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -69,6 +69,8 @@ def run_generate(
     if not quiet:
         console = Console()
         print_summary(plan, console)
+        if reason := plan.why_no_jobs():
+            console.print(f"no jobs: {reason}", style="yellow", highlight=False)
         counts = f"{len(plan.jobs)} jobs, {len(plan.pools)} pools"
         console.print(f"dry run: {counts}; nothing written" if dry_run else f"wrote {counts} to {output_jobs_file} and {output_resources_file}")
     return plan

@@ -56,6 +56,9 @@ def read_task(task_dir: Path) -> list[Instance]:
 
 
 def read_instances(test_instances_dir: Path) -> dict[str, list[Instance]]:
-    """Every task folder's instances, keyed by task name."""
+    """Every task folder's instances, keyed by task name; no instance at all is an error."""
     task_dirs = sorted(p for p in require_dir(test_instances_dir).iterdir() if p.is_dir())
-    return {task_dir.name: read_task(task_dir) for task_dir in task_dirs}
+    instances = {task_dir.name: read_task(task_dir) for task_dir in task_dirs}
+    if not any(instances.values()):
+        raise InputError(test_instances_dir, "no instance files (<task>/*.json): nothing to evaluate")
+    return instances

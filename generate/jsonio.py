@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,10 +54,35 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def _synced_temp(path: Path, text: str) -> Path:
+def temp_path_beside(path: Path) -> Path:
+    """A fresh hidden name in `path`'s directory (same filesystem, so a rename onto `path` is atomic).
+
+    It keeps `path`'s suffix (`.pick_3.1f2e.tmp.mp4`): tools that choose a format by extension
+    (video encoders) write the right one.
+    """
+    return path.parent / f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}"
+
+
+def _create_exclusive(path: Path, private: bool) -> tuple[int, Path]:
+    """Create a new temporary file beside `path` with the mode a plain `open(path, "w")` would give
+    (0600 at most if `private`).
+
+    `tempfile.mkstemp` makes files 0600 whatever the umask, and a rename keeps that mode: results
+    on a shared cluster would be unreadable by anyone else. Here the kernel applies the umask.
+    """
+    mode = 0o600 if private else 0o666
+    while True:
+        tmp = temp_path_beside(path)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode), tmp
+        except FileExistsError:
+            continue
+
+
+def _synced_temp(path: Path, text: str, private: bool = False) -> Path:
     """`text` in a fsynced temporary file beside `path` (same filesystem, so renames are atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_exclusive(path, private)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -69,28 +94,35 @@ def _synced_temp(path: Path, text: str) -> Path:
     return Path(tmp)
 
 
-def write_atomic(path: Path | str, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = _synced_temp(path, text)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def move_into_place(tmp: Path, path: Path, replace: bool) -> bool:
+    """Rename the finished file `tmp` onto `path` in one step; `tmp` is gone afterwards.
 
-
-def write_new_atomic(path: Path | str, text: str) -> bool:
-    """Write `path` atomically only if it does not exist yet; False if it already did.
-
-    Two writers racing on the same path: exactly one wins, the file is never replaced.
+    `replace=False` never replaces: False if `path` already exists (two racing writers:
+    exactly one wins).
     """
-    path = Path(path)
-    tmp = _synced_temp(path, text)
     try:
-        os.link(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
         return True
     except FileExistsError:
         return False
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path | str, text: str, private: bool = False) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never a part.
+
+    The file gets the mode `open(path, "w")` gives under the umask; `private` keeps it to its
+    owner (0600), for files that may hold secrets (a captured environment).
+    """
+    path = Path(path)
+    move_into_place(_synced_temp(path, text, private), path, replace=True)
+
+
+def write_new_atomic(path: Path | str, text: str) -> bool:
+    """Write `path` atomically only if it does not exist yet; False if it already did."""
+    path = Path(path)
+    return move_into_place(_synced_temp(path, text), path, replace=False)

@@ -55,10 +55,27 @@ class Job(BaseModel):
         """Where this episode's metrics live once it is done."""
         return metrics_path(results_dir, self.payload.team_slug, self.payload.task, self.payload.instance_id)
 
+    @property
+    def user(self) -> str:
+        """Who submitted, for the videos folder. Submissions name no user, only a team:
+        the team slug is the submitting account (one entrant per slug)."""
+        return self.payload.team_slug
+
+    def video_path(self, results_dir: Path | str) -> Path:
+        """Where this episode's video lives, if its evaluator records one."""
+        return video_path(results_dir, self.payload.team_slug, self.user, self.payload.task, self.payload.instance_id)
+
 
 def metrics_path(results_dir: Path | str, team_slug: str, task: str, instance_id: int) -> Path:
     """`<results_dir>/<team_slug>/metrics/<task>_<instance_id>.json`."""
     return Path(results_dir) / team_slug / "metrics" / f"{task}_{instance_id}.json"
+
+
+def video_path(results_dir: Path | str, team_slug: str, user: str, task: str, instance_id: int) -> Path:
+    """`<results_dir>/<team_slug>/videos/<user slug>/<task>_<instance_id>.mp4`."""
+    from slugify import slugify
+
+    return Path(results_dir) / team_slug / "videos" / slugify(user, separator="_") / f"{task}_{instance_id}.mp4"
 
 
 TaskFilter = str | list[str] | None

@@ -56,6 +56,20 @@ class Plan:
     unserved: list[Unserved]
     warnings: list[str]
 
+    def why_no_jobs(self) -> str | None:
+        """Why the plan holds no job (None when it holds some), for the summary's last words."""
+        if self.jobs:
+            return None
+        selected = [row for row in self.entrants if row.entrant.selected]
+        done = sum(row.done for row in selected)
+        if not selected:
+            return "no entrant is selected (--top-k 0?)"
+        if done and not self.unserved:
+            return f"all {done} episodes of the selected entrants already have results"
+        if not any(row.tasks for row in selected):
+            return "no selected entrant scored above 0 on a task (--all-tasks TEAM_SLUG gives it every task)"
+        return "no selected entrant's task has both instances and a compatible server (see the warnings)"
+
     def jobs_per_pool(self) -> Counter[str]:
         """Pool name -> jobs that may run on it (a job may list several pools)."""
         return Counter(pool for job in self.jobs for pool in job.resource_types)

@@ -103,8 +103,10 @@ def read_submission(path: Path) -> Entrant:
 
 
 def read_submissions(submissions_dir: Path) -> list[Entrant]:
-    """Every `*.json` file of the folder, in file-name order."""
+    """Every `*.json` file of the folder, in file-name order; none at all is an error."""
     paths = sorted(path for path in require_dir(submissions_dir).glob("*.json") if path.is_file())
+    if not paths:
+        raise InputError(submissions_dir, "no submission files (*.json): nothing to evaluate")
     return [read_submission(path) for path in paths]
 
 

@@ -135,3 +135,40 @@ def test_unknown_evaluator_is_not_retryable(fleet, tmp_path):
     job = make_job(tmp_path, "alpha", "pick", 31, ["p_1"])
     state = episode(job, resources, tmp_path / "results", evaluator="no_such_module:Nope", evaluator_options={})
     assert state.name == NOT_RETRYABLE_STATE and "no_such_module" in state.message
+
+
+def video_files(results: Path) -> list[str]:
+    return sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file() and "videos" in p.parts)
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_command_evaluator_video_is_moved_in_place_and_recorded(fleet, tmp_path, exit_code):
+    _, resources = fleet
+    job = make_job(tmp_path, "alpha", "pick", 40 + exit_code, ["p_1"])
+    script = HERE / "evaluators" / "line_protocol_eval.py"
+    spec = f"command:{sys.executable} {script} {{metrics_path}} {exit_code} {{video_path}}"
+    results = tmp_path / "results"
+    state = episode(job, resources, results, evaluator=spec, evaluator_options={})
+    final = job.video_path(results)
+    assert final == results / "alpha" / "videos" / "alpha" / f"pick_{40 + exit_code}.mp4"
+    if exit_code == 0:
+        assert state.is_completed()
+        assert final.read_bytes() == b"fake mp4 of " + resources.servers("p_1")[0].url.encode()
+        assert json.loads(job.metrics_path(results).read_text())["evalq"]["video"] == str(final)
+        assert video_files(results) == [f"alpha/videos/alpha/pick_{40 + exit_code}.mp4"]
+    else:  # a failed episode publishes no video and leaves no partial one
+        assert state.name == NOT_RETRYABLE_STATE
+        assert video_files(results) == []
+
+
+def test_module_evaluator_video_and_none_without_one(fleet, tmp_path):
+    _, resources = fleet
+    results = tmp_path / "results"
+    job = make_job(tmp_path, "alpha", "pick", 50, ["p_1"])
+    assert episode(job, resources, results, evaluator="sample_evaluators:VideoEvaluator", evaluator_options={}).is_completed()
+    assert job.video_path(results).read_text() == "video of alpha/pick/50"
+    assert json.loads(job.metrics_path(results).read_text())["evalq"]["video"] == str(job.video_path(results))
+    plain = make_job(tmp_path, "beta", "pick", 51, ["p_1"])
+    assert episode(plain, resources, results).is_completed()  # sim records no video
+    assert json.loads(plain.metrics_path(results).read_text())["evalq"]["video"] is None
+    assert not (results / "beta" / "videos").exists()

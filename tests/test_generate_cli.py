@@ -64,6 +64,21 @@ def test_a_failed_write_keeps_the_old_file_and_is_one_line(challenge, monkeypatc
     assert sorted(p.name for p in challenge.root.iterdir() if p.name.startswith(".")) == []
 
 
+def test_zero_jobs_because_all_is_done_says_so_and_still_writes(challenge):
+    challenge.jobs_file.write_text(OLD)
+    for team in ("equipe_l", "bots"):
+        for task, instance in [("pick", 1), ("pick", 2), ("open", 1)]:
+            challenge.result(team, task, instance)
+    result = challenge.run()
+    assert result.exit_code == 0, result.output
+    assert challenge.jobs() == []
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == [
+        "no jobs: all 5 episodes of the selected entrants already have results",
+        f"wrote 0 jobs, 2 pools to {challenge.jobs_file} and {challenge.resources_file}",
+    ]
+
+
 def test_dry_run_writes_nothing(challenge):
     result = challenge.run("--dry-run")
     assert result.exit_code == 0
@@ -171,6 +186,20 @@ def _remove(relative: str, then_write: str | None = None):
     return build
 
 
+def _empty(relative: str, keep: str | None = None):
+    """Empty a folder, leaving only the (empty) subfolder `keep` if given."""
+
+    def build(challenge: Challenge):
+        target = challenge.root / relative
+        _remove(relative)(challenge)
+        target.mkdir()
+        if keep:
+            (target / keep).mkdir()
+        return target
+
+    return build
+
+
 ERRORS = {
     "malformed submission": (_write("challenge_submissions/z.json", "{\"team\": "), "z.json: malformed JSON at line 1"),
     "submission not an object": (_write("challenge_submissions/z.json", [1]), "z.json: Input should be a valid dictionary"),
@@ -188,6 +217,9 @@ ERRORS = {
     "no submissions dir": (_remove("challenge_submissions"), "challenge_submissions: directory not found"),
     "submissions dir is a file": (_remove("challenge_submissions", then_write="x"), "challenge_submissions: not a directory"),
     "no test instances dir": (_remove("test_instances"), "test_instances: directory not found"),
+    "empty submissions dir": (_empty("challenge_submissions"), "challenge_submissions: no submission files (*.json)"),
+    "empty test instances dir": (_empty("test_instances"), "test_instances: no instance files"),
+    "task folders without instances": (_empty("test_instances", keep="pick"), "test_instances: no instance files"),
     "instance without id": (_write("test_instances/open/open_first.json", {}), "open_first.json: no instance id in the name"),
     "two instances with one id": (_write("test_instances/pick/pick_v2_01.json", {}), "pick_v2_01.json: instance id 1 is also the id of pick_1_template-tro_state.json"),
     "no resources-raw": (_remove("resources-raw.json"), "resources-raw.json: file not found"),

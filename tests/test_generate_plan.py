@@ -158,6 +158,14 @@ def test_job_layout(challenge):
     }
     assert list(job) == ["id", "payload", "resource_type", "resource_types"]
     assert JobList.validate_python([job])[0].metrics_path(challenge.results).name == "open_1.json"
+    video = JobList.validate_python([job])[0].video_path(challenge.results)
+    assert video == challenge.results / "equipe_l" / "videos" / "equipe_l" / "open_1.mp4"
+
+
+def test_video_path_slugs_the_user():
+    from generate.models import video_path
+
+    assert video_path("r", "equipe_l", "Équipe Λ/../x", "pick", 3).parts == ("r", "equipe_l", "videos", "equipe_l_x", "pick_3.mp4")
 
 
 def test_jobs_are_ordered_by_track_rank_task_instance(challenge):
@@ -179,3 +187,16 @@ def test_pool_job_counts(challenge):
     challenge.submission("a.json", "A", 0.5, {"pick": 1, "open": 1})
     challenge.servers({"a": [server(1), server(2, compatible_task="open")], "z": [server(3)]})
     assert plan(challenge).jobs_per_pool() == {"a_1": 3, "a_2": 1}
+
+
+def test_why_no_jobs_names_the_reason(challenge):
+    challenge.submission("a.json", "A", 0.5, {"pick": 1, "open": 0})
+    challenge.servers({"a": [server(1, compatible_task="open")]})
+    assert plan(challenge, all_tasks=["a"]).why_no_jobs() is None
+    assert plan(challenge, top_k=0).why_no_jobs() == "no entrant is selected (--top-k 0?)"
+    assert "see the warnings" in plan(challenge).why_no_jobs()
+    challenge.result("a", "pick", 1)
+    challenge.result("a", "pick", 2)
+    assert plan(challenge).why_no_jobs() == "all 2 episodes of the selected entrants already have results"
+    challenge.submission("a.json", "A", 0.5, {"pick": 0, "open": 0})
+    assert "no selected entrant scored above 0" in plan(challenge).why_no_jobs()

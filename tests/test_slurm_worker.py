@@ -6,10 +6,12 @@ subprocess. Every flow run below is one SLURM job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -123,21 +125,21 @@ def slurm_state(job_id: str, expected: str | None = None, timeout: float = 30.0)
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def cluster(prefect_server, tmp_path_factory):
+@contextlib.contextmanager
+def slurm_cluster(prefect_server, home: Path, pool: str, worker_name: str):
+    """A work pool `pool` of type evalq-slurm, the probe deployment on it and a worker for it."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    home = tmp_path_factory.mktemp("slurm")
     (home / "probe_flow.py").write_text(PROBE_FLOW)
     template = base_job_template()
     defaults = {"poll_seconds": 1, "partition": "debug", "output": str(home / "slurm-%j.out")}
     for key, value in defaults.items():
         template["variables"]["properties"][key]["default"] = value
     with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=POOL, type=WORK_POOL_TYPE, base_job_template=template))
+        client.create_work_pool(WorkPoolCreate(name=pool, type=WORK_POOL_TYPE, base_job_template=template))
         deployment_id = client.create_deployment(
-            flow_id=client.create_flow_from_name("slurm-probe"), name="slurm-test", work_pool_name=POOL,
+            flow_id=client.create_flow_from_name("slurm-probe"), name=pool, work_pool_name=pool,
             entrypoint="probe_flow.py:probe", enforce_parameter_schema=False,
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(home)}}],
         )
@@ -145,7 +147,7 @@ def cluster(prefect_server, tmp_path_factory):
     worker_log = home / "worker.log"
     env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
     argv = [sys.executable, "-m", "prefect", "worker", "start",
-            "--pool", POOL, "--type", WORK_POOL_TYPE, "--name", "slurm-test"]
+            "--pool", pool, "--type", WORK_POOL_TYPE, "--name", worker_name]
     with open(worker_log, "ab") as log:
         worker = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
@@ -153,6 +155,12 @@ def cluster(prefect_server, tmp_path_factory):
         yield Cluster(home, deployment_id, worker, worker_log)
     finally:
         terminate_group(worker)
+
+
+@pytest.fixture(scope="module")
+def cluster(prefect_server, tmp_path_factory):
+    with slurm_cluster(prefect_server, tmp_path_factory.mktemp("slurm"), POOL, "slurm-test") as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +303,21 @@ def test_campaign_runs_through_slurm_and_requeues_a_scancelled_episode(cluster, 
     assert all(run.infrastructure_pid for run in runs)  # every episode was a SLURM job
     for job in jobs:
         assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id
+
+
+def test_first_ctrl_c_stops_the_worker_and_leaves_the_job_to_finish(prefect_server, tmp_path):
+    """The worker only follows its jobs: stopped, it exits at once, and a job in flight runs on
+    (its engine reports its own end; a job that dies later is the zombie automation's)."""
+    with slurm_cluster(prefect_server, tmp_path, f"{POOL}-stop", "slurm-stop") as own:
+        run = own.wait_running(own.start("outlives-its-worker", sleep=60))
+        own.worker.send_signal(signal.SIGINT)
+        try:
+            own.worker.wait(25)  # a worker waiting for its job would still be here (the job runs a minute)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker still running after SIGINT:\n{own.worker_log.read_text()[-3000:]}") from None
+        assert slurm_state(run.infrastructure_pid) in ("RUNNING", "COMPLETING", "COMPLETED")
+        assert own.wait_final(run.id, timeout=120).state.is_completed()
+        assert slurm_state(run.infrastructure_pid, "COMPLETED", timeout=60) == "COMPLETED"  # while the API listens
 
 
 def test_time_limit_crashes_the_flow_run_with_timeout(cluster, timed_out_run):

@@ -70,7 +70,8 @@ def known(prefect_server, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     metrics = results / "alpha" / "metrics" / "pick_0.json"
     metrics.parent.mkdir(parents=True)
-    metrics.write_text(json.dumps({"success": 1, "steps": 42}))
+    video = results / "alpha" / "videos" / "alpha" / "pick_0.mp4"
+    metrics.write_text(json.dumps({"success": 1, "steps": 42, "evalq": {"video": str(video)}}))
 
     async def build():
         from prefect.client.schemas.sorting import FlowRunSort
@@ -108,7 +109,7 @@ def known(prefect_server, tmp_path_factory):
                 await until(lambda: _holders_seen(source), what="slot events persisted")
         return ids
 
-    return {"ids": asyncio.run(build()), "results": results}
+    return {"ids": asyncio.run(build()), "results": results, "video": video}
 
 
 async def _holders_seen(source) -> bool:
@@ -242,7 +243,8 @@ class TestSource:
             done = await source.detail(known["ids"]["alpha/pick/0"])
             retried = await source.detail(known["ids"]["alpha/pick/2"])
             running = await source.detail(known["ids"]["alpha/place/0"])
-        assert done.metrics == {"success": 1, "steps": 42}
+        assert done.metrics == {"success": 1, "steps": 42, "evalq": {"video": str(known["video"])}}
+        assert done.video == str(known["video"]) and retried.video is None
         assert done.parameters["job"]["id"] == "alpha/pick/0" and done.states[-1].type == "COMPLETED"
         assert [(a.name, a.state_type) for a in retried.attempts] == [("alpha/pick/2", "FAILED"), ("alpha/pick/2 (attempt 2)", "COMPLETED")]
         assert running.server == SERVER_A1
@@ -287,6 +289,7 @@ class TestPanels:
             await pilot.press("enter")
             await until(lambda: isinstance(app.screen, EpisodeScreen) and app.screen.detail is not None, pilot=pilot, what="detail")
             assert '"steps": 42' in str(app.screen.query_one("#detail-metrics", Static).render())
+            assert f"video {known['video']}" in str(app.screen.query_one("#detail-summary", Static).render())
             await pilot.press("escape")
             await pilot.pause(0.1)
             assert app.detail_id is None and not isinstance(app.screen, EpisodeScreen)
@@ -349,6 +352,70 @@ class TestPanels:
             refreshes = app.refreshes
             await until(lambda: app.refreshes > refreshes + 1, pilot=pilot, what="retries", timeout=15)
             assert app.is_running
+
+
+# -- which API: configured, else the local server evalq runs ---------------------------------
+def write_server_record(home: Path, api_url: str, pid: int) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "server.json").write_text(json.dumps({"api_url": api_url, "pid": pid}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def no_api_configured(monkeypatch):
+    """Neither the environment nor Prefect's settings name an API (the session server's are set aside)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
+class TestDiscovery:
+    def test_local_server_only_when_its_process_lives_and_it_answers(self, prefect_server, tmp_path):
+        from flows.server import free_port
+        from tui.discover import local_server_url
+
+        home = tmp_path / ".evalq"
+        assert local_server_url(home) is None
+        home.mkdir()
+        (home / "server.json").write_text("{not json")
+        assert local_server_url(home) is None
+        write_server_record(home, prefect_server.api_url, dead_pid())
+        assert local_server_url(home) is None
+        write_server_record(home, f"http://127.0.0.1:{free_port()}/api", prefect_server.process.pid)
+        assert local_server_url(home) is None
+        write_server_record(home, prefect_server.api_url, prefect_server.process.pid)
+        assert local_server_url(home) == prefect_server.api_url
+
+    @pytest.mark.anyio
+    async def test_without_an_api_it_says_how_to_set_one_then_finds_the_local_server(self, known, prefect_server, no_api_configured, tmp_path):
+        from textual.widgets import DataTable
+
+        from tui.app import EvalTui
+        from tui.widgets.banner import Banner
+
+        home = tmp_path / ".evalq"
+        write_server_record(home, prefect_server.api_url, dead_pid())  # a server that has since stopped
+        app = EvalTui(campaign=CAMPAIGN, refresh_seconds=0.3, home=home)
+        async with app.run_test(size=(120, 30)) as pilot:
+            banner = app.query_one(Banner)
+            await until(lambda: banner.display, pilot=pilot, what="banner", timeout=15)
+            text = str(banner.render())
+            assert "No Prefect API configured: set PREFECT_API_URL" in text and "evalq demo --keep" in text
+            assert str(home / "server.json") in text
+            assert "no Prefect API" in app.sub_title and "dispatching" not in app.sub_title
+            write_server_record(home, prefect_server.api_url, prefect_server.process.pid)
+            rows = app.query_one("#rows", DataTable)
+            await until(lambda: rows.row_count == 4, pilot=pilot, what="rows from the local server", timeout=30)
+            await until(lambda: not banner.display, pilot=pilot, what="banner gone")
+            assert os.environ["PREFECT_API_URL"] == prefect_server.api_url
+            assert "no Prefect API" not in app.sub_title
 
 
 # -- actions ----------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def detail() -> EpisodeDetail:
     ]
     parameters = {"campaign": "robo-challenge-2026", "results_dir": "results",
                   "job": {"id": "aurora_lab/pick_cube/2", "resource_type": "gpu_a100", "payload": {"team_slug": "aurora_lab", "task": "pick_cube", "instance_id": 2}}}
-    return EpisodeDetail(run, parameters, states, [first, run], "10.0.0.11:8000", log_lines()[:3], {"steps": 212, "success": 1},
+    return EpisodeDetail(run, parameters, states, [first, run], "10.0.0.11:8000", log_lines()[:3], {"steps": 212, "success": 1, "evalq": {"video": "results/aurora_lab/videos/aurora_lab/pick_cube_2.mp4"}},
                          "results/aurora_lab/metrics/pick_cube_2.json", "http://127.0.0.1:4200/runs/flow-run/00000000-0000-0000-0000-000000000003")
 
 

@@ -10,10 +10,12 @@ next tick simply tries again.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from datetime import datetime, timezone
 from functools import wraps
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from textual import work
@@ -24,6 +26,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from tui import messages as msg
 from tui.aggregate import History, Throughput
 from tui.commands import EvalCommands
+from tui.discover import DEFAULT_HOME, configured_api_url, find_api_url, no_api_message
 from tui.loop import BackgroundLoop, LoopStopped
 from tui.source import ActionRefused, Source, api_url, flow_run_url
 from tui.widgets.banner import Banner, describe_error
@@ -68,8 +71,11 @@ class EvalTui(App):
         Binding("ctrl+r", "refresh", "Refresh", show=False),
     ]
 
-    def __init__(self, campaign: str | None = None, refresh_seconds: float = 2.0, live: bool = True):
+    def __init__(self, campaign: str | None = None, refresh_seconds: float = 2.0, live: bool = True, home: Path = DEFAULT_HOME):
         super().__init__()
+        self.home = Path(home)
+        self.api_found = configured_api_url() is not None
+        """Whether an API is known; until then each tick looks for one (`tui.discover`)."""
         self.source = Source(campaign)
         self.refresh_seconds = refresh_seconds
         self.live = live
@@ -112,10 +118,15 @@ class EvalTui(App):
         self._tick_at = time.perf_counter()
         self.set_interval(0.1, self.watch_stalls)
         self.refresh_data()
-        self.io.submit(self.source.tail_logs(
-            on_lines=lambda lines: self.post_message(msg.LogsArrived(lines)),
-            on_status=lambda error: self.post_message(msg.LogStreamStatus(error)),
-        ))
+        if self.api_found:
+            self.start_log_tail()
+
+    def start_log_tail(self) -> None:
+        if self.io is not None:
+            self.io.submit(self.source.tail_logs(
+                on_lines=lambda lines: self.post_message(msg.LogsArrived(lines)),
+                on_status=lambda error: self.post_message(msg.LogStreamStatus(error)),
+            ))
 
     def on_unmount(self) -> None:
         if self.io is not None:
@@ -134,6 +145,8 @@ class EvalTui(App):
     def update_subtitle(self) -> None:
         campaign = self.source.campaign or "no campaign yet"
         state = "PAUSED" if self.paused else ("finished" if self.settled else "dispatching")
+        if self.live and not self.api_found:
+            state = "no Prefect API"
         self.sub_title = f"{campaign} · {state}"
 
     # -- loading (thread workers) ---------------------------------------------------
@@ -141,6 +154,9 @@ class EvalTui(App):
     def refresh_data(self) -> None:
         """One refresh of what is on screen; skipped while the previous one runs."""
         if self.io is None or not self._refreshing.acquire(blocking=False):
+            return
+        if not self.api_found and not self.look_for_api():
+            self._refreshing.release()
             return
         started = time.perf_counter()
         call = self.io.call
@@ -168,6 +184,19 @@ class EvalTui(App):
             self.refreshes += 1
             self.last_refresh_seconds = time.perf_counter() - started
             self._refreshing.release()
+
+    def look_for_api(self) -> bool:
+        """In a worker, while no API is known: find one (`tui.discover`), or say there is none."""
+        url = find_api_url(self.home)
+        if url is None:
+            self.post_message(msg.ApiStatus(no_api_message(self.home)))
+            return False
+        os.environ["PREFECT_API_URL"] = url  # every Prefect client of this process follows it
+        self.api_found = True
+        self.call_from_thread(self.notify, f"Watching the Prefect API at {url}", title="Prefect API")
+        self.call_from_thread(self.update_subtitle)
+        self.start_log_tail()
+        return True
 
     def fetch(self, coro):
         """Run a `Source` coroutine on the I/O loop from a worker; None (and the banner) on failure."""
@@ -343,11 +372,15 @@ class EvalTui(App):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="evaltui", description="Live dashboard of an evalq campaign (reads PREFECT_API_URL).")
+    parser = argparse.ArgumentParser(
+        prog="evaltui",
+        description="Live dashboard of an evalq campaign (on PREFECT_API_URL, else on the local server evalq runs).",
+    )
     parser.add_argument("--campaign", help="campaign to watch (default: the most recent one)")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="evalq's home, whose server.json names a running local server (default .evalq)")
     parser.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
     args = parser.parse_args(argv)
-    app = EvalTui(campaign=args.campaign, refresh_seconds=args.refresh)
+    app = EvalTui(campaign=args.campaign, refresh_seconds=args.refresh, home=args.home)
     app.run()
     for url in app.opened_urls:
         print(url)

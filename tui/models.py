@@ -176,3 +176,10 @@ class EpisodeDetail:
     metrics: dict[str, Any] | None
     metrics_path: str | None
     ui_url: str
+
+    @property
+    def video(self) -> str | None:
+        """The episode's video, as its metrics file records it (`evalq.video`)."""
+        recorded = (self.metrics or {}).get("evalq")
+        video = recorded.get("video") if isinstance(recorded, dict) else None
+        return video if isinstance(video, str) else None

@@ -2,7 +2,9 @@
 
 The template is split like a shell would (it is the organizer's, not user data) and each
 argument is filled in with `{job_id} {team_slug} {team} {task} {instance_id}
-{instance_path} {metrics_path}` and, when present, `{host} {port} {url}`. No shell runs.
+{instance_path} {metrics_path} {video_path}` and, when present, `{host} {port} {url}`.
+No shell runs. A program given `{video_path}` may write the episode's video (MP4) there;
+it is moved beside the metrics once the episode succeeds (`flows/videos.py`).
 
 Protocol (line based, UTF-8):
 1. If the template names no server (`{host}`, `{port}`, `{url}`), the program starts during
@@ -31,6 +33,7 @@ from generate.models import Job, Server
 
 EX_TEMPFAIL = 75
 SERVER_FIELDS = ("{host}", "{port}", "{url}")
+VIDEO_FIELD = "{video_path}"
 
 
 def fill(template: list[str], values: dict[str, str]) -> list[str]:
@@ -50,6 +53,9 @@ class CommandEvaluator:
         self.timeout = float(timeout)
         self.logger = logger or logging.getLogger("evalq.command")
         self.needs_server_in_argv = any(field in arg for arg in self.template for field in SERVER_FIELDS)
+        if any(VIDEO_FIELD in arg for arg in self.template):
+            self.video_path: Path | None = None
+            """Set by the episode before `prepare`: only templates that name `{video_path}` ask for one."""
         self.process: asyncio.subprocess.Process | None = None
         self.metrics_file = Path(tempfile.mkstemp(prefix="evalq-metrics-", suffix=".json")[1])
         self.metrics_line: str | None = None
@@ -65,6 +71,7 @@ class CommandEvaluator:
             "instance_id": str(payload.instance_id),
             "instance_path": payload.instance_path,
             "metrics_path": str(self.metrics_file),
+            "video_path": str(getattr(self, "video_path", None) or ""),
         }
         if server is not None:
             values.update(host=server.host, port=str(server.port), url=server.url)

@@ -41,7 +41,7 @@ def work_dir(results_dir: Path | str, user_id: str, job_id: str) -> Path:
 def stage_upload(results_dir: Path | str, code: str) -> Path:
     """Put an uploaded solution where its run will find it; the path goes into the run's parameters."""
     path = Path(results_dir) / WORK / UPLOADS / f"{uuid.uuid4().hex}.py"
-    write_atomic(path, code)
+    write_atomic(path, code, private=True)  # a solution is its author's until graded
     return path
 
 

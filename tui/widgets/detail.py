@@ -61,6 +61,7 @@ class EpisodeScreen(Screen):
         summary.append_text(state_text(run.state_type, run.state_name))
         summary.append(f"\nteam {run.team}  task {run.task}  pool {run.pool or '-'}  attempt {run.attempt}")
         summary.append(f"\nserver {detail.server or '-'}")
+        summary.append(f"\nvideo {detail.video or '-'}")
         summary.append(f"\n{detail.ui_url}", style="underline")
         self.query_one("#detail-summary", Static).update(summary)
         states = self.query_one("#detail-states", DataTable)

@@ -27,7 +27,7 @@ def capture_environment(home: Path, environ: dict[str, str] | None = None) -> Pa
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     path = folder / f"{uuid4().hex}.json"
-    write_atomic(path, json.dumps(dict(os.environ if environ is None else environ)))  # mkstemp: mode 0600
+    write_atomic(path, json.dumps(dict(os.environ if environ is None else environ)), private=True)  # may hold tokens
     return path
 
 

@@ -1,17 +1,27 @@
-"""`PreforkWorker`: Prefect's process job configuration, runs forked from a warm forkserver."""
+"""`PreforkWorker`: Prefect's process job configuration, runs forked from a warm forkserver.
+
+Stopping the worker (Ctrl-C, SIGTERM: `prefect worker start` turns both into a cancellation)
+stops the runs it started: SIGTERM, `STOP_GRACE_SECONDS` for their engines to report the crash
+and release their policy-server slots, then SIGKILL, and any run left unfinished is marked
+Crashed, which the campaign requeues. Without this the worker would wait, after saying it
+stopped, for every run in flight to finish (multiprocessing joins its children at exit).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import anyio
 import anyio.abc
 from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 PRELOAD = ["prefect", "prefect.engine", "prefect.flow_engine", "flows.episode", "flows.campaign", "flows.grading"]
 _context: multiprocessing.context.BaseContext | None = None
@@ -44,6 +54,10 @@ def run_flow_run(flow_run_id: str, env: dict[str, str], cwd: str | None) -> None
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
 
 
+STOP_GRACE_SECONDS = 5.0
+"""When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
+
+
 class PreforkWorkerResult(BaseWorkerResult):
     """Exit status of a forked flow run (negative: killed by that signal)."""
 
@@ -54,6 +68,11 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
     job_configuration_variables = ProcessVariables
     _description = "Local flow runs forked from a process with Prefect and the evalq flows preloaded."
     _display_name = "evalq prefork"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight: dict[UUID, tuple["FlowRun", multiprocessing.process.BaseProcess]] = {}
+        """Runs whose process this worker started and has not seen end."""
 
     async def run(
         self,
@@ -66,10 +85,36 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
         cwd = str(configuration.working_dir) if configuration.working_dir else None
         process = forkserver().Process(target=run_flow_run, args=(str(flow_run.id), env, cwd), daemon=False)
         await anyio.to_thread.run_sync(process.start)
+        self._in_flight[flow_run.id] = (flow_run, process)
         if task_status is not None:
             task_status.started(process.pid)
         await anyio.to_thread.run_sync(process.join, abandon_on_cancel=True)
+        self._in_flight.pop(flow_run.id, None)  # not on cancellation: `teardown` stops it
         return PreforkWorkerResult(status_code=process.exitcode or 0, identifier=str(process.pid))
+
+    async def teardown(self, *exc_info: Any) -> None:
+        """Stop the runs still in flight (the worker is stopping), then Prefect's teardown."""
+        await self.stop_runs_in_flight()
+        await super().teardown(*exc_info)
+
+    async def stop_runs_in_flight(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM every run process still alive, SIGKILL it after `grace_seconds`, and mark
+        Crashed any of those runs that did not reach a final state (the campaign requeues it)."""
+        runs = [(flow_run, process) for flow_run, process in self._in_flight.values() if process.is_alive()]
+        self._in_flight.clear()
+        if not runs:
+            return
+        self._logger.warning("Stopping: ending %d flow run(s) in flight; they end Crashed and are requeued", len(runs))
+        for _, process in runs:
+            _signal(process.pid, signal.SIGTERM)
+        with anyio.move_on_after(grace_seconds):
+            while any(process.is_alive() for _, process in runs):
+                await anyio.sleep(0.1)
+        for flow_run, process in runs:
+            if process.is_alive():
+                _signal(process.pid, signal.SIGKILL)
+            await anyio.to_thread.run_sync(process.join, 5)
+            await self._propose_crashed_state(flow_run, f"The {self.type} worker {self.name!r} stopped while this run was in flight")
 
     async def kill_infrastructure(
         self, infrastructure_pid: str, configuration: ProcessJobConfiguration, grace_seconds: int = 30
@@ -84,6 +129,13 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
                 await anyio.sleep(0.2)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _alive(pid: int) -> bool:

@@ -9,6 +9,10 @@ this class through the package's `prefect.collections` entry point. The worker
 - at the end turns a SLURM failure (TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, CANCELLED, ...) into a
   Crashed flow run whose message names the SLURM state and reason, unless the flow run
   already ended on its own (Completed, Failed, Cancelled).
+
+Stopping the worker (Ctrl-C, SIGTERM) is immediate and leaves its jobs running: their engines
+report their own ends, and a job that dies unfollowed is marked Crashed by the zombie
+automation once its heartbeats stop, then requeued by the campaign.
 """
 
 from __future__ import annotations
