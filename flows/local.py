@@ -17,7 +17,8 @@ from prefect import get_client
 
 from flows.deployments import apply_deployments
 from flows.naming import LOCAL_WORK_POOL
-from flows.server import EmbeddedServer, die_with_parent, free_port, terminate_group
+from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, die_with_parent, free_port, terminate_group
+from generate.jsonio import write_atomic
 from flows.zombies import HEARTBEAT_SECONDS, install_zombie_automation
 
 DEFAULT_HOME = Path(".evalq")
@@ -123,6 +124,8 @@ class LocalStack:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
             self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).start()
             self.api_url = self.server.api_url
+            record = ServerRecord(api_url=self.api_url, pid=self.server.process.pid)
+            write_atomic(self.home / SERVER_FILE, record.model_dump_json() + "\n")
             os.environ["PREFECT_API_URL"] = self.api_url  # for subprocesses
             # Prefect read its settings at import: point this process at the server too.
             self._settings.enter_context(use_api(self.api_url))
@@ -137,6 +140,7 @@ class LocalStack:
             terminate_group(self.worker, timeout=10)
             self.worker = None
         if self.server is not None:
+            (self.home / SERVER_FILE).unlink(missing_ok=True)
             self.server.stop(timeout=5)
             self.server = None
             os.environ.pop("PREFECT_API_URL", None)

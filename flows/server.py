@@ -20,8 +20,19 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel
 
 FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+
+
+SERVER_FILE = "server.json"
+
+
+class ServerRecord(BaseModel):
+    """`<home>/server.json`: the embedded server a running `evalq` command started (evaltui finds it)."""
+
+    api_url: str
+    pid: int
 
 
 def free_port() -> int:

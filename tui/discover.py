@@ -13,17 +13,11 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
+
+from flows.server import SERVER_FILE, ServerRecord
 
 DEFAULT_HOME = Path(".evalq")
-SERVER_FILE = "server.json"
-
-
-class ServerRecord(BaseModel):
-    """`<home>/server.json`, written by the `evalq` command that runs the embedded server."""
-
-    api_url: str
-    pid: int
 
 
 def configured_api_url() -> str | None:
