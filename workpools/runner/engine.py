@@ -8,6 +8,7 @@ loaded once per entrypoint, not imported per run.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from pathlib import Path
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flow_engine import AsyncFlowRunEngine, _flow_parameters
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.states import Cancelled, Crashed, State
+
+
+CANCELLED_MESSAGE = "Cancelled while running on an evalq runner."
 
 
 @dataclass
@@ -30,7 +34,8 @@ class InProcessEngine(AsyncFlowRunEngine):
         if self.cancel_requested:
             with CancelScope(shield=True):
                 self.logger.info("Flow run was cancelled.")
-                await self.set_state(Cancelled(message="Cancelled while running on an evalq runner."), force=True)
+                await self.set_state(Cancelled(message=CANCELLED_MESSAGE), force=True)
+                await self._keep_cancelled()
                 self._raised = exc
         elif self.stopping:  # not a cancel: the run is to be requeued, and must not read as one
             with CancelScope(shield=True):
@@ -39,6 +44,15 @@ class InProcessEngine(AsyncFlowRunEngine):
                 self._raised = exc
         else:
             await super().handle_crash(exc)
+
+    async def _keep_cancelled(self, settle_seconds: float = 1.0) -> None:
+        """Prefect lets a Running proposal re-open a Cancelled run: a phase request of the flow
+        that was still on its way when the task was cancelled can land after our Cancelled.
+        Look again once such requests have landed, and put the cancel back if one did."""
+        await asyncio.sleep(settle_seconds)
+        state = (await self.client.read_flow_run(self.flow_run.id)).state
+        if state is not None and not state.is_final():
+            await self.set_state(Cancelled(message=CANCELLED_MESSAGE), force=True)
 
 
 @functools.lru_cache(maxsize=64)
