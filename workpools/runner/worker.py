@@ -258,7 +258,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(concurrent.futures.wait, [outcome], STOP_GRACE_SECONDS)
             raise
-        except Exception as exc:  # the engine has already recorded the run's final state
+        except BaseException as exc:  # Abort, SystemExit...: the run's end, never the runner's
             self.log.debug("Flow run %s ended with %r", flow_run.id, exc)
             return engine.state
         finally:
