@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import time
 import os
 import threading
 
@@ -30,6 +31,18 @@ def report_of(name: str, *extra: str) -> dict:
     return json.loads(result.stdout)
 
 
+def settled_report(name: str, servers_with_failures: int, timeout: float = 30.0) -> dict:
+    """The report once the slot events of the last runs are stored: a runner's last events reach
+    the server's event store a few seconds after the campaign ends (eventually consistent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = report_of(name)
+        known = sum(server["failed_attempts"] for server in report["servers"])
+        if known >= report["failed"] and len(report["servers"]) >= servers_with_failures or time.monotonic() > deadline:
+            return report
+        time.sleep(1.0)
+
+
 def run_names(name: str) -> list[str]:
     return sorted(run.name for run in asyncio.run(campaign_runs(name)))
 
@@ -52,7 +65,7 @@ def test_dead_server_report_then_only_failed_completes_them(episode_worker, tmp_
         assert (board["dead", "pick"]["episodes"], board["dead", "pick"]["coverage"]) == (0, 0.0)
         assert asyncio.run(artifact_description("evalq-ops-dead-leaderboard")) == "Campaign ops-dead: leaderboard of success"
 
-        report = report_of("ops-dead")
+        report = settled_report("ops-dead", servers_with_failures=1)
         assert (report["done"], report["failed"], report["cancelled"], report["in_flight"]) == (2, 2, 0, 0)
         assert report["planned"] == 4 and not report["running"]
         assert len(report["reasons"]) == 1 and report["reasons"][0]["count"] == 2

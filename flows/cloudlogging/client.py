@@ -9,6 +9,9 @@ credentials: the tests' own server; users never need it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import os
 
 from generate.errors import InputError
@@ -25,6 +28,18 @@ NO_CREDENTIALS = (
 def project_from_env(project: str | None = None) -> str | None:
     """`project` if given, else the usual environment variables."""
     return project or next((os.environ[name] for name in PROJECT_ENVS if os.environ.get(name)), None)
+
+
+@contextlib.contextmanager
+def quiet_credential_search():
+    """google-auth logs a WARNING for each place it looks in vain; a miss is reported by us."""
+    logger = logging.getLogger("google.auth._default")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def make_client(project: str | None = None):
@@ -45,7 +60,8 @@ def make_client(project: str | None = None):
     import google.auth
 
     try:
-        credentials, default_project = google.auth.default(scopes=cloud_logging.Client.SCOPE)
+        with quiet_credential_search():  # its WARNING would come before our one line
+            credentials, default_project = google.auth.default(scopes=cloud_logging.Client.SCOPE)
     except DefaultCredentialsError:
         raise InputError(None, NO_CREDENTIALS) from None
     project = project or default_project

@@ -78,6 +78,7 @@ def node_ip(queue: WorkQueue) -> str | None:
 def start_node_runner(api_url: str, node: str, slots: int, log_path: Path) -> subprocess.Popen:
     """Start the runner of one node: it runs up to `slots` grading jobs from the node's queue."""
     from workpools.prefork import WORK_POOL_TYPE
+    from workpools.prefork.worker import LEAVE_RUNS
 
     argv = [
         sys.executable, "-m", "prefect", "worker", "start", "--pool", GRADER_POOL, "--work-queue", node,
@@ -85,8 +86,8 @@ def start_node_runner(api_url: str, node: str, slots: int, log_path: Path) -> su
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            argv, env=worker_environment(api_url), stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(  # a running job finishes in its own process when the node stops
+            argv, env={**worker_environment(api_url), LEAVE_RUNS: "1"}, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
         )
 

@@ -54,6 +54,7 @@ def run_flow_run(flow_run_id: str, env: dict[str, str], cwd: str | None) -> None
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
 
 
+LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
 STOP_GRACE_SECONDS = 5.0
 """When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
 
@@ -93,8 +94,13 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
         return PreforkWorkerResult(status_code=process.exitcode or 0, identifier=str(process.pid))
 
     async def teardown(self, *exc_info: Any) -> None:
-        """Stop the runs still in flight (the worker is stopping), then Prefect's teardown."""
-        await self.stop_runs_in_flight()
+        """Stop the runs still in flight (the worker is stopping), then Prefect's teardown.
+
+        With `EVALQ_PREFORK_LEAVE_RUNS=1` in the worker's environment the runs are left to
+        finish in their own processes instead (the grading service's nodes: a job outlives a
+        restart of the service)."""
+        if os.environ.get(LEAVE_RUNS) != "1":
+            await self.stop_runs_in_flight()
         await super().teardown(*exc_info)
 
     async def stop_runs_in_flight(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
