@@ -294,7 +294,7 @@ def test_kill_a_running_two_gpu_job(queue):
     assert f"job {queue_id} cancelled" in result.stdout
     ended = queue.entry(queue_id)
     assert (ended.status, ended.state_name) == (Status.CANCELLED, "Cancelled")
-    assert "its GPUs released" in ended.message
+    # Whoever records it first (the job's own watch, or its warm runner's cancel), the cleanup ran:
     assert not group_alive(started["pgid"]), "the command's process group outlived the kill"
     assert (queue.out / "long.killed").exists(), "the command was not asked to stop (SIGTERM)"
     assert queue.gpu_slots() == [0, 0]
