@@ -96,6 +96,11 @@ def most_at_once(busy_log: Path) -> int:
     return peak
 
 
+def playing(run) -> bool:
+    """On its policy server: the Running phase with its server (the engine's first state is a plain Running)."""
+    return run.state is not None and run.state.name == RUNNING_STATE and (run.state.message or "").startswith("on ")
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,6 +141,11 @@ async def create_episode(client, job, resources, results: Path, campaign_name: s
     )
 
 
+async def read_run(run_id):
+    async with get_client() as client:
+        return await client.read_flow_run(run_id)
+
+
 async def state_of(run_id):
     async with get_client() as client:
         return (await client.read_flow_run(run_id)).state
@@ -156,7 +166,7 @@ def test_a_cancel_stops_that_episode_only_and_frees_its_slot(runner_pool, tmp_pa
     try:
         with fleet:
             victim, other = asyncio.run(create_both())
-            wait_for(lambda: all(asyncio.run(state_of(r.id)).name == RUNNING_STATE for r in (victim, other)), 120,
+            wait_for(lambda: all(playing(asyncio.run(read_run(r.id))) for r in (victim, other)), 120,
                      "both episodes to play")
 
             async def cancel():
@@ -217,8 +227,7 @@ def test_sigterm_stops_the_runner_in_seconds_and_its_episodes_are_requeued(runne
     outcome: dict = {}
 
     def stop_when_both_play():
-        wait_for(lambda: sum(r.state is not None and r.state.name == RUNNING_STATE
-                             for r in asyncio.run(runs_of("sigterm"))) == 2, 120, "two episodes playing")
+        wait_for(lambda: sum(map(playing, asyncio.run(runs_of("sigterm")))) == 2, 120, "two episodes playing")
         started = time.monotonic()
         runner.send_signal(signal.SIGTERM)
         runner.wait(30)
@@ -284,8 +293,7 @@ def test_a_killed_runner_loses_no_episode_and_leaks_no_slot(runner_pool, tmp_pat
     outcome: dict = {}
 
     def kill_when_two_play():
-        wait_for(lambda: sum(r.state is not None and r.state.name == RUNNING_STATE
-                             for r in asyncio.run(runs_of("sigkill"))) == 2, 180, "two episodes playing")
+        wait_for(lambda: sum(map(playing, asyncio.run(runs_of("sigkill")))) == 2, 180, "two episodes playing")
         runner.kill()
         outcome["killed"] = True
         outcome["second"] = start_runner(tmp_path, 4, "--name", "survivor")

@@ -28,7 +28,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.exceptions import Abort, ObjectNotFound
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-from prefect.states import Failed, Pending
+from prefect.states import Crashed, Failed, Pending
 from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
@@ -200,15 +200,22 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self._last_busy = time.monotonic()
         if self._cancelling_observer is not None:
             self._cancelling_observer.add_in_flight_flow_run_id(flow_run.id)
+        claimed = executing = False
         try:
-            if await self._claim(flow_run):
+            if claimed := await self._claim(flow_run):
                 try:
                     flow = await self._flow_for(flow_run)
                 except Exception as exc:
                     await self._fail(flow_run, f"cannot load the flow: {type(exc).__name__}: {exc}")
                     return
+                executing = True
                 await self._execute(flow, flow_run)
                 self.completed += 1
+        except asyncio.CancelledError:
+            if claimed and not executing:  # stopped between claim and start: do not leave it Pending
+                with anyio.CancelScope(shield=True):
+                    await self._crash(flow_run, f"the evalq runner {self.name} stopped before the run started")
+            raise
         finally:
             self._claiming.discard(flow_run.id)
             self._release_limit_slot(flow_run.id)
@@ -263,6 +270,12 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             return engine.state
         finally:
             self._engines.pop(flow_run.id, None)
+
+    async def _crash(self, flow_run: FlowRun, message: str) -> None:
+        try:
+            await propose_state(self.client, Crashed(message=message), flow_run_id=flow_run.id, force=True)
+        except Exception as exc:
+            self.log.warning("Could not mark flow run %s Crashed: %s", flow_run.id, exc)
 
     async def _fail(self, flow_run: FlowRun, message: str) -> None:
         self.log.error("Flow run %s: %s", flow_run.id, message)
