@@ -76,6 +76,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self._runs: RunLoop | None = None
         self._engines: dict[UUID, Any] = {}
         self._claiming: set[UUID] = set()
+        self._cancelled_before_start: set[UUID] = set()
         self._entrypoints: dict[UUID, str] = {}
         self._wake: asyncio.Event | None = None
         self._last_busy = time.monotonic()
@@ -208,6 +209,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                 except Exception as exc:
                     await self._fail(flow_run, f"cannot load the flow: {type(exc).__name__}: {exc}")
                     return
+                if flow_run.id in self._cancelled_before_start:
+                    return  # a cancel came between claim and start; `_cancel_run` recorded it
                 executing = True
                 await self._execute(flow, flow_run)
                 self.completed += 1
@@ -218,6 +221,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             raise
         finally:
             self._claiming.discard(flow_run.id)
+            self._cancelled_before_start.discard(flow_run.id)
             self._release_limit_slot(flow_run.id)
             if self._cancelling_observer is not None:
                 self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
@@ -304,6 +308,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         """A cancel from the UI, evaltui or the CLI: stop that run only; it ends Cancelled."""
         engine = self._engines.get(flow_run_id)
         if engine is None:
+            if flow_run_id in self._claiming:  # claimed, not started: it must not start
+                self._cancelled_before_start.add(flow_run_id)
             return await super()._cancel_run(flow_run_id)
         engine.cancel_requested = True
         self._runs.cancel(flow_run_id)
