@@ -187,36 +187,6 @@ def test_a_cancel_stops_that_episode_only_and_frees_its_slot(runner_pool, tmp_pa
     assert runner.returncode is not None
 
 
-def test_a_cancel_as_the_run_starts_stays_cancelled(runner_pool, tmp_path):
-    """Cancelled while the engine starts and the episode sets its first phase: Prefect would let
-    that late phase re-open the run; the runner keeps it Cancelled."""
-    fleet, resources = make_fleet({"early_1": [1]})
-    job = make_job(tmp_path, "early", "pick", 1, ["early_1"])
-    runner = start_runner(tmp_path, slots=2)
-
-    async def create():
-        async with get_client() as client:
-            await apply_pools(client, resources)
-            return await create_episode(client, job, resources, tmp_path / "results", "cancel-early")
-
-    async def cancel(run_id):
-        async with get_client() as client:
-            await client.set_flow_run_state(run_id, Cancelling(message="not this one"))
-
-    try:
-        with fleet:
-            run = asyncio.run(create())
-            wait_for(lambda: asyncio.run(state_of(run.id)).type.value in ("PENDING", "RUNNING"), 120, "the start")
-            asyncio.run(cancel(run.id))
-            final = wait_for(lambda: (s := asyncio.run(state_of(run.id))).is_final() and s, 60, "the cancel")
-            time.sleep(3)
-            later = asyncio.run(state_of(run.id))
-    finally:
-        terminate_group(runner)
-    assert final.type.value == "CANCELLED" and later.type.value == "CANCELLED", (final, later)
-    assert set(asyncio.run(limit_counts(resources)).values()) == {0}
-
-
 def test_sigterm_stops_the_runner_in_seconds_and_its_episodes_are_requeued(runner_pool, tmp_path):
     """The first SIGTERM (or Ctrl-C) crashes the runs the runner holds, releasing their slots
     on the way out; the campaign requeues them and another runner completes them once."""
