@@ -64,7 +64,7 @@ def sleepy_deployment(prefect_server, tmp_path):
 
     async def create():
         async with get_client() as client:
-            await ensure_local_pool(client, pool)
+            await ensure_local_pool(client, pool, kind="prefork")
             return await client.create_deployment(
                 flow_id=await client.create_flow_from_name("sleepy"), name="sleepy", work_pool_name=pool,
                 entrypoint="sleepy.py:sleepy", enforce_parameter_schema=False,
@@ -88,7 +88,7 @@ def test_first_signal_stops_the_worker_and_its_run_ends_crashed(prefect_server, 
             return (await client.create_flow_run_from_deployment(deployment_id, parameters={"pid_file": str(pid_file)})).id
 
     run_id = asyncio.run(create_run())
-    worker = start_worker(prefect_server.api_url, limit=2, log_path=tmp_path / "worker.log", work_pool=pool)
+    worker = start_worker(prefect_server.api_url, limit=2, log_path=tmp_path / "worker.log", work_pool=pool, kind="prefork")
     try:
         wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, "the run to start")
         run_pid = int(pid_file.read_text())
