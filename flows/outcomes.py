@@ -9,7 +9,6 @@ from prefect.client.schemas.objects import StateType
 
 from flows.naming import NOT_RETRYABLE_STATE
 
-CANCELLED_CRASH_MESSAGE = "Execution was cancelled"
 """How Prefect's engine words a crash caused by a cancellation (e.g. `prefect flow-run cancel`
 on a SLURM episode): the user's word, not a failure."""
 
@@ -22,12 +21,11 @@ class Outcome(str, Enum):
 
 
 def is_cancelled(state_type: StateType, message: str | None, cancel_requested: bool = False) -> bool:
-    """Cancelled by someone: state Cancelled; or Crashed by the engine's cancellation; or
-    Failed/Crashed after someone asked for a cancel (`cancel_requested`: the run went through
-    Cancelling, e.g. its process was killed to cancel it)."""
+    """Cancelled by someone: state Cancelled, or Failed/Crashed after someone asked for a cancel
+    (`cancel_requested`: the run went through Cancelling, as a cancel from the UI, evaltui or the
+    CLI does). A crash alone, even "Execution was cancelled" (a SLURM scancel, a preemption), is
+    not the user's word: it is requeued."""
     if state_type == StateType.CANCELLED:
-        return True
-    if state_type == StateType.CRASHED and (message or "").startswith(CANCELLED_CRASH_MESSAGE):
         return True
     return cancel_requested and state_type in (StateType.FAILED, StateType.CRASHED)
 

@@ -1,5 +1,7 @@
 """`evalq campaign report`'s grouping, from hand-made run records (pure)."""
 
+import dataclasses
+
 from prefect.client.schemas.objects import StateType
 
 from flows.campaign_report import build_report, report_text
@@ -22,7 +24,8 @@ def test_report_groups_failures_by_reason_pool_and_server():
         run("a/pick/3", 1, StateType.FAILED, dead_message), run("a/pick/3", 2, StateType.COMPLETED),
         run("b/open/1", 1, StateType.CRASHED, "No heartbeat", pool="b_1"),
         run("b/open/2", 1, StateType.CANCELLED, "by hand", pool="b_1"),
-        run("b/open/3", 1, StateType.CRASHED, "Execution was cancelled by the runtime environment.", pool="b_1"),
+        dataclasses.replace(run("b/open/3", 1, StateType.CRASHED, "Execution was cancelled by the runtime environment.",
+                                pool="b_1"), cancel_requested=True),
         run("b/open/4", 1, StateType.RUNNING, pool="b_1"),
         run("b/open/5", 1, StateType.FAILED, "boom", pool="b_1"),  # its metrics exist after all
     ]

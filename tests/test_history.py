@@ -1,5 +1,7 @@
 """What a new invocation of a campaign does with its past runs (pure)."""
 
+import dataclasses
+
 import datetime as dt
 
 from prefect.client.schemas.objects import StateType
@@ -37,7 +39,8 @@ def test_resume_plan_retries_failures_adopts_runs_in_flight_and_leaves_cancels()
         record("failed", 1, StateType.FAILED), record("failed", 2, StateType.CRASHED, "No heartbeat"),
         record("running", 1, StateType.FAILED), record("running", 2, StateType.RUNNING),
         record("cancelled", 1, StateType.CANCELLED, "by hand"),
-        record("slurm-cancel", 1, StateType.CRASHED, "Execution was cancelled by the runtime environment."),
+        dataclasses.replace(record("slurm-cancel", 1, StateType.CRASHED, "Execution was cancelled by the runtime environment."),
+                            cancel_requested=True),  # went through Cancelling: the user's cancel
         record("cancelling", 3, StateType.CANCELLING),
         record("completed-elsewhere", 1, StateType.COMPLETED),
     ]

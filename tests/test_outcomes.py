@@ -30,7 +30,7 @@ def test_classify(state_type, name, attempt, expected):
 @pytest.mark.parametrize(
     "state_type, message, expected",
     [
-        (StateType.CRASHED, "Execution was cancelled by the runtime environment.", Outcome.CANCELLED),
+        (StateType.CRASHED, "Execution was cancelled by the runtime environment.", Outcome.RETRY),  # scancel: requeued
         (StateType.CRASHED, "No heartbeat: the run's process is gone.", Outcome.RETRY),
         (StateType.CANCELLED, "Cancelled in Prefect: scancel of SLURM job 12", Outcome.CANCELLED),
         (StateType.FAILED, "Execution was cancelled (an evaluator's own words)", Outcome.RETRY),
