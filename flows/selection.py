@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from generate.errors import InputError
+from generate.jsonio import read_text
 from generate.models import Job
 
 
@@ -22,12 +23,7 @@ def read_only_file(path: Path | str, known: set[str]) -> list[str]:
     """The ids listed in `path`, each once, in file order; an unknown id is an `InputError`
     naming its line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+    text = read_text(path)
     ids: dict[str, None] = {}
     for number, job_id in parse_id_lines(text):
         if job_id not in known:

@@ -15,15 +15,21 @@ from generate.errors import InputError
 T = TypeVar("T")
 
 
-def read_json(path: Path | str) -> Any:
-    """Parse a JSON file; an unreadable or malformed file raises `InputError`."""
+def read_text(path: Path | str) -> str:
+    """A UTF-8 text file's contents; a missing or unreadable file raises `InputError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+
+
+def read_json(path: Path | str) -> Any:
+    """Parse a JSON file; an unreadable or malformed file raises `InputError`."""
+    path = Path(path)
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
