@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from generate.errors import InputError
+from generate.jsonio import read_text
 
 HASH_SCHEME = "pbkdf2_sha256"
 HASH_ITERATIONS = 200_000
@@ -75,12 +76,9 @@ def _check_entry(path: Path, user_id: object, stored: object) -> None:
 def load_tokens(path: Path | str) -> TokenBook:
     """Read TOKENS.yaml; a missing, malformed or empty file raises `InputError` (values never shown)."""
     path = Path(path)
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read: {exc}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from generate.errors import InputError
-from generate.jsonio import describe_validation_error
+from generate.jsonio import describe_validation_error, read_text
 from workpools.kubernetes.configmap import MAX_BYTES, MOUNT_PATH
 from workpools.kubernetes.evaluation import Compute, KubernetesEvaluation
 
@@ -53,12 +53,9 @@ def load_config(path: Path) -> EvaluationConfig:
     """The config at `path`; `InputError(path, "field: problem")` when it is not one."""
     import yaml
 
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read: {exc}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
