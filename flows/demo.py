@@ -28,7 +28,8 @@ from generate.errors import InputError
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "challenge"
 RESOURCES_RAW = EXAMPLE / "demo-resources-raw.json"
-DEMO_EVALUATOR_OPTIONS = {"load_seconds": 2.0, "steps": 40, "step_seconds": 0.1}
+DEMO_EVALUATOR_OPTIONS = {"load_seconds": 2.0, "steps": 80, "step_seconds": 0.1}
+"""8 s episodes: long enough next to their ~1-2 s of orchestration for the servers to stay busy."""
 
 
 def demo_resources_raw(run_dir: Path, port_base: int | None) -> Path:

@@ -69,6 +69,14 @@ async def set_phase(client, run_id: UUID | None, name: str, message: str | None 
         await client.set_flow_run_state(run_id, Running(name=name, message=message))
 
 
+def started_as(state_name: str) -> bool:
+    """Whether this flow run's current state is `state_name` (as its engine last set it)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.state_name == state_name)
+
+
 def episode_document(
     metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, held: float,
     video: str | None = None,
@@ -122,7 +130,8 @@ async def evaluate_episode(
     run_id = UUID(run_id) if run_id else None
     video = EpisodeVideo.for_job(episode, results_dir)
     async with get_client() as client:
-        await set_phase(client, run_id, LOADING_STATE)
+        if not started_as(LOADING_STATE):  # a warm runner's engine starts it as Loading already
+            await set_phase(client, run_id, LOADING_STATE)
         try:
             runner = load_evaluator(evaluator, evaluator_options, logger)
             video.offer_to(runner)
@@ -217,3 +226,6 @@ class EpisodeRun:
             return Completed(name=SKIPPED_STATE, message=f"metrics written meanwhile: {self.target}")
         logger.info("Metrics written to %s", self.target)
         return Completed(message=f"metrics: {self.target}")
+
+
+evaluate_episode.first_running_state = LOADING_STATE  # the warm runner's engine starts it so (workpools/runner/engine.py)

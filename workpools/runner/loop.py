@@ -23,8 +23,11 @@ class RunCancelled(Exception):
 
 
 class RunLoop:
-    def __init__(self, settings: dict[Any, Any] | None = None, name: str = "evalq-runs"):
+    def __init__(self, settings: dict[Any, Any] | None = None, name: str = "evalq-runs",
+                 on_client: Callable[[Any], None] | None = None):
         self._settings = settings or {}
+        self._on_client = on_client
+        """Called with the shared Prefect client once it exists."""
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -44,7 +47,9 @@ class RunLoop:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         with temporary_settings(updates=self._settings):
-            async with AsyncClientContext():
+            async with AsyncClientContext() as shared:
+                if self._on_client is not None:
+                    self._on_client(shared.client)
                 self._context = contextvars.copy_context()  # runs inherit the settings and client
                 self._ready.set()
                 await self._stop.wait()

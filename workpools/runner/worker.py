@@ -33,7 +33,7 @@ from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 from flows.retry import is_transient
-from workpools.runner.engine import execute, load_flow, new_engine
+from workpools.runner.engine import ClaimedRuns, execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
 
 STOP_GRACE_SECONDS = 15
@@ -42,6 +42,10 @@ CANCEL_POLL_SECONDS = 10
 """How often cancels are polled for when the events websocket is down."""
 HEARTBEAT_SECONDS = 30
 """Prefect's lowest heartbeat frequency: silent runs are found within a minute and a half."""
+PICK_UP_BATCH_SECONDS = 0.05
+"""Woken by a scheduled run, wait this long before reading: a campaign's burst is one read."""
+SCHEDULED_PAGE = 200
+"""The most scheduled runs one read returns (Prefect's default limit)."""
 
 
 class RunnerJobConfiguration(BaseJobConfiguration):
@@ -78,7 +82,10 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self._claiming: set[UUID] = set()
         self._cancelled_before_start: set[UUID] = set()
         self._entrypoints: dict[UUID, str] = {}
+        self._claimed = ClaimedRuns()
         self._wake: asyncio.Event | None = None
+        self._saturated = False
+        """The last pick-up left scheduled runs for want of a slot: a freed slot looks again."""
         self._last_busy = time.monotonic()
         self.completed = 0
 
@@ -89,7 +96,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
     async def start(self, run_once: bool = False, with_healthcheck: bool = False, printer=print) -> None:
         """Claim and run flow runs until stopped (or idle for `idle_timeout` seconds)."""
         heartbeat = int(os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or HEARTBEAT_SECONDS)
-        self._runs = RunLoop({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}).start()
+        self._runs = RunLoop({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}, on_client=self._claimed.install).start()
         self._wake = asyncio.Event()
         try:
             async with self:
@@ -125,18 +132,23 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             await self._pick_up_once()
             with anyio.move_on_after(self.poll_seconds):
                 await self._wake.wait()
+                await anyio.sleep(PICK_UP_BATCH_SECONDS)  # a burst of new runs: one read for all
 
     async def _pick_up_once(self) -> None:
         self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
-        if self._limiter is None or self._limiter.available_tokens >= 1:  # no --limit: no limit
+        self._saturated = self._limiter is not None and self._limiter.available_tokens < 1
+        if not self._saturated:  # no --limit: no limit
             try:
-                for flow_run in await self._scheduled_runs():
+                scheduled = await self._scheduled_runs()
+                self._saturated = len(scheduled) >= SCHEDULED_PAGE  # more may wait beyond this page
+                for flow_run in scheduled:
                     if flow_run.id in self._claiming:
                         continue
                     try:
                         if self._limiter is not None:
                             self._limiter.acquire_on_behalf_of_nowait(flow_run.id)
                     except anyio.WouldBlock:
+                        self._saturated = True
                         break
                     self._claiming.add(flow_run.id)
                     self._runs_task_group.start_soon(self._claim_and_run, flow_run)
@@ -226,7 +238,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             if self._cancelling_observer is not None:
                 self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
             self._last_busy = time.monotonic()
-            self._wake.set()  # a slot is free: look for more work
+            if self._saturated:  # a slot is free and runs were left waiting: look again
+                self._wake.set()
 
     async def _claim(self, flow_run: FlowRun, attempts: int = 5) -> bool:
         """Propose Pending: the server lets exactly one runner (or worker) have the run."""
@@ -235,6 +248,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                 state = await propose_state(
                     self.client, Pending(message=f"claimed by runner {self.name}"), flow_run_id=flow_run.id
                 )
+                if state.is_pending():  # the engine starts from this copy (`ClaimedRuns`): keep it current
+                    flow_run.state, flow_run.state_name, flow_run.state_type = state, state.name, state.type
                 return state.is_pending()
             except Abort:
                 return False
@@ -258,7 +273,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
 
     async def _execute(self, flow, flow_run: FlowRun):
         """Run it on the run loop; if this runner is stopped meanwhile, crash it there and wait."""
-        engine = new_engine(flow, flow_run)
+        engine = new_engine(flow, flow_run, self._claimed)
         self._engines[flow_run.id] = engine
         outcome = self._runs.submit(flow_run.id, lambda: execute(engine))
         try:
@@ -274,6 +289,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             return engine.state
         finally:
             self._engines.pop(flow_run.id, None)
+            self._claimed.discard(flow_run.id)
 
     async def _crash(self, flow_run: FlowRun, message: str) -> None:
         try:
