@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shlex
 import tempfile
 from pathlib import Path
@@ -57,7 +58,9 @@ class CommandEvaluator:
             self.video_path: Path | None = None
             """Set by the episode before `prepare`: only templates that name `{video_path}` ask for one."""
         self.process: asyncio.subprocess.Process | None = None
-        self.metrics_file = Path(tempfile.mkstemp(prefix="evalq-metrics-", suffix=".json")[1])
+        descriptor, path = tempfile.mkstemp(prefix="evalq-metrics-", suffix=".json")
+        os.close(descriptor)  # the program writes the file by name: keep no descriptor per episode
+        self.metrics_file = Path(path)
         self.metrics_line: str | None = None
         self._pump: asyncio.Task | None = None
 
