@@ -97,6 +97,7 @@ class CampaignRunner:
             "campaign": self.s["name"],
             "lease_seconds": self.s["lease_seconds"],
             "poll_seconds": self.s["poll_seconds"],
+            "timeout_seconds": self.s["timeout_seconds"],
             "prefer": self.demand.preference(job),
         }
 
@@ -247,6 +248,7 @@ async def campaign(
     tick_seconds: float = 0.5,
     lease_seconds: float = 60.0,
     poll_seconds: float = 5.0,
+    timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""

@@ -14,6 +14,7 @@ Protocol (line based, UTF-8):
    and no READY line is expected.
 2. It runs the episode and writes its metrics as a JSON object to `{metrics_path}`
    (or prints one line `METRICS {...}` on stdout), then exits 0.
+   The episode's `timeout_seconds` bounds this step: when it runs out the program is killed.
 3. Exit code 75 (EX_TEMPFAIL) means the policy server was unreachable: the episode is
    retried. Any other non-zero exit code is a broken evaluator: not retried.
 Other stdout/stderr lines go to the episode's log.
@@ -46,12 +47,11 @@ def fill(template: list[str], values: dict[str, str]) -> list[str]:
 
 
 class CommandEvaluator:
-    def __init__(self, argv: str, ready_timeout: float = 600.0, timeout: float = 3600.0, logger=None):
+    def __init__(self, argv: str, ready_timeout: float = 600.0, logger=None):
         self.template = shlex.split(argv)
         if not self.template:
             raise EvaluationError("command evaluator: empty command")
         self.ready_timeout = float(ready_timeout)
-        self.timeout = float(timeout)
         self.logger = logger or logging.getLogger("evalq.command")
         self.needs_server_in_argv = any(field in arg for arg in self.template for field in SERVER_FIELDS)
         if any(VIDEO_FIELD in arg for arg in self.template):
@@ -129,12 +129,12 @@ class CommandEvaluator:
             self.process.stdin.write(line.encode())
             await self.process.stdin.drain()
         self._pump = asyncio.create_task(self._forward_output())
-        try:
-            code = await asyncio.wait_for(self.process.wait(), self.timeout)
+        try:  # the episode's `timeout_seconds` bounds this: one timer, the episode's
+            code = await self.process.wait()
             await self._pump
-        except asyncio.TimeoutError:
+        except asyncio.CancelledError:
             await self.kill()
-            raise EvaluationError(f"evaluator did not finish in {self.timeout:.0f} s") from None
+            raise
         if code == EX_TEMPFAIL:
             raise ServerUnavailable(server, "evaluator exited 75 (policy server unreachable)")
         if code != 0:

@@ -1,0 +1,32 @@
+"""What the campaign decides for its episodes (real worker, server and policy servers):
+the episode timeout it passes down, configuration errors that stop it, retry requests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from flows.campaign import campaign
+from kit import make_fleet, make_job, write_inputs
+from test_campaign import FAST_SIM, campaign_runs, run_campaign
+
+
+def test_the_campaigns_episode_timeout_reaches_the_episode(episode_worker, tmp_path):
+    # Failed before the fix: the campaign had no `timeout_seconds`, every episode got 3600 s.
+    fleet, resources = make_fleet({"slow_1": [1]})
+    pid_file = tmp_path / "evaluator.pid"
+    program = f"import os,sys,time; open({str(pid_file)!r},'w').write(str(os.getpid())); print('READY',flush=True); sys.stdin.readline(); time.sleep(120)"
+    jobs = [make_job(tmp_path, "slow", "pick", 1, ["slow_1"])]
+    with fleet:
+        summary = run_campaign(tmp_path, jobs, resources, "episode-timeout", max_attempts=1, timeout_seconds=2,
+                               evaluator=f'command:{sys.executable} -c "{program}"', evaluator_options={})
+    assert list(summary["failed"]) == ["slow/pick/1"]
+    assert "exceeded 2 s" in summary["failed"]["slow/pick/1"]
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the evaluator program outlived its episode's timeout"
