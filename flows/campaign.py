@@ -22,6 +22,7 @@ from uuid import UUID
 from prefect import flow, get_client, get_run_logger
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import Failed
 from prefect.variables import Variable
 
 from flows.cloudlogging.attach import attach_cloud_logging
@@ -86,6 +87,8 @@ class CampaignRunner:
         """Runs not yet seen ready, with when they were created (monotonic)."""
         self.paused = False
         self.resumed = ResumePlan()
+        self.stopped: str | None = None
+        """Why the campaign stopped early (a configuration error), None while it goes on."""
 
     def episode_parameters(self, job: Job) -> dict:
         return {
@@ -127,7 +130,7 @@ class CampaignRunner:
             campaign_plan_variable(self.s["name"]), plan_value(self.s.get("planned") or len(self.jobs), self.resources, self.s["name"]), overwrite=True
         )
         last_stats, last_pause_read = time.monotonic(), float("-inf")
-        while self.dispatcher.pending or self.in_flight:
+        while (self.dispatcher.pending or self.in_flight) and not self.stopped:
             await self.collect()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
@@ -139,7 +142,7 @@ class CampaignRunner:
             if time.monotonic() - last_stats >= self.s["stats_interval"]:
                 last_stats = time.monotonic()
                 self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
-            if self.dispatcher.pending or self.in_flight:
+            if (self.dispatcher.pending or self.in_flight) and not self.stopped:
                 await asyncio.sleep(self.s["tick_seconds"])
         return self.tally
 
@@ -207,6 +210,9 @@ class CampaignRunner:
             self.tally.retried += 1
             self.logger.warning("%s attempt %d ended %s (%s); requeued", job.id, ticket.attempt, state_name, message)
             self.dispatcher.add(job, ticket.attempt + 1, front=True)
+        elif outcome is Outcome.STOP:
+            self.tally.failures[job.id] = f"{state_name}: {message}"
+            self.stopped = f"{job.id}: {message}"
         elif outcome is Outcome.CANCELLED:
             self.tally.cancelled[job.id] = f"{state_name}: {message}"
             self.logger.warning("%s attempt %d was cancelled (%s); not requeued", job.id, ticket.attempt, message)
@@ -262,5 +268,9 @@ async def campaign(
     started = time.time()
     async with get_client() as client:
         await apply_pools(client, resources)
-        tally = await CampaignRunner(jobs, resources, settings, client).run()
+        runner = CampaignRunner(jobs, resources, settings, client)
+        tally = await runner.run()
+        if runner.stopped:
+            runner.logger.error("Campaign stopped, configuration error: %s", runner.stopped)
+            return Failed(message=f"configuration error, campaign stopped: {runner.stopped}")
         return await finish_report(client, tally, jobs, resources, settings, time.time() - started)

@@ -6,7 +6,8 @@
 6. release the slot, on every way out
 
 Failures: an unreachable policy server raises (Failed: the campaign retries it); a broken
-evaluator or instance ends in Failed named NotRetryable.
+evaluator or instance ends in Failed named NotRetryable; pools that do not fit the job (no
+concurrency limit, no compatible server) in Failed named Misconfigured (the campaign stops).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flows.evaluators import EvaluationError, Metrics, ServerUnavailable, call, 
 from flows.naming import (
     EPISODE_FLOW,
     LOADING_STATE,
+    MISCONFIGURED_STATE,
     NOT_RETRYABLE_STATE,
     RUNNING_STATE,
     SERVER_UNREACHABLE,
@@ -37,7 +39,7 @@ from flows.naming import (
     WAITING_STATE,
     server_resource_id,
 )
-from flows.slots import Slot, SlotLeaser
+from flows.slots import PoolNotApplied, Slot, SlotLeaser
 from flows.videos import EpisodeVideo
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
@@ -166,7 +168,11 @@ class EpisodeRun:
         """Wait for a slot, play on it, give it back at once, then write the metrics."""
         await set_phase(self.client, self.run_id, WAITING_STATE)
         leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds)
-        slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer)
+        try:
+            slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer)
+        except PoolNotApplied as exc:  # a configuration error: no retry can help
+            get_run_logger().error("Misconfigured: %s", exc)
+            return Failed(name=MISCONFIGURED_STATE, message=str(exc))
         slot_event(SLOT_ACQUIRED, slot, self.job, self.campaign, self.run_id, waited_seconds=round(slot.waited_seconds, 3))
         get_run_logger().info("Leased %s (pool %s) after %.2f s", slot.server.address, slot.pool, slot.waited_seconds)
         try:

@@ -37,6 +37,9 @@ SKIPPED_STATE = "Skipped"
 """Completed: the metrics file already existed, nothing ran."""
 NOT_RETRYABLE_STATE = "NotRetryable"
 """Failed: the evaluator or the instance is broken; requeueing cannot help."""
+MISCONFIGURED_STATE = "Misconfigured"
+"""Failed: the pools on the Prefect server do not fit the job (`evalq pools apply`, resources.json):
+every episode would fail alike, so the campaign stops."""
 
 
 def pool_limit(pool: str) -> str:
@@ -116,6 +119,15 @@ def campaign_plan_variable(campaign: str) -> str:
     from slugify import slugify
 
     return f"{PLAN_VARIABLE_PREFIX}{slugify(campaign, separator='_')}"
+
+
+RETRY_REQUEST_TAG = "evalq-retry-request"
+
+
+def retry_request_variable(request_id: str) -> str:
+    """Prefect Variable holding one retry request (`flows/retry_requests.py`); found by its
+    tags (`RETRY_REQUEST_TAG` and the campaign's tag), not by its name."""
+    return f"evalq_retry_{request_id}"
 
 
 def tag_value(tags: list[str], key: str) -> str | None:

@@ -8,6 +8,7 @@ import os
 import sys
 
 from flows.campaign import campaign
+from generate.models import Resources
 from kit import make_fleet, make_job, write_inputs
 from test_campaign import FAST_SIM, campaign_runs, run_campaign
 
@@ -30,3 +31,24 @@ def test_the_campaigns_episode_timeout_reaches_the_episode(episode_worker, tmp_p
     except ProcessLookupError:
         alive = False
     assert not alive, "the evaluator program outlived its episode's timeout"
+
+
+def test_a_configuration_error_stops_the_campaign_without_retries(episode_worker, tmp_path):
+    # Failed before the fix: PoolNotApplied ended the episode as a plain Failed, so each job
+    # was tried --max-attempts times and the campaign went on to "complete".
+    fleet, resources = make_fleet({"odd_1": [1]})
+    server = resources.servers("odd_1")[0].model_dump(mode="json")
+    resources = Resources.model_validate({"odd_1": [{**server, "compatible_task": ["open"]}]})  # none serves "pick"
+    jobs = [make_job(tmp_path, "odd", "pick", i, ["odd_1"]) for i in range(4)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    with fleet:
+        state = asyncio.run(campaign(
+            jobs_file=str(jobs_file), resources_file=str(resources_file), results_dir=str(tmp_path / "results"),
+            name="misconfigured", evaluator_options=FAST_SIM, max_attempts=3, tick_seconds=0.2, return_state=True,
+        ))
+    assert state.is_failed()
+    assert state.message.startswith("configuration error, campaign stopped: odd/pick/")
+    assert "no compatible server" in state.message
+    runs = asyncio.run(campaign_runs("misconfigured"))
+    assert runs and all("(attempt" not in run.name for run in runs)  # nothing requeued
+    assert len(runs) < len(jobs) * 3
