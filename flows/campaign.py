@@ -45,6 +45,7 @@ from flows.prefetch import PrefetchTuner
 from flows.pools import apply_pools
 from flows.report import finish_report, stats_line
 from flows.retry import retrying
+from flows.retry_requests import RetryRequest, drop_request, pending_requests
 from flows.selection import select_jobs
 from flows.steering import ExclusiveDemand
 from generate.models import Job, Resources
@@ -87,6 +88,9 @@ class CampaignRunner:
         """Runs not yet seen ready, with when they were created (monotonic)."""
         self.paused = False
         self.resumed = ResumePlan()
+        self.by_id = {job.id: job for job in jobs}
+        self.last_attempt: dict[str, int] = {}
+        """Job id -> the attempt it settled with (what a retry request continues from)."""
         self.stopped: str | None = None
         """Why the campaign stopped early (a configuration error), None while it goes on."""
 
@@ -121,6 +125,7 @@ class CampaignRunner:
             if job.id not in self.resumed.cancelled:
                 self.dispatcher.add(job, self.resumed.first_attempt(job.id), front=job.id in self.resumed.adopted)
                 self.demand.add(job)
+        await self.read_retry_requests()  # e.g. for jobs cancelled in an earlier invocation
         # -- end history
         self.logger.info(
             "Campaign %r: %d episodes, %d already done, %d pools, deployment %s",
@@ -135,6 +140,7 @@ class CampaignRunner:
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
                 await self.read_pause()
+                await self.read_retry_requests()
             if not self.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:
@@ -198,6 +204,7 @@ class CampaignRunner:
 
     def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> None:
         job = ticket.job
+        self.last_attempt[job.id] = ticket.attempt
         if outcome is not Outcome.RETRY:
             self.demand.settled(job)
         if outcome is Outcome.DONE:
@@ -225,6 +232,31 @@ class CampaignRunner:
         if paused != self.paused:
             self.logger.warning("Dispatch %s", "paused" if paused else "resumed")
             self.paused = paused
+
+
+    async def read_retry_requests(self) -> None:
+        """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
+        cancelled; a request for a job still queued or in flight waits until it settles."""
+        for name, request in await pending_requests(self.client, self.s["name"]):
+            job_id = request.job_id
+            if job_id in self.by_id and job_id not in self.tally.failures and job_id not in self.tally.cancelled \
+                    and not self.by_id[job_id].metrics_path(self.s["results_dir"]).exists():
+                continue  # not settled yet
+            await drop_request(self.client, name)
+            self.retry(request)
+
+    def retry(self, request: RetryRequest) -> None:
+        """Run a settled job again with a fresh budget, counted by this campaign's tally."""
+        job = self.by_id.get(request.job_id)
+        if job is None or not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
+            self.logger.warning("Retry of %s requested by %s ignored: not a failed or cancelled job of this campaign",
+                                request.job_id, request.requested_by)
+            return
+        attempt = self.last_attempt[job.id] + 1 if job.id in self.last_attempt else self.resumed.first_attempt(job.id)
+        self.resumed.start_attempt[job.id] = attempt  # a fresh budget of max_attempts from here
+        self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
+        self.demand.add(job)
+        self.dispatcher.add(job, attempt, front=True)
 
 
 def held_seconds(metrics_file: Path) -> float:

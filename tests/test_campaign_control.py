@@ -52,3 +52,60 @@ def test_a_configuration_error_stops_the_campaign_without_retries(episode_worker
     runs = asyncio.run(campaign_runs("misconfigured"))
     assert runs and all("(attempt" not in run.name for run in runs)  # nothing requeued
     assert len(runs) < len(jobs) * 3
+
+
+def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path):
+    # Failed before the fix: evaltui forced Scheduled on the settled run, behind the campaign's
+    # back, so failed.txt listed a job that the retried run then completed (or raced a requeue).
+    import threading
+
+    from prefect import get_client
+
+    from flows.local import use_api
+    from flows.retry_requests import pending_requests
+    from tui.source import Source
+
+    fleet, resources = make_fleet({"gate_1": [2]})
+    jobs = [make_job(tmp_path, "gate", "pick", i, ["gate_1"]) for i in range(2)]
+    release = tmp_path / "release"
+    options = {"fail_once": str(tmp_path / "failed-once"), "release": str(release)}
+    name = "retry-request"
+
+    async def failed_run():
+        for _ in range(600):
+            runs = [r for r in await campaign_runs(name) if r.name == "gate/pick/0" and r.state and r.state.is_failed()]
+            if runs:
+                return runs[0].id
+            await asyncio.sleep(0.2)
+        raise AssertionError("gate/pick/0 never failed")
+
+    async def retry_then_release():
+        run_id = await failed_run()
+        async with Source(name) as source:
+            said.append(await source.retry(run_id))
+        async with get_client() as client:
+            for _ in range(600):  # the campaign took the request: let the other job end
+                if not await pending_requests(client, name):
+                    break
+                await asyncio.sleep(0.2)
+        release.touch()
+
+    def helper_thread():
+        with use_api(os.environ["PREFECT_API_URL"]):  # Prefect's settings context is per thread
+            asyncio.run(retry_then_release())
+
+    said: list[str] = []
+    helper = threading.Thread(target=helper_thread)
+    with fleet:
+        helper.start()
+        try:
+            summary = run_campaign(tmp_path, jobs, resources, name, max_attempts=1, tick_seconds=0.2,
+                                   evaluator="tests.sample_evaluators:GatedEvaluator", evaluator_options=options)
+        finally:
+            release.touch()
+            helper.join(60)
+    assert said == [f"gate/pick/0: retry requested from campaign {name}"]
+    assert summary["done"] == 2 and summary["failed"] == {}
+    assert (tmp_path / "results" / "failed.txt").read_text() == ""
+    names = sorted(run.name for run in asyncio.run(campaign_runs(name)))
+    assert names == ["gate/pick/0", "gate/pick/0 (attempt 2)", "gate/pick/1"]

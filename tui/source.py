@@ -537,15 +537,25 @@ class Source:
 
     # -- actions ----------------------------------------------------------------
     async def retry(self, flow_run_id: UUID) -> str:
-        """Schedule a failed, crashed or cancelled episode again (as the Prefect UI's Retry)."""
-        from prefect.states import Scheduled
+        """Ask the episode's campaign to run a failed, crashed or cancelled episode again.
+
+        Through the campaign, not by forcing the run's state: its tally and `failed.txt` stay true
+        (`flows/retry_requests.py`)."""
+        from flows.campaign_admin import campaign_flow_runs
+        from flows.retry_requests import RetryRequest, request_retry
 
         client = await self.client()
         run = await client.read_flow_run(flow_run_id)
         if run.state is None or run.state.type.value not in ("FAILED", "CRASHED", "CANCELLED"):
             raise ActionRefused(f"{run.name} is {run.state.name if run.state else 'unknown'}: only failed, crashed or cancelled episodes can be retried")
-        await client.set_flow_run_state(flow_run_id, Scheduled(message="Retried from evaltui"), force=True)
-        return f"{run.name} scheduled again"
+        campaign = naming.tag_value(run.tags, "campaign")
+        if not campaign:
+            raise ActionRefused(f"{run.name} belongs to no campaign: retry it from the Prefect UI")
+        job_id = naming.job_id_of_run_name(run.name)
+        await request_retry(client, RetryRequest(campaign=campaign, job_id=job_id, flow_run_id=flow_run_id))
+        if await campaign_flow_runs(client, campaign, active_only=True):
+            return f"{job_id}: retry requested from campaign {campaign}"
+        return f"{job_id}: retry requested; campaign {campaign} is not running, `evalq campaign run --name {campaign}` applies it"
 
     async def cancel(self, flow_run_id: UUID) -> str:
         """Ask the worker to cancel a running or queued episode (Cancelling)."""
