@@ -22,7 +22,9 @@ from uuid import UUID
 from prefect import flow, get_client, get_run_logger
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import Failed
 from prefect.variables import Variable
+from pydantic import BaseModel, ValidationError
 
 from flows.cloudlogging.attach import attach_cloud_logging
 from flows.dispatch import Dispatcher, Ticket
@@ -43,7 +45,9 @@ from flows.outcomes import Outcome, Tally, classify
 from flows.prefetch import PrefetchTuner
 from flows.pools import apply_pools
 from flows.report import finish_report, stats_line
+from flows.results_files import read_provenance
 from flows.retry import retrying
+from flows.retry_requests import RetryRequest, drop_request, pending_requests
 from flows.selection import select_jobs
 from flows.steering import ExclusiveDemand
 from generate.models import Job, Resources
@@ -58,14 +62,67 @@ VARIABLE_LIMIT = 5000
 """Prefect caps a variable's value at 5,000 characters."""
 
 
+class CampaignPlan(BaseModel):
+    """The campaign's plan variable (`naming.campaign_plan_variable`), set when it starts: what
+    `evaltui` and `evalq campaign list/report` know of a campaign that runs are created for
+    just in time. Prefect caps a variable's value at 5,000 characters: the pools are left out
+    when they do not fit."""
+
+    total: int | None = None
+    """Jobs planned (the whole plan, also when `--only` runs a part of it)."""
+    name: str = ""
+    pools: dict[str, list[str]] | None = None
+    """Pool -> its servers' `host:port` (server limits do not say)."""
+
+    @classmethod
+    def read(cls, value: object) -> "CampaignPlan":
+        """The plan from a variable's value; empty when absent or not a plan."""
+        try:
+            return cls.model_validate(value) if isinstance(value, dict) else cls()
+        except ValidationError:
+            return cls()
+
+    def server_pools(self) -> dict[str, str]:
+        """Server `host:port` -> its pool."""
+        return {address: pool for pool, addresses in (self.pools or {}).items() for address in addresses}
+
+
 def plan_value(total: int, resources: Resources, name: str = "") -> dict:
     """What `evaltui` needs to know of the campaign: its size, and which server is in which pool."""
-    value = {"total": total, "name": name, "pools": {pool: [s.address for s in resources.servers(pool)] for pool in resources.pools}}
-    return value if len(json.dumps(value)) < VARIABLE_LIMIT else {"total": total, "name": name}
+    plan = CampaignPlan(total=total, name=name, pools={pool: [s.address for s in resources.servers(pool)] for pool in resources.pools})
+    value = plan.model_dump(mode="json")
+    return value if len(json.dumps(value)) < VARIABLE_LIMIT else plan.model_dump(mode="json", exclude={"pools"})
+
+
+class CampaignSettings(BaseModel):
+    """The campaign flow's parameters (see `campaign` for their defaults), as its runner and
+    report read them."""
+
+    jobs_file: str
+    resources_file: str
+    results_dir: str
+    name: str
+    evaluator: str
+    evaluator_options: dict
+    prefetch: int
+    max_prefetch: int
+    max_in_flight: int | None
+    resume_below: int | None
+    submit_interval: float
+    max_attempts: int
+    deployment: str
+    stats_interval: float
+    tick_seconds: float
+    lease_seconds: float
+    poll_seconds: float
+    timeout_seconds: float
+    only: list[str] | None
+    planned: int | None = None
+    """Jobs in the whole plan (`--only` runs a part of it)."""
 
 
 class CampaignRunner:
-    def __init__(self, jobs: list[Job], resources: Resources, settings: dict, client):
+    def __init__(self, jobs: list[Job], resources: Resources, settings: CampaignSettings, client):
         self.jobs = jobs
         self.resources = resources
         self.s = settings
@@ -74,72 +131,80 @@ class CampaignRunner:
         self.demand = ExclusiveDemand(resources)
         self.dispatcher = Dispatcher(
             {pool: resources.capacity(pool) for pool in resources.pools},
-            prefetch=settings["prefetch"],
-            max_in_flight=settings["max_in_flight"],
-            resume_below=settings["resume_below"],
+            prefetch=settings.prefetch,
+            max_in_flight=settings.max_in_flight,
+            resume_below=settings.resume_below,
             alternatives=lambda job: len(self.demand.servers(job)),
         )
         self.tally = Tally(total=len(jobs))
-        self.tuner = PrefetchTuner(floor=settings["prefetch"], ceiling=max(settings["prefetch"], settings["max_prefetch"]))
+        self.tuner = PrefetchTuner(floor=settings.prefetch, ceiling=max(settings.prefetch, settings.max_prefetch))
         self.in_flight: dict[UUID, Ticket] = {}
         self.dispatched_at: dict[UUID, float] = {}
         """Runs not yet seen ready, with when they were created (monotonic)."""
         self.paused = False
         self.resumed = ResumePlan()
+        self.by_id = {job.id: job for job in jobs}
+        self.last_attempt: dict[str, int] = {}
+        """Job id -> the attempt it settled with (what a retry request continues from)."""
+        self.stopped: str | None = None
+        """Why the campaign stopped early (a configuration error), None while it goes on."""
 
     def episode_parameters(self, job: Job) -> dict:
         return {
             "job": job.model_dump(mode="json"),
             "resources": {pool: [s.model_dump(mode="json") for s in self.resources.servers(pool)] for pool in job.resource_types},
-            "results_dir": str(Path(self.s["results_dir"]).resolve()),
-            "evaluator": self.s["evaluator"],
-            "evaluator_options": self.s["evaluator_options"],
-            "campaign": self.s["name"],
-            "lease_seconds": self.s["lease_seconds"],
-            "poll_seconds": self.s["poll_seconds"],
+            "results_dir": str(Path(self.s.results_dir).resolve()),
+            "evaluator": self.s.evaluator,
+            "evaluator_options": self.s.evaluator_options,
+            "campaign": self.s.name,
+            "lease_seconds": self.s.lease_seconds,
+            "poll_seconds": self.s.poll_seconds,
+            "timeout_seconds": self.s.timeout_seconds,
             "prefer": self.demand.preference(job),
         }
 
     async def run(self) -> Tally:
-        deployment = await self.client.read_deployment_by_name(self.s["deployment"])
+        deployment = await self.client.read_deployment_by_name(self.s.deployment)
         pending = []
         for job in self.jobs:
-            if job.metrics_path(self.s["results_dir"]).exists():
+            if job.metrics_path(self.s.results_dir).exists():
                 self.tally.already_done += 1
             else:
                 pending.append(job)
         # -- history (flows/history.py): failed jobs get fresh attempts, runs in flight are adopted,
         # cancelled ones are left alone unless named with --only.
-        self.resumed = await plan_rerun(self.client, self.s["name"], pending, self.s.get("only") is not None, self.logger)
+        self.resumed = await plan_rerun(self.client, self.s.name, pending, self.s.only is not None, self.logger)
         self.tally.cancelled.update(self.resumed.cancelled)
         self.tally.fresh_attempts = len(self.resumed.fresh)
         for job in pending:
             if job.id not in self.resumed.cancelled:
                 self.dispatcher.add(job, self.resumed.first_attempt(job.id), front=job.id in self.resumed.adopted)
                 self.demand.add(job)
+        await self.read_retry_requests()  # e.g. for jobs cancelled in an earlier invocation
         # -- end history
         self.logger.info(
             "Campaign %r: %d episodes, %d already done, %d pools, deployment %s",
-            self.s["name"], len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s["deployment"],
+            self.s.name, len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s.deployment,
         )
         await Variable.aset(
-            campaign_plan_variable(self.s["name"]), plan_value(self.s.get("planned") or len(self.jobs), self.resources, self.s["name"]), overwrite=True
+            campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
         )
         last_stats, last_pause_read = time.monotonic(), float("-inf")
-        while self.dispatcher.pending or self.in_flight:
+        while (self.dispatcher.pending or self.in_flight) and not self.stopped:
             await self.collect()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
                 await self.read_pause()
+                await self.read_retry_requests()
             if not self.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
-            if time.monotonic() - last_stats >= self.s["stats_interval"]:
+            if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
                 self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
-            if self.dispatcher.pending or self.in_flight:
-                await asyncio.sleep(self.s["tick_seconds"])
+            if (self.dispatcher.pending or self.in_flight) and not self.stopped:
+                await asyncio.sleep(self.s.tick_seconds)
         return self.tally
 
     async def dispatch(self, deployment_id: UUID) -> None:
@@ -148,13 +213,13 @@ class CampaignRunner:
                 deployment_id,
                 parameters=self.episode_parameters(ticket.job),
                 name=episode_run_name(ticket.job, ticket.attempt),
-                tags=episode_tags(ticket.job, self.s["name"], ticket.pool, ticket.attempt),
-                idempotency_key=idempotency_key(self.s["name"], ticket.job, ticket.attempt),
+                tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
+                idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
             ))
             self.in_flight[run.id] = ticket
             self.dispatched_at[run.id] = time.monotonic()
-            if self.s["submit_interval"]:
-                await asyncio.sleep(self.s["submit_interval"])
+            if self.s.submit_interval:
+                await asyncio.sleep(self.s.submit_interval)
 
     async def collect(self) -> None:
         """Read the states of the runs in flight and act on those that finished."""
@@ -170,7 +235,7 @@ class CampaignRunner:
                     continue
                 ticket = self.in_flight[run.id]
                 self.note_readiness(run.id, ticket, run.state.name)
-                last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s["max_attempts"] - 1
+                last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
                 outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
                                    await cancel_requested(self.client, run))
                 if outcome is not None:
@@ -187,18 +252,19 @@ class CampaignRunner:
 
     def retune(self, pool: str) -> None:
         prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool))
-        if prefetch != self.dispatcher.pool_prefetch.get(pool, self.s["prefetch"]):
+        if prefetch != self.dispatcher.pool_prefetch.get(pool, self.s.prefetch):
             self.logger.info("Pool %s: prefetch %d (episodes ready after %.1f s, hold servers %.1f s)", pool,
                              prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
             self.dispatcher.pool_prefetch[pool] = prefetch
 
     def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> None:
         job = ticket.job
+        self.last_attempt[job.id] = ticket.attempt
         if outcome is not Outcome.RETRY:
             self.demand.settled(job)
         if outcome is Outcome.DONE:
             self.tally.done += 1
-            held = held_seconds(job.metrics_path(self.s["results_dir"]))
+            held = held_seconds(job.metrics_path(self.s.results_dir))
             self.tally.held_seconds[ticket.pool] = self.tally.held_seconds.get(ticket.pool, 0.0) + held
             self.tuner.held_for(ticket.pool, held)
             self.retune(ticket.pool)
@@ -206,6 +272,9 @@ class CampaignRunner:
             self.tally.retried += 1
             self.logger.warning("%s attempt %d ended %s (%s); requeued", job.id, ticket.attempt, state_name, message)
             self.dispatcher.add(job, ticket.attempt + 1, front=True)
+        elif outcome is Outcome.STOP:
+            self.tally.failures[job.id] = f"{state_name}: {message}"
+            self.stopped = f"{job.id}: {message}"
         elif outcome is Outcome.CANCELLED:
             self.tally.cancelled[job.id] = f"{state_name}: {message}"
             self.logger.warning("%s attempt %d was cancelled (%s); not requeued", job.id, ticket.attempt, message)
@@ -214,18 +283,41 @@ class CampaignRunner:
             self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
 
     async def read_pause(self) -> None:
-        paused = bool(await Variable.aget(pause_variable(self.s["name"]), default=False))
+        paused = bool(await Variable.aget(pause_variable(self.s.name), default=False))
         if paused != self.paused:
             self.logger.warning("Dispatch %s", "paused" if paused else "resumed")
             self.paused = paused
 
 
+    async def read_retry_requests(self) -> None:
+        """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
+        cancelled; a request for a job still queued or in flight waits until it settles."""
+        for name, request in await pending_requests(self.client, self.s.name):
+            job_id = request.job_id
+            if job_id in self.by_id and job_id not in self.tally.failures and job_id not in self.tally.cancelled \
+                    and not self.by_id[job_id].metrics_path(self.s.results_dir).exists():
+                continue  # not settled yet
+            await drop_request(self.client, name)
+            self.retry(request)
+
+    def retry(self, request: RetryRequest) -> None:
+        """Run a settled job again with a fresh budget, counted by this campaign's tally."""
+        job = self.by_id.get(request.job_id)
+        if job is None or not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
+            self.logger.warning("Retry of %s requested by %s ignored: not a failed or cancelled job of this campaign",
+                                request.job_id, request.requested_by)
+            return
+        attempt = self.last_attempt[job.id] + 1 if job.id in self.last_attempt else self.resumed.first_attempt(job.id)
+        self.resumed.start_attempt[job.id] = attempt  # a fresh budget of max_attempts from here
+        self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
+        self.demand.add(job)
+        self.dispatcher.add(job, attempt, front=True)
+
+
 def held_seconds(metrics_file: Path) -> float:
     """How long the episode held its server, from its metrics file (0 if unknown)."""
-    try:
-        return float(json.loads(metrics_file.read_text())["evalq"].get("held_seconds", 0.0))
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+    provenance = read_provenance(metrics_file)
+    return provenance.held_seconds if provenance else 0.0
 
 
 @flow(name=CAMPAIGN_FLOW, persist_result=False)
@@ -247,18 +339,22 @@ async def campaign(
     tick_seconds: float = 0.5,
     lease_seconds: float = 60.0,
     poll_seconds: float = 5.0,
+    timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
-    settings = dict(locals())
+    settings = CampaignSettings.model_validate({**locals(), "evaluator_options": evaluator_options or {}})
     attach_cloud_logging(campaign=name)
-    settings["evaluator_options"] = evaluator_options or {}
     jobs, resources = load_campaign_inputs(jobs_file, resources_file)
-    settings["planned"] = len(jobs)  # the plan stays whole when --only runs a part of it
+    settings.planned = len(jobs)  # the plan stays whole when --only runs a part of it
     if only is not None:
         jobs = select_jobs(jobs, only)
     started = time.time()
     async with get_client() as client:
         await apply_pools(client, resources)
-        tally = await CampaignRunner(jobs, resources, settings, client).run()
+        runner = CampaignRunner(jobs, resources, settings, client)
+        tally = await runner.run()
+        if runner.stopped:
+            runner.logger.error("Campaign stopped, configuration error: %s", runner.stopped)
+            return Failed(message=f"configuration error, campaign stopped: {runner.stopped}")
         return await finish_report(client, tally, jobs, resources, settings, time.time() - started)

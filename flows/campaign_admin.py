@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect.client.schemas.objects import StateType
 from pydantic import BaseModel
@@ -20,10 +21,16 @@ from flows.naming import (
     EPISODE_TAG,
     PLAN_VARIABLE_PREFIX,
     SLOT_ACQUIRED,
+    campaign_of_plan_variable,
     campaign_plan_variable,
     campaign_tag,
+    flow_run_resource_id,
     pause_variable,
 )
+from flows.slot_events import SlotEvent
+
+if TYPE_CHECKING:
+    from flows.campaign import CampaignPlan
 from flows.report import artifact_key, leaderboard_artifact_key
 
 EVENTS_PAGE = 50
@@ -70,9 +77,11 @@ async def campaign_flow_runs(client, campaign: str | None = None, active_only: b
         offset += PAGE
 
 
-async def plan_of(client, campaign: str) -> dict:
+async def plan_of(client, campaign: str) -> CampaignPlan:
+    from flows.campaign import CampaignPlan
+
     variable = await client.read_variable_by_name(campaign_plan_variable(campaign))
-    return variable.value if variable is not None and isinstance(variable.value, dict) else {}
+    return CampaignPlan.read(variable.value if variable is not None else None)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -85,19 +94,16 @@ async def servers_of_runs(client, run_ids: list[str], since: dt.datetime) -> dic
     for chunk in batches(run_ids, EVENTS_PAGE):
         event_filter = EventFilter(
             event=EventNameFilter(name=[SLOT_ACQUIRED]),
-            related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}" for run_id in chunk]),
+            related=EventRelatedFilter(id=[flow_run_resource_id(run_id) for run_id in chunk]),
             occurred=EventOccurredFilter(since=since, until=until),
             order=EventOrder.ASC,
         )
         page = await client.read_events(filter=event_filter, limit=EVENTS_PAGE)
         while True:
             for event in page.events:
-                data = event.model_dump(mode="json")
-                server = data["resource"].get("evalq.server")
-                for related in data.get("related", []):
-                    resource_id = related.get("prefect.resource.id", "")
-                    if server and resource_id.startswith("prefect.flow-run."):
-                        servers[resource_id.removeprefix("prefect.flow-run.")] = server
+                acquired = SlotEvent.from_event(event.model_dump(mode="json"))
+                if acquired.address and acquired.flow_run_id:
+                    servers[acquired.flow_run_id] = acquired.address
             if not page.next_page:
                 break
             page = await client.read_events_page(page.next_page)
@@ -121,7 +127,7 @@ async def gather_report(client, campaign: str, results_dir: Path | None = None) 
     servers = await servers_of_runs(client, failed, since) if failed else {}
     running = any(not run.final for run in await campaign_flow_runs(client, campaign, active_only=True))
     plan = await plan_of(client, campaign)
-    return build_report(campaign, records, done_job_ids(records, results_dir), servers, running, plan.get("total"))
+    return build_report(campaign, records, done_job_ids(records, results_dir), servers, running, plan.total)
 
 
 # -- purge -----------------------------------------------------------------------------------
@@ -168,7 +174,10 @@ async def purge_campaign(
     kept = len(records) + len(flow_runs) - len(episodes) - len(campaigns)
     variables, artifacts = [], []
     if kept == 0:
+        from flows.retry_requests import pending_requests
+
         variables = [campaign_plan_variable(campaign), pause_variable(campaign)]
+        variables += [name for name, _ in await pending_requests(client, campaign)]  # retry requests left
         artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign)]
     if not dry_run:
         await delete_flow_runs(client, [r.run_id for r in episodes] + [r.id for r in campaigns])
@@ -262,7 +271,7 @@ async def plan_variables(client) -> list:
     while True:
         body = {"variables": {"name": {"like_": PLAN_VARIABLE_PREFIX}}, "limit": PAGE, "offset": offset}
         page = Variable.model_validate_list((await client.request("POST", "/variables/filter", json=body)).json())
-        found += [v for v in page if v.name.startswith(PLAN_VARIABLE_PREFIX)]
+        found += [v for v in page if campaign_of_plan_variable(v.name) is not None]
         if len(page) < PAGE:
             return found
         offset += PAGE
@@ -271,15 +280,17 @@ async def plan_variables(client) -> list:
 async def list_campaigns(client) -> list[CampaignSummary]:
     """Campaigns with a plan variable: 2 calls, then one count query per campaign (and a
 pause check per running one)."""
+    from flows.campaign import CampaignPlan
+
     variables = await plan_variables(client)
     active = {run.campaign for run in await campaign_flow_runs(client, active_only=True)}
     summaries = []
     for variable in variables:
-        plan = variable.value if isinstance(variable.value, dict) else {}
-        name = str(plan.get("name") or variable.name.removeprefix(PLAN_VARIABLE_PREFIX))
+        plan = CampaignPlan.read(variable.value)
+        name = plan.name or campaign_of_plan_variable(variable.name) or variable.name
         counts = await state_counts(client, [EPISODE_TAG, campaign_tag(name)])
         paused = await client.read_variable_by_name(pause_variable(name)) if name in active else None
-        planned = plan.get("total")
+        planned = plan.total
         summaries.append(CampaignSummary(
             name=name, planned=planned, runs=sum(counts.values()), completed=counts["COMPLETED"],
             failed_attempts=counts["FAILED"] + counts["CRASHED"], cancelled=counts["CANCELLED"],

@@ -87,6 +87,7 @@ def campaign_run(
     resume_below: Optional[int] = typer.Option(None, "--resume-below", min=0, help="Resume dispatch below this many"),
     submit_interval: float = typer.Option(0.0, "--submit-interval", min=0, help="Seconds between submissions"),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1),
+    episode_timeout: float = typer.Option(3600.0, "--episode-timeout", min=1, help="Seconds an episode may play on its server"),
     deployment: str = typer.Option("evaluate-episode/local", "--deployment", help="flow/deployment of the episodes"),
     stats_interval: float = typer.Option(60.0, "--stats-interval", min=1),
     home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
@@ -112,7 +113,7 @@ def campaign_run(
         dict(
             jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
             name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
-            resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts,
+            resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts, timeout_seconds=episode_timeout,
             deployment=deployment, stats_interval=stats_interval, only=only_ids,
         ),
         worker_limit=sum(pools.capacity(p) + max(prefetch, max_prefetch) for p in pools.pools),

@@ -6,7 +6,8 @@
 6. release the slot, on every way out
 
 Failures: an unreachable policy server raises (Failed: the campaign retries it); a broken
-evaluator or instance ends in Failed named NotRetryable.
+evaluator or instance ends in Failed named NotRetryable; pools that do not fit the job (no
+concurrency limit, no compatible server) in Failed named Misconfigured (the campaign stops).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flows.evaluators import EvaluationError, Metrics, ServerUnavailable, call, 
 from flows.naming import (
     EPISODE_FLOW,
     LOADING_STATE,
+    MISCONFIGURED_STATE,
     NOT_RETRYABLE_STATE,
     RUNNING_STATE,
     SERVER_UNREACHABLE,
@@ -35,29 +37,21 @@ from flows.naming import (
     SLOT_ACQUIRED,
     SLOT_RELEASED,
     WAITING_STATE,
-    server_resource_id,
 )
-from flows.slots import Slot, SlotLeaser
+from flows.results_files import EpisodeProvenance, metrics_document
+from flows.slot_events import SlotEvent
+from flows.slots import PoolNotApplied, Slot, SlotLeaser
 from flows.videos import EpisodeVideo
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
 
 
-def slot_event(name: str, slot: Slot, job: Job, campaign: str, run_id: UUID | None, **payload: Any) -> None:
-    """Record who holds which server: the only holder list Prefect will have."""
-    related = [{"prefect.resource.id": f"evalq.campaign.{campaign}", "prefect.resource.role": "campaign"}]
-    if run_id:
-        related.append({"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"})
-    emit_event(
-        event=name,
-        resource={
-            "prefect.resource.id": server_resource_id(slot.server.address),
-            "evalq.server": slot.server.address,
-            "evalq.pool": slot.pool,
-        },
-        related=related,
-        payload={"job_id": job.id, "lease_id": str(slot.lease_id), **payload},
-    )
+def slot_event(name: str, slot: Slot, job: Job, campaign: str, run_id: UUID | None, waited_seconds: float | None = None) -> None:
+    """Record who holds which server: the only holder list Prefect will have (`flows/slot_events.py`)."""
+    emit_event(**SlotEvent(
+        name=name, address=slot.server.address, pool=slot.pool, job_id=job.id, lease_id=str(slot.lease_id),
+        campaign=campaign, flow_run_id=str(run_id) if run_id else None, waited_seconds=waited_seconds,
+    ).emit_arguments())
 
 
 async def set_phase(client, run_id: UUID | None, name: str, message: str | None = None) -> None:
@@ -82,26 +76,23 @@ def episode_document(
     video: str | None = None,
 ) -> dict:
     """The metrics file: the evaluator's metrics plus where and how they were produced."""
-    return {
-        **metrics,
-        "evalq": {
-            "job_id": job.id,
-            "team": job.payload.team,
-            "team_slug": job.payload.team_slug,
-            "track": job.payload.track,
-            "task": job.payload.task,
-            "instance_id": job.payload.instance_id,
-            "pool": slot.pool,
-            "server": slot.server.address,
-            "campaign": campaign,
-            "flow_run_id": str(run_id) if run_id else None,
-            "evaluator": evaluator.split(" ")[0],
-            "waited_seconds": round(slot.waited_seconds, 3),
-            "held_seconds": round(held, 3),
-            "finished_at": time.time(),
-            "video": video,
-        },
-    }
+    return metrics_document(metrics, EpisodeProvenance(
+        job_id=job.id,
+        team=job.payload.team,
+        team_slug=job.payload.team_slug,
+        track=job.payload.track,
+        task=job.payload.task,
+        instance_id=job.payload.instance_id,
+        pool=slot.pool,
+        server=slot.server.address,
+        campaign=campaign,
+        flow_run_id=str(run_id) if run_id else None,
+        evaluator=evaluator.split(" ")[0],
+        waited_seconds=round(slot.waited_seconds, 3),
+        held_seconds=round(held, 3),
+        finished_at=time.time(),
+        video=video,
+    ))
 
 
 @flow(name=EPISODE_FLOW, persist_result=False)
@@ -175,7 +166,11 @@ class EpisodeRun:
         """Wait for a slot, play on it, give it back at once, then write the metrics."""
         await set_phase(self.client, self.run_id, WAITING_STATE)
         leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds)
-        slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer)
+        try:
+            slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer)
+        except PoolNotApplied as exc:  # a configuration error: no retry can help
+            get_run_logger().error("Misconfigured: %s", exc)
+            return Failed(name=MISCONFIGURED_STATE, message=str(exc))
         slot_event(SLOT_ACQUIRED, slot, self.job, self.campaign, self.run_id, waited_seconds=round(slot.waited_seconds, 3))
         get_run_logger().info("Leased %s (pool %s) after %.2f s", slot.server.address, slot.pool, slot.waited_seconds)
         try:
@@ -202,11 +197,7 @@ class EpisodeRun:
         except asyncio.TimeoutError:
             return Failed(message=f"episode exceeded {self.timeout_seconds:.0f} s on {slot.server.address}")
         except ServerUnavailable as exc:
-            emit_event(
-                event=SERVER_UNREACHABLE,
-                resource={"prefect.resource.id": server_resource_id(exc.server.address), "evalq.server": exc.server.address},
-                payload={"job_id": self.job.id, "reason": exc.reason},
-            )
+            emit_event(**SlotEvent(name=SERVER_UNREACHABLE, address=exc.server.address, job_id=self.job.id, reason=exc.reason).emit_arguments())
             raise
         except EvaluationError as exc:
             get_run_logger().error("Not retryable: %s", exc)

@@ -19,7 +19,7 @@ from flows.grader import store
 from flows.grader.command import render_argv
 from flows.grader.execution import run_watched
 from flows.grader.models import GradingJob, JobRecord
-from flows.grader.names import GRADE_FLOW
+from flows.naming import GRADE_FLOW
 
 STOP_STATES = {StateType.CANCELLING, StateType.CANCELLED}
 

@@ -107,7 +107,8 @@ class ResumePlan:
     """What a new invocation does with the jobs that have no metrics yet."""
 
     start_attempt: dict[str, int] = field(default_factory=dict)
-    """Job id -> the attempt to dispatch first (jobs never run are absent: attempt 1)."""
+    """Job id -> the attempt to dispatch first (jobs never run are absent: attempt 1); for a
+    cancelled job, the attempt a retry request would start at."""
     adopted: list[str] = field(default_factory=list)
     """In flight from an earlier invocation: dispatched first under their own attempt, which the
     idempotency key resolves to the running run (never a duplicate)."""
@@ -145,6 +146,7 @@ def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive
             plan.adopted.append(job_id)
         elif record.cancelled and not revive_cancelled:
             plan.cancelled[job_id] = record.reason
+            plan.start_attempt[job_id] = record.attempt + 1  # should a retry request revive it
         else:
             plan.start_attempt[job_id] = record.attempt + 1
             plan.fresh.append(job_id)

@@ -1,10 +1,13 @@
-"""Names shared by everything that reads or writes Prefect objects for evalq.
+"""Names shared by everything that reads or writes Prefect objects for evalq, and their parsers.
 
-The episode and campaign flows write them; `evaltui`, `evalq pools status` and the
-work pools read them. Keep every such string here.
+The episode and campaign flows write them; `evaltui`, `evalq pools status` and the work pools
+read them; the grading service and the local queue have sections of their own. Every name is
+built here and parsed back here (as rq's `keys.py` does), so no other module splits strings.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from generate.models import Job, Server
 
@@ -37,21 +40,71 @@ SKIPPED_STATE = "Skipped"
 """Completed: the metrics file already existed, nothing ran."""
 NOT_RETRYABLE_STATE = "NotRetryable"
 """Failed: the evaluator or the instance is broken; requeueing cannot help."""
+MISCONFIGURED_STATE = "Misconfigured"
+"""Failed: the pools on the Prefect server do not fit the job (`evalq pools apply`, resources.json):
+every episode would fail alike, so the campaign stops."""
+
+
+POOL_LIMIT_PREFIX = "evalq:pool:"
+SERVER_LIMIT_PREFIX = "evalq:server:"
 
 
 def pool_limit(pool: str) -> str:
     """Global concurrency limit counting all busy slots of a pool."""
-    return f"evalq:pool:{pool}"
+    return f"{POOL_LIMIT_PREFIX}{pool}"
+
+
+def pool_of_limit(name: str) -> str | None:
+    """`pool_limit` in reverse: the pool, None for another limit."""
+    return name.removeprefix(POOL_LIMIT_PREFIX) if name.startswith(POOL_LIMIT_PREFIX) else None
 
 
 def server_limit(server: Server) -> str:
     """Global concurrency limit of one policy server (limit = its capacity)."""
-    return f"evalq:server:{server.host}:{server.port}"
+    return server_limit_of_address(server.address)
+
+
+def server_limit_of_address(address: str) -> str:
+    """`server_limit` of the server at `host:port`."""
+    return f"{SERVER_LIMIT_PREFIX}{address}"
+
+
+def address_of_limit(name: str) -> str | None:
+    """`server_limit` in reverse: the server's `host:port`, None for another limit."""
+    return name.removeprefix(SERVER_LIMIT_PREFIX) if name.startswith(SERVER_LIMIT_PREFIX) else None
+
+
+def is_evalq_limit(name: str) -> bool:
+    return name.startswith((POOL_LIMIT_PREFIX, SERVER_LIMIT_PREFIX))
+
+
+SERVER_RESOURCE_PREFIX = "evalq.server."
+FLOW_RUN_RESOURCE_PREFIX = "prefect.flow-run."
 
 
 def server_resource_id(address: str) -> str:
     """Prefect event resource id of a policy server `host:port`."""
-    return f"evalq.server.{address}"
+    return f"{SERVER_RESOURCE_PREFIX}{address}"
+
+
+def address_of_resource_id(resource_id: str) -> str | None:
+    """`server_resource_id` in reverse: the `host:port`, None for another resource."""
+    return resource_id.removeprefix(SERVER_RESOURCE_PREFIX) if resource_id.startswith(SERVER_RESOURCE_PREFIX) else None
+
+
+def flow_run_resource_id(flow_run_id: object) -> str:
+    """Prefect's event resource id of a flow run."""
+    return f"{FLOW_RUN_RESOURCE_PREFIX}{flow_run_id}"
+
+
+def flow_run_id_of_resource_id(resource_id: str) -> str | None:
+    """`flow_run_resource_id` in reverse: the flow-run id, None for another resource."""
+    return resource_id.removeprefix(FLOW_RUN_RESOURCE_PREFIX) if resource_id.startswith(FLOW_RUN_RESOURCE_PREFIX) else None
+
+
+def campaign_resource_id(campaign: str) -> str:
+    """Event resource id of a campaign (slot events name it as related)."""
+    return f"evalq.campaign.{campaign}"
 
 
 def campaign_tag(campaign: str) -> str:
@@ -118,6 +171,25 @@ def campaign_plan_variable(campaign: str) -> str:
     return f"{PLAN_VARIABLE_PREFIX}{slugify(campaign, separator='_')}"
 
 
+RETRY_REQUEST_TAG = "evalq-retry-request"
+
+
+def retry_request_variable(request_id: str) -> str:
+    """Prefect Variable holding one retry request (`flows/retry_requests.py`); found by its
+    tags (`RETRY_REQUEST_TAG` and the campaign's tag), not by its name."""
+    return f"evalq_retry_{request_id}"
+
+
+def campaign_of_plan_variable(name: str) -> str | None:
+    """`campaign_plan_variable` in reverse, as far as a slug goes (the plan's `name` is exact)."""
+    return name.removeprefix(PLAN_VARIABLE_PREFIX) if name.startswith(PLAN_VARIABLE_PREFIX) else None
+
+
+def key_tag(key: str, value: object) -> str:
+    """A `key:value` tag; `tag_value` reads it back."""
+    return f"{key}:{value}"
+
+
 def tag_value(tags: list[str], key: str) -> str | None:
     """The value of a `key:value` tag, e.g. `tag_value(run.tags, "team")`."""
     prefix = f"{key}:"
@@ -125,3 +197,101 @@ def tag_value(tags: list[str], key: str) -> str | None:
         if tag.startswith(prefix):
             return tag[len(prefix):]
     return None
+
+
+# -- the grading service (flows/grading.py, flows/grader/) ----------------------------------
+GRADE_FLOW = "grade-solution"
+GRADER_POOL = "evalq-grader"
+GRADER_DEPLOYMENT_NAME = "grader"
+GRADER_DEPLOYMENT = f"{GRADE_FLOW}/{GRADER_DEPLOYMENT_NAME}"
+GRADER_TAG = "evalq-grader"
+NODE_PREFIX = "node-"
+GRADER_ENTRYPOINT = "flows.grading.grade_solution"
+"""A module path, so runners import the installed package."""
+
+
+def node_name(index: int) -> str:
+    """The work queue standing for local node `index`."""
+    return f"{NODE_PREFIX}{index}"
+
+
+def grader_worker_name(node: str, pid: int) -> str:
+    """The Prefect worker name of the runner serving `node` (one per process)."""
+    return f"{GRADER_POOL}-{node}-{pid}"
+
+
+user_tag = partial(key_tag, "grader-user")
+node_tag = partial(key_tag, "grader-node")
+competition_tag = partial(key_tag, "competition")
+
+
+# -- the local GPU queue (workpools/local/: `evalq submit`, `evalq queue`) --------------------
+RUN_COMMAND_FLOW = "run-command"
+RUN_COMMAND_DEPLOYMENT_NAME = "local"
+RUN_COMMAND_DEPLOYMENT = f"{RUN_COMMAND_FLOW}/{RUN_COMMAND_DEPLOYMENT_NAME}"
+COMMAND_TAG = "evalq-command"
+
+# Named Running states a job passes through (non-forced, so a user's cancel always wins)
+AWAITING_DEPENDENCIES_STATE = "AwaitingDependencies"
+AWAITING_GPUS_STATE = "AwaitingGPUs"
+"""Running: dependencies met, in the GPU queue (first in, first out)."""
+COMMAND_STATE = "Running"
+"""Running: the command runs on its leased GPUs (labels say which, and since when)."""
+
+# Flow-run labels
+HOST_LABEL = "evalq.queue.host"
+"""The machine whose GPUs the job queues for (set when the job starts waiting)."""
+GPUS_LABEL = "evalq.queue.gpus"
+"""The GPU indices the command holds, e.g. "0,1" ("" for none)."""
+STARTED_LABEL = "evalq.queue.started"
+"""When the command started (seconds since the epoch)."""
+NONCE_LABEL = "evalq.queue.nonce"
+"""Which `evalq submit` created the run (tells a won queue id from an idempotent replay)."""
+
+QUEUE_ID_TAG_PREFIX = "queue-id:"
+LAST_ID_VARIABLE = "evalq_queue_last_id"
+"""Prefect Variable: the highest queue id handed out (a hint; idempotency keys decide)."""
+
+
+gpus_tag = partial(key_tag, "gpus")
+seed_tag = partial(key_tag, "seed")
+label_tag = partial(key_tag, "label")
+
+
+def queue_id_tag(queue_id: int) -> str:
+    return f"{QUEUE_ID_TAG_PREFIX}{queue_id}"
+
+
+def queue_id_from_tags(tags: list[str]) -> int | None:
+    """The queue id in a run's tags (None for runs queued before ids existed)."""
+    for tag in tags:
+        if tag.startswith(QUEUE_ID_TAG_PREFIX) and tag[len(QUEUE_ID_TAG_PREFIX):].isdigit():
+            return int(tag[len(QUEUE_ID_TAG_PREFIX):])
+    return None
+
+
+def queue_idempotency_key(queue_id: int) -> str:
+    """One flow run per queue id: the server hands back the existing run for a taken id."""
+    return f"evalq-queue-{queue_id}"
+
+
+def format_indices(indices: list[int]) -> str:
+    return ",".join(map(str, indices))
+
+
+def parse_held_gpus(labels: dict) -> list[int] | None:
+    """The GPUs a run's command holds, from its labels; None if it has not started one."""
+    value = labels.get(GPUS_LABEL)
+    if value is None:
+        return None
+    return [int(part) for part in str(value).split(",") if part.strip().isdigit()]
+
+
+def gpu_limit(host: str, index: int) -> str:
+    """Global concurrency limit (limit 1) standing for one GPU of one machine."""
+    return f"evalq:gpu:{host}:{index}"
+
+
+def slots_limit(host: str) -> str:
+    """Global concurrency limit: how many queued commands run at once on one machine (`evalq queue slots`)."""
+    return f"evalq:queue-slots:{host}"

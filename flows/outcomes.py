@@ -7,7 +7,7 @@ from enum import Enum
 
 from prefect.client.schemas.objects import StateType
 
-from flows.naming import NOT_RETRYABLE_STATE
+from flows.naming import MISCONFIGURED_STATE, NOT_RETRYABLE_STATE
 
 """How Prefect's engine words a crash caused by a cancellation (e.g. `prefect flow-run cancel`
 on a SLURM episode): the user's word, not a failure."""
@@ -18,6 +18,8 @@ class Outcome(str, Enum):
     RETRY = "retry"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STOP = "stop"
+    """A configuration error every episode would hit: the campaign stops."""
 
 
 def is_cancelled(state_type: StateType, message: str | None, cancel_requested: bool = False) -> bool:
@@ -36,7 +38,7 @@ def classify(
 ) -> Outcome | None:
     """None while the run is not final; Crashed/Failed are retried until the budget is spent.
 
-    A cancel is never retried (`is_cancelled`)."""
+    A cancel is never retried (`is_cancelled`); a configuration error stops the campaign."""
     if state_type == StateType.COMPLETED:
         return Outcome.DONE
     if is_cancelled(state_type, message, cancel_requested):
@@ -44,6 +46,8 @@ def classify(
     if state_type == StateType.CANCELLING:
         return None
     if state_type in (StateType.FAILED, StateType.CRASHED):
+        if state_name == MISCONFIGURED_STATE:
+            return Outcome.STOP
         if state_name == NOT_RETRYABLE_STATE or attempt >= max_attempts:
             return Outcome.FAILED
         return Outcome.RETRY

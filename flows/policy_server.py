@@ -1,4 +1,4 @@
-"""Demo policy servers: the protocol of DESIGN.md, with a conscience.
+"""Demo policy servers: the protocol of docs/architecture.md, with a conscience.
 
 Each server counts the episodes it serves at once and records a *violation* when that
 count exceeds its capacity, so tests and benchmarks can prove that evalq never

@@ -1,40 +1,25 @@
 """Policy-server pools as Prefect global concurrency limits: apply them, read their status.
 
 Prefect has no API that lists a limit's holders, so episodes emit `evalq.slot.acquired` /
-`evalq.slot.released` events; `holders_of()` pairs them up by lease id.
+`evalq.slot.released` events (`flows/slot_events.py`); `holders_of()` pairs them up by lease id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Iterable
-
 from prefect.client.orchestration import PrefectClient
-from prefect.events.filters import (
-    EventFilter,
-    EventNameFilter,
-    EventOccurredFilter,
-    EventOrder,
-    EventResourceFilter,
-)
+from prefect.events.filters import EventFilter
 from prefect.exceptions import ObjectNotFound
 
-from flows.naming import SLOT_ACQUIRED, SLOT_RELEASED, pool_limit, server_limit, server_resource_id
+from flows.naming import pool_limit, server_limit
+from flows.slot_events import Holder, holder_events_query, holders_from_events, parse_time  # noqa: F401  (re-exported)
 
 EVENTS_PAGE = 50
 """The most events the API returns in one page."""
+HOLDER_WINDOW = dt.timedelta(days=7)
+"""How far back a server's slot events are read for its holders."""
 from generate.models import Resources
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a slot on a policy server, from `evalq.slot.acquired` events."""
-
-    job_id: str
-    flow_run_id: str
-    since: dt.datetime
-    lease_id: str = ""
 
 
 @dataclass
@@ -79,51 +64,11 @@ async def apply_pools(client: PrefectClient, resources: Resources) -> dict[str, 
     return outcome
 
 
-def holders_from_events(events: Iterable[dict]) -> list[Holder]:
-    """Slots still held, given one server's slot events (JSON dicts), oldest holder first.
-
-    A lease is held while its latest event is its acquisition. A holder killed before it could
-    release (its lease expired) still looks held: callers keep only as many as the limit's
-    busy count, newest first, so the count is exact and the names best effort.
-    """
-    latest: dict[str, tuple[dt.datetime, dict]] = {}
-    for event in events:
-        payload = event.get("payload") or {}
-        lease = str(payload.get("lease_id") or event.get("id"))
-        occurred = parse_time(event["occurred"])
-        if lease not in latest or latest[lease][0] <= occurred:
-            latest[lease] = (occurred, event)
-    holders = []
-    for lease, (occurred, event) in latest.items():
-        if event["event"] != SLOT_ACQUIRED:
-            continue
-        run = next(
-            (r["prefect.resource.id"].removeprefix("prefect.flow-run.") for r in event.get("related", [])
-             if r.get("prefect.resource.id", "").startswith("prefect.flow-run.")),
-            "",
-        )
-        job_id = str((event.get("payload") or {}).get("job_id", ""))
-        holders.append(Holder(job_id=job_id, flow_run_id=run, since=occurred, lease_id=lease))
-    return sorted(holders, key=lambda h: h.since)
-
-
-def parse_time(value: str | dt.datetime) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 async def holders_of(client: PrefectClient, address: str, busy: int) -> list[Holder]:
     """The `busy` most recent holders of a server, from its latest slot events."""
     if busy <= 0:
         return []
-    now = dt.datetime.now(dt.timezone.utc)
-    event_filter = EventFilter(
-        event=EventNameFilter(name=[SLOT_ACQUIRED, SLOT_RELEASED]),
-        resource=EventResourceFilter(id=[server_resource_id(address)]),
-        occurred=EventOccurredFilter(since=now - dt.timedelta(days=7), until=now + dt.timedelta(minutes=1)),
-        order=EventOrder.DESC,
-    )
+    event_filter = EventFilter.model_validate(holder_events_query(address, HOLDER_WINDOW))
     page = await client.read_events(filter=event_filter, limit=EVENTS_PAGE)
     events = [event.model_dump(mode="json") for event in page.events]
     return holders_from_events(events)[-busy:]

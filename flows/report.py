@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect.artifacts import acreate_table_artifact
 from flows.dispatch import Dispatcher
@@ -11,6 +12,9 @@ from flows.naming import pool_limit
 from flows.outcomes import Tally
 from generate.jsonio import write_atomic
 from generate.models import Job, Resources
+
+if TYPE_CHECKING:
+    from flows.campaign import CampaignSettings
 
 
 async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Resources, paused: bool) -> str:
@@ -33,7 +37,7 @@ def leaderboard_artifact_key(campaign: str) -> str:
     return f"{artifact_key(campaign)}-leaderboard"
 
 
-async def publish_leaderboard(results_dir: Path, settings: dict) -> dict:
+async def publish_leaderboard(results_dir: Path, settings: CampaignSettings) -> dict:
     """The leaderboard of `success` over all the campaign's jobs (not only those of an `--only`
     run) as a markdown artifact; returns it as JSON."""
     from prefect.artifacts import acreate_markdown_artifact
@@ -43,10 +47,10 @@ async def publish_leaderboard(results_dir: Path, settings: dict) -> dict:
     from generate.jsonio import read_model
     from generate.models import JobList
 
-    board = board_from_results(results_dir, "success", read_model(settings["jobs_file"], JobList))
+    board = board_from_results(results_dir, "success", read_model(settings.jobs_file, JobList))
     await acreate_markdown_artifact(
-        markdown=to_markdown(board), key=leaderboard_artifact_key(settings["name"]),
-        description=f"Campaign {settings['name']}: leaderboard of {board.metric}",
+        markdown=to_markdown(board), key=leaderboard_artifact_key(settings.name),
+        description=f"Campaign {settings.name}: leaderboard of {board.metric}",
     )
     return board.model_dump(mode="json")
 
@@ -85,22 +89,22 @@ def artifact_key(campaign: str) -> str:
     return slugify(f"evalq-{campaign}")
 
 
-async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resources, settings: dict, wall: float) -> dict:
+async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resources, settings: CampaignSettings, wall: float) -> dict:
     """Write failed.txt (failed, not cancelled, job ids), publish the table and leaderboard
     artifacts, and return the summary."""
-    results_dir = Path(settings["results_dir"])
+    results_dir = Path(settings.results_dir)
     failed_file = results_dir / "failed.txt"
     write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(tally.failures)))
     table = team_task_table(jobs, tally, results_dir)
     await acreate_table_artifact(
         table=table,
-        key=artifact_key(settings["name"]),
-        description=f"Campaign {settings['name']}: {tally.already_done + tally.done}/{tally.total} done, "
+        key=artifact_key(settings.name),
+        description=f"Campaign {settings.name}: {tally.already_done + tally.done}/{tally.total} done, "
         f"{len(tally.failures)} failed, {len(tally.cancelled)} cancelled",
     )
     leaderboard = await publish_leaderboard(results_dir, settings)
     return {
-        "campaign": settings["name"],
+        "campaign": settings.name,
         "total": tally.total,
         "done": tally.done,
         "already_done": tally.already_done,

@@ -1,4 +1,9 @@
-"""Reading a results folder's metrics files: `<results>/<team_slug>/metrics/<task>_<instance_id>.json`."""
+"""A results folder's metrics files: `<results>/<team_slug>/metrics/<task>_<instance_id>.json`.
+
+A metrics file is the evaluator's metrics plus an `evalq` block saying where and how they were
+produced (`EpisodeProvenance`): written by the episode (`flows/episode.py`), read back by the
+campaign (`held_seconds`), reports, leaderboards and evaltui.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,49 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from pydantic import BaseModel, ValidationError
+
+PROVENANCE_KEY = "evalq"
+
+
+class EpisodeProvenance(BaseModel):
+    """The `evalq` block of a metrics file."""
+
+    job_id: str
+    team: str
+    team_slug: str
+    track: str
+    task: str
+    instance_id: int
+    pool: str
+    server: str
+    """The policy server it played against, `host:port`."""
+    campaign: str
+    flow_run_id: str | None = None
+    evaluator: str
+    """The evaluator's kind (`sim`, `command:<program>`, `module:Class`), without its arguments."""
+    waited_seconds: float
+    """From ready to leased."""
+    held_seconds: float
+    """How long it held the server."""
+    finished_at: float
+    """Unix time the metrics were written."""
+    video: str | None = None
+    """The episode's video beside the metrics file, when it recorded one."""
+
+
+def metrics_document(metrics: dict, provenance: EpisodeProvenance) -> dict:
+    """The metrics file's content: the evaluator's metrics, then the `evalq` block."""
+    return {**metrics, PROVENANCE_KEY: provenance.model_dump(mode="json")}
+
+
+def read_provenance(path: Path) -> EpisodeProvenance | None:
+    """The `evalq` block of a metrics file; None when unreadable or absent."""
+    try:
+        return EpisodeProvenance.model_validate(json.loads(path.read_text(encoding="utf-8"))[PROVENANCE_KEY])
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -19,7 +67,7 @@ class MetricsFile:
 
     @property
     def evalq(self) -> dict:
-        block = self.document.get("evalq")
+        block = self.document.get(PROVENANCE_KEY)
         return block if isinstance(block, dict) else {}
 
 
@@ -52,7 +100,7 @@ def read_metrics_files(results_dir: Path | str) -> tuple[list[MetricsFile], dict
         if not isinstance(document, dict):
             problems[str(path)] = f"expected a JSON object, found {type(document).__name__}"
             continue
-        block = document.get("evalq") if isinstance(document.get("evalq"), dict) else {}
+        block = document.get(PROVENANCE_KEY) if isinstance(document.get(PROVENANCE_KEY), dict) else {}
         team = str(block.get("team_slug") or path.parent.parent.name)
         task = str(block.get("task") or task_of(path))
         parsed.append(MetricsFile(path, team, task, document))

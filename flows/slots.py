@@ -187,14 +187,17 @@ class SlotLeaser:
             try:
                 await self.client.renew_concurrency_lease(slot.lease_id, self.lease_seconds)
                 expires = time.monotonic() + self.lease_seconds
+                continue
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code in (404, 410):
                     await _maybe_await(on_lost(f"lease {slot.lease_id} on {slot.server.address} is gone"))
                     return
+                failure = f"API answered {exc.response.status_code}"
             except httpx.TransportError:
-                if time.monotonic() > expires:
-                    await _maybe_await(on_lost(f"API unreachable past the lease on {slot.server.address}"))
-                    return
+                failure = "API unreachable"
+            if time.monotonic() > expires:  # any failure, once the lease has run out, may have lost it
+                await _maybe_await(on_lost(f"{failure} past the lease on {slot.server.address}"))
+                return
 
     @contextlib.asynccontextmanager
     async def holding(self, slot: Slot):

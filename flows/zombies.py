@@ -14,9 +14,9 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 
-from flows.naming import NOT_RETRYABLE_STATE, SKIPPED_STATE
+from flows.naming import MISCONFIGURED_STATE, NOT_RETRYABLE_STATE, SKIPPED_STATE
 
-FINAL_STATE_NAMES = ("Completed", "Failed", "Cancelled", "Crashed", SKIPPED_STATE, NOT_RETRYABLE_STATE)
+FINAL_STATE_NAMES = ("Completed", "Failed", "Cancelled", "Crashed", SKIPPED_STATE, NOT_RETRYABLE_STATE, MISCONFIGURED_STATE)
 AUTOMATION_NAME = "evalq: crash flow runs with missed heartbeats"
 HEARTBEAT_SECONDS = 30
 """The lowest heartbeat frequency Prefect allows; workers get it in their env."""

@@ -1,5 +1,10 @@
 """A `module:Class` evaluator for the tests: synchronous methods, no network."""
 
+import time
+from pathlib import Path
+
+from flows.evaluators import EvaluationError
+
 
 class ConstantEvaluator:
     def __init__(self, score: float = 1.0):
@@ -22,4 +27,25 @@ class VideoEvaluator(ConstantEvaluator):
     def run(self, job, server):
         with open(self.video_path, "wb") as handle:
             handle.write(f"video of {job.id}".encode())
+        return super().run(job, server)
+
+
+class GatedEvaluator(ConstantEvaluator):
+    """Scripted for the retry-request test: instance 0 fails (not retryable) until the file
+    `fail_once` exists, which its first try creates; instance 1 plays until `release` exists."""
+
+    def __init__(self, fail_once: str, release: str, score: float = 1.0):
+        super().__init__(score)
+        self.fail_once, self.release = Path(fail_once), Path(release)
+
+    def prepare(self, job):
+        if job.payload.instance_id == 0 and not self.fail_once.exists():
+            self.fail_once.touch()
+            raise EvaluationError("scripted failure of the first try")
+        super().prepare(job)
+
+    def run(self, job, server):
+        deadline = time.monotonic() + 120
+        while job.payload.instance_id == 1 and not self.release.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         return super().run(job, server)

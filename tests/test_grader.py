@@ -254,7 +254,7 @@ def test_a_cluster_node_joins_with_evalq_grader_node(service, tmp_path):
 
     from prefect import get_client
 
-    from flows.grader.names import GRADER_POOL
+    from flows.naming import GRADER_POOL
 
     argv = [sys.executable, "-m", "flows.cli", "grader", "node", "--name", "gpu-a", "--ip", "10.1.2.3",
             "--log", str(tmp_path / "node.log")]

@@ -3,7 +3,7 @@
 import pytest
 from prefect.client.schemas.objects import StateType
 
-from flows.naming import NOT_RETRYABLE_STATE, SKIPPED_STATE
+from flows.naming import MISCONFIGURED_STATE, NOT_RETRYABLE_STATE, SKIPPED_STATE
 from flows.outcomes import Outcome, classify
 
 
@@ -16,6 +16,7 @@ from flows.outcomes import Outcome, classify
         (StateType.CRASHED, "Crashed", 2, Outcome.RETRY),
         (StateType.CRASHED, "Crashed", 3, Outcome.FAILED),
         (StateType.FAILED, NOT_RETRYABLE_STATE, 1, Outcome.FAILED),
+        (StateType.FAILED, MISCONFIGURED_STATE, 1, Outcome.STOP),
         (StateType.CANCELLED, "Cancelled", 1, Outcome.CANCELLED),
         (StateType.CANCELLING, "Cancelling", 1, None),
         (StateType.RUNNING, "WaitingForServer", 1, None),

@@ -441,13 +441,21 @@ class TestActions:
                 variable = await c.read_variable_by_name(naming.pause_variable(campaign))
                 return None if variable is None else variable.value
 
+        async def requested() -> list[str]:
+            from flows.retry_requests import pending_requests
+
+            async with client() as c:
+                return [request.job_id for _, request in await pending_requests(c, campaign)]
+
         app = EvalTui(campaign=campaign, refresh_seconds=0.5)
         async with app.run_test(size=(120, 30)) as pilot:
             await until(lambda: app.query_one("#rows", DataTable).row_count == 1, pilot=pilot, what="rows")
             await pilot.press("enter")
             await until(lambda: app.query_one("#episodes", DataTable).row_count == 2, pilot=pilot, what="episodes")
             await pilot.press("r")
-            await until(lambda: _eq(state("gamma/pick/0"), "SCHEDULED"), pilot=pilot, what="retry")
+            await until(lambda: _eq(requested(), ["gamma/pick/0"]), pilot=pilot, what="retry request")
+            assert any("campaign tui-actions is not running" in n.message for n in app._notifications)
+            assert await state("gamma/pick/0") == "FAILED"  # the campaign retries it, not evaltui
             await pilot.press("down", "r")
             await until(lambda: any("only failed" in n.message for n in app._notifications), pilot=pilot, what="refusal")
             await pilot.press("c")

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from flows.pools import Holder  # noqa: F401  (part of the snapshots' vocabulary)
+from flows.results_files import PROVENANCE_KEY
+from flows.slot_events import Holder  # noqa: F401  (part of the snapshots' vocabulary; no Prefect import)
 
 ACTIVE_BUCKETS: tuple[str, ...] = ("scheduled", "pending", "loading", "waiting", "running")
 """Buckets of runs that have not ended yet."""
@@ -180,6 +181,6 @@ class EpisodeDetail:
     @property
     def video(self) -> str | None:
         """The episode's video, as its metrics file records it (`evalq.video`)."""
-        recorded = (self.metrics or {}).get("evalq")
+        recorded = (self.metrics or {}).get(PROVENANCE_KEY)
         video = recorded.get("video") if isinstance(recorded, dict) else None
         return video if isinstance(video, str) else None

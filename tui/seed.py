@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 from flows import naming
+from flows.slot_events import SlotEvent
 from generate.models import Job, JobPayload
 
 FINAL_STATES: dict[str, tuple[str, str]] = {
@@ -134,25 +135,17 @@ async def seed_limits(client, servers: list[SeedServer]) -> None:
     for server in servers:
         pools.setdefault(server.pool, []).append(server)
     limits = [(naming.pool_limit(pool), sum(s.capacity for s in members), sum(s.busy for s in members)) for pool, members in pools.items()]
-    limits += [(f"evalq:server:{s.address}", s.capacity, s.busy) for s in servers]
+    limits += [(naming.server_limit_of_address(s.address), s.capacity, s.busy) for s in servers]
     for name, limit, busy in limits:
         await client.request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": limit, "active_slots": busy})
 
 
 def slot_event(name: str, address: str, pool: str, flow_run_id: UUID, job_id: str, occurred: datetime, lease_id: str | None = None) -> dict:
     """An `evalq.slot.*` or `evalq.server.unreachable` event as the episode flow emits it."""
-    return {
-        "id": str(uuid4()),
-        "occurred": occurred.isoformat(),
-        "event": name,
-        "resource": {
-            "prefect.resource.id": naming.server_resource_id(address),
-            "evalq.pool": pool,
-            "evalq.server": address,
-        },
-        "related": [{"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"}],
-        "payload": {"job_id": job_id, "lease_id": lease_id or str(uuid4())},
-    }
+    return SlotEvent(
+        name=name, address=address, pool=pool, job_id=job_id, lease_id=lease_id or str(uuid4()),
+        flow_run_id=str(flow_run_id), occurred=occurred,
+    ).as_json()
 
 
 async def emit_events(client, events: list[dict]) -> None:

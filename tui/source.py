@@ -19,7 +19,7 @@ from typing import Any, Callable
 from uuid import UUID
 
 from flows import naming
-from flows.pools import holders_from_events, parse_time
+from flows.slot_events import SlotEvent, holder_events_query, holders_from_events, server_events_query
 from tui.aggregate import RunIndex, bucket_of, pages
 from tui.models import (
     BUCKETS,
@@ -35,8 +35,6 @@ from tui.models import (
     StateChange,
 )
 
-POOL_PREFIX = "evalq:pool:"
-SERVER_PREFIX = "evalq:server:"
 UNREACHABLE_WINDOW = timedelta(minutes=10)
 HOLDER_WINDOW = timedelta(days=2)
 PAGE = 200
@@ -98,7 +96,6 @@ def run_filter(
 def episode_row(run) -> EpisodeRow:
     """A Prefect `FlowRun` as a table row."""
     state = run.state
-    attempt = naming.tag_value(run.tags, "attempt")
     return EpisodeRow(
         id=run.id,
         name=run.name,
@@ -106,7 +103,7 @@ def episode_row(run) -> EpisodeRow:
         task=naming.tag_value(run.tags, "task") or "",
         state_type=state.type.value if state else "UNKNOWN",
         state_name=state.name if state else "",
-        attempt=int(attempt) if attempt and attempt.isdigit() else 1,
+        attempt=naming.attempt_of(run.tags),
         pool=naming.tag_value(run.tags, "pool") or "",
         start_time=run.start_time,
         end_time=run.end_time,
@@ -177,6 +174,12 @@ class Source:
         variable = await client.read_variable_by_name(name)
         return None if variable is None else variable.value
 
+    async def plan(self):
+        """The campaign's plan variable (`flows.campaign.CampaignPlan`); empty without one."""
+        from flows.campaign import CampaignPlan
+
+        return CampaignPlan.read(await self.variable(naming.campaign_plan_variable(self.campaign)) if self.campaign else None)
+
     async def events(self, body: dict, limit: int = 50) -> list[dict]:
         """One page (at most 50, the server's cap) of events matching `body`, an `EventFilter`."""
         client = await self.client()
@@ -226,7 +229,7 @@ class Source:
         if await self.ensure_campaign() is None:
             return None
         by_state, dispatched = await asyncio.gather(self.state_counts(), self.count("attempt:1"))
-        plan = await self.variable(naming.campaign_plan_variable(self.campaign)) or {}
+        plan = await self.plan()
         paused = await self.variable(naming.pause_variable(self.campaign))
         counts = dict.fromkeys(BUCKETS, 0)
         for (state_type, state_name), n in by_state.items():
@@ -236,7 +239,7 @@ class Source:
             counts=counts,
             runs=sum(by_state.values()),
             dispatched=dispatched,
-            planned=plan.get("total") if isinstance(plan, dict) else None,
+            planned=plan.total,
             skipped=sum(n for (kind, name), n in by_state.items() if kind == "COMPLETED" and name == naming.SKIPPED_STATE),
             paused=paused in (True, "true", "True"),
             taken_at=datetime.now(timezone.utc),
@@ -333,7 +336,7 @@ class Source:
         while True:
             batch = await client.read_global_concurrency_limits(limit=200, offset=offset)
             for limit in batch:
-                if limit.name.startswith(("evalq:pool:", "evalq:server:")):
+                if naming.is_evalq_limit(limit.name):
                     found[limit.name] = (limit.limit, limit.active_slots)
             if len(batch) < 200:
                 return found
@@ -342,27 +345,22 @@ class Source:
     async def pools(self) -> PoolsSnapshot:
         await self.ensure_campaign()
         limits = await self.limits()
-        plan = (await self.variable(naming.campaign_plan_variable(self.campaign)) if self.campaign else None) or {}
-        server_pool = {addr: pool for pool, addrs in (plan.get("pools") or {}).items() for addr in addrs}
+        server_pool = (await self.plan()).server_pools()
         since = datetime.now(timezone.utc)
-        unreachable = await self.events({
-            "occurred": {"since": (since - UNREACHABLE_WINDOW).isoformat(), "until": (since + timedelta(minutes=1)).isoformat()},
-            "event": {"name": [naming.SERVER_UNREACHABLE]},
-            "resource": {"id_prefix": ["evalq.server."]},
-            "order": "DESC",
-        }, limit=50)
+        unreachable = await self.events(
+            server_events_query([naming.SERVER_UNREACHABLE], since - UNREACHABLE_WINDOW, since + timedelta(minutes=1)), limit=50,
+        )
         last_unreachable: dict[str, datetime] = {}
-        for event in unreachable:
-            address = event["resource"]["prefect.resource.id"].removeprefix("evalq.server.")
-            last_unreachable.setdefault(address, parse_time(event["occurred"]))
-            server_pool.setdefault(address, event["resource"].get("evalq.pool", ""))
+        for event in map(SlotEvent.from_event, unreachable):
+            last_unreachable.setdefault(event.address, event.occurred)
+            server_pool.setdefault(event.address, event.pool)
 
-        servers = {name.removeprefix(SERVER_PREFIX): value for name, value in limits.items() if name.startswith(SERVER_PREFIX)}
+        servers = {naming.address_of_limit(name): value for name, value in limits.items() if naming.address_of_limit(name)}
         statuses = await asyncio.gather(*(
             self.server_status(address, server_pool.get(address, ""), capacity, busy, last_unreachable.get(address))
             for address, (capacity, busy) in sorted(servers.items())
         ))
-        pool_names = sorted({name.removeprefix(POOL_PREFIX) for name in limits if name.startswith(POOL_PREFIX)} | {s.pool for s in statuses})
+        pool_names = sorted({naming.pool_of_limit(name) for name in limits if naming.pool_of_limit(name) is not None} | {s.pool for s in statuses})
         waiting = await self.waiting_by_pool() if self.campaign else {}
         result = []
         for pool in pool_names:
@@ -389,16 +387,10 @@ class Source:
     async def server_status(self, address: str, pool: str, capacity: int, busy: int, unreachable: datetime | None) -> ServerStatus:
         holders = []
         if busy:
-            now = datetime.now(timezone.utc)
-            events = await self.events({
-                "occurred": {"since": (now - HOLDER_WINDOW).isoformat(), "until": (now + timedelta(minutes=1)).isoformat()},
-                "event": {"name": [naming.SLOT_ACQUIRED, naming.SLOT_RELEASED]},
-                "resource": {"id": [naming.server_resource_id(address)]},
-                "order": "DESC",
-            }, limit=max(20, 4 * capacity))
+            events = await self.events(holder_events_query(address, HOLDER_WINDOW), limit=max(20, 4 * capacity))
             holders = holders_from_events(events)[-busy:]
             if not pool and events:
-                pool = events[0]["resource"].get("evalq.pool", "")
+                pool = SlotEvent.from_event(events[0]).pool
         return ServerStatus(address, pool, capacity, busy, holders, unreachable)
 
     # -- logs -------------------------------------------------------------------
@@ -511,16 +503,16 @@ class Source:
         states = await client.read_flow_run_states(flow_run_id)
         row = episode_row(run)
         job = run.parameters.get("job") or {}
-        job_id = job.get("id") or run.name.split(" (attempt")[0]
+        job_id = job.get("id") or naming.job_id_of_run_name(run.name)
         siblings = await self.read_runs(run_filter(self.tags(), like=job_id), limit=50)
-        attempts = sorted((episode_row(r) for r in siblings if r.name.split(" (attempt")[0] == job_id), key=lambda r: r.attempt)
+        attempts = sorted((episode_row(r) for r in siblings if naming.job_id_of_run_name(r.name) == job_id), key=lambda r: r.attempt)
         acquired = await self.events({
             "occurred": {"since": (datetime.now(timezone.utc) - timedelta(days=30)).isoformat()},
             "event": {"name": [naming.SLOT_ACQUIRED]},
-            "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+            "related": {"id": [naming.flow_run_resource_id(flow_run_id)]},
             "order": "DESC",
         }, limit=1)
-        server = acquired[0]["resource"].get("evalq.server") if acquired else None
+        server = SlotEvent.from_event(acquired[0]).address if acquired else None
         logs = await self.backfill_logs(limit=200, flow_run_id=flow_run_id)
         metrics, path = read_metrics(run.parameters)
         return EpisodeDetail(
@@ -537,15 +529,25 @@ class Source:
 
     # -- actions ----------------------------------------------------------------
     async def retry(self, flow_run_id: UUID) -> str:
-        """Schedule a failed, crashed or cancelled episode again (as the Prefect UI's Retry)."""
-        from prefect.states import Scheduled
+        """Ask the episode's campaign to run a failed, crashed or cancelled episode again.
+
+        Through the campaign, not by forcing the run's state: its tally and `failed.txt` stay true
+        (`flows/retry_requests.py`)."""
+        from flows.campaign_admin import campaign_flow_runs
+        from flows.retry_requests import RetryRequest, request_retry
 
         client = await self.client()
         run = await client.read_flow_run(flow_run_id)
         if run.state is None or run.state.type.value not in ("FAILED", "CRASHED", "CANCELLED"):
             raise ActionRefused(f"{run.name} is {run.state.name if run.state else 'unknown'}: only failed, crashed or cancelled episodes can be retried")
-        await client.set_flow_run_state(flow_run_id, Scheduled(message="Retried from evaltui"), force=True)
-        return f"{run.name} scheduled again"
+        campaign = naming.tag_value(run.tags, "campaign")
+        if not campaign:
+            raise ActionRefused(f"{run.name} belongs to no campaign: retry it from the Prefect UI")
+        job_id = naming.job_id_of_run_name(run.name)
+        await request_retry(client, RetryRequest(campaign=campaign, job_id=job_id, flow_run_id=flow_run_id))
+        if await campaign_flow_runs(client, campaign, active_only=True):
+            return f"{job_id}: retry requested from campaign {campaign}"
+        return f"{job_id}: retry requested; campaign {campaign} is not running, `evalq campaign run --name {campaign}` applies it"
 
     async def cancel(self, flow_run_id: UUID) -> str:
         """Ask the worker to cancel a running or queued episode (Cancelling)."""

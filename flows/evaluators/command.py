@@ -14,6 +14,7 @@ Protocol (line based, UTF-8):
    and no READY line is expected.
 2. It runs the episode and writes its metrics as a JSON object to `{metrics_path}`
    (or prints one line `METRICS {...}` on stdout), then exits 0.
+   The episode's `timeout_seconds` bounds this step: when it runs out the program is killed.
 3. Exit code 75 (EX_TEMPFAIL) means the policy server was unreachable: the episode is
    retried. Any other non-zero exit code is a broken evaluator: not retried.
 Other stdout/stderr lines go to the episode's log.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shlex
 import tempfile
 from pathlib import Path
@@ -45,19 +47,20 @@ def fill(template: list[str], values: dict[str, str]) -> list[str]:
 
 
 class CommandEvaluator:
-    def __init__(self, argv: str, ready_timeout: float = 600.0, timeout: float = 3600.0, logger=None):
+    def __init__(self, argv: str, ready_timeout: float = 600.0, logger=None):
         self.template = shlex.split(argv)
         if not self.template:
             raise EvaluationError("command evaluator: empty command")
         self.ready_timeout = float(ready_timeout)
-        self.timeout = float(timeout)
         self.logger = logger or logging.getLogger("evalq.command")
         self.needs_server_in_argv = any(field in arg for arg in self.template for field in SERVER_FIELDS)
         if any(VIDEO_FIELD in arg for arg in self.template):
             self.video_path: Path | None = None
             """Set by the episode before `prepare`: only templates that name `{video_path}` ask for one."""
         self.process: asyncio.subprocess.Process | None = None
-        self.metrics_file = Path(tempfile.mkstemp(prefix="evalq-metrics-", suffix=".json")[1])
+        descriptor, path = tempfile.mkstemp(prefix="evalq-metrics-", suffix=".json")
+        os.close(descriptor)  # the program writes the file by name: keep no descriptor per episode
+        self.metrics_file = Path(path)
         self.metrics_line: str | None = None
         self._pump: asyncio.Task | None = None
 
@@ -126,12 +129,12 @@ class CommandEvaluator:
             self.process.stdin.write(line.encode())
             await self.process.stdin.drain()
         self._pump = asyncio.create_task(self._forward_output())
-        try:
-            code = await asyncio.wait_for(self.process.wait(), self.timeout)
+        try:  # the episode's `timeout_seconds` bounds this: one timer, the episode's
+            code = await self.process.wait()
             await self._pump
-        except asyncio.TimeoutError:
+        except asyncio.CancelledError:
             await self.kill()
-            raise EvaluationError(f"evaluator did not finish in {self.timeout:.0f} s") from None
+            raise
         if code == EX_TEMPFAIL:
             raise ServerUnavailable(server, "evaluator exited 75 (policy server unreachable)")
         if code != 0:

@@ -1,4 +1,4 @@
-"""`sim`: the built-in evaluator. It plays the policy protocol of DESIGN.md.
+"""`sim`: the built-in evaluator. It plays the policy protocol of docs/architecture.md.
 
 client `reset` -> server `ready`; `step` -> `action` (repeated); `close`.
 Options: `load_seconds` (simulated loading in `prepare`), `steps`, `step_seconds`

@@ -2,10 +2,10 @@
 
 Every submission is a `grade-solution` flow run (`flows/grading.py`) on a node, a work queue
 of the `evalq-grader` pool that one runner serves. The API keeps no state of its own: jobs
-live in Prefect (parameters, tags, state, work queue) and in the results dir.
+live in Prefect (parameters, tags, state, work queue) and in the results dir. Its Prefect
+names (pool, deployment, tags, node queues) live in `flows/naming.py`.
 
     models     pydantic contracts: the config YAML, the flow's job, every HTTP answer
-    names      Prefect names: pool, deployment, tags, node queues
     auth       TOKENS.yaml: user -> token or salted hash, constant-time checks
     command    the grading argv from its template; the job's timeout
     execution  run the argv in its own process group; kill the group on timeout or cancel

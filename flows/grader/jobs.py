@@ -17,7 +17,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
 from flows.grader.models import GradingJob, Status
-from flows.grader.names import GRADER_DEPLOYMENT, GRADER_TAG, competition_tag, node_tag, user_tag
+from flows.naming import GRADER_DEPLOYMENT, GRADER_TAG, competition_tag, node_tag, user_tag
 from flows.grader.placement import ActiveJob
 from flows.grader.store import user_slug
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect.client.schemas.objects import WorkQueue
 from prefect.exceptions import ObjectAlreadyExists
 
-from flows.grader.names import DEPLOYMENT_NAME, ENTRYPOINT, GRADE_FLOW, GRADER_POOL, node_name
+from flows.naming import GRADE_FLOW, GRADER_DEPLOYMENT_NAME, GRADER_ENTRYPOINT, GRADER_POOL, TAG, grader_worker_name, node_name
 from flows.local import ensure_local_pool, worker_environment
 from flows.server import die_with_parent
 
@@ -33,9 +33,9 @@ async def apply_grader_deployment(client) -> None:
     await ensure_local_pool(client, GRADER_POOL)
     flow_id = await client.create_flow_from_name(GRADE_FLOW)
     await client.create_deployment(
-        flow_id=flow_id, name=DEPLOYMENT_NAME, work_pool_name=GRADER_POOL, entrypoint=ENTRYPOINT,
+        flow_id=flow_id, name=GRADER_DEPLOYMENT_NAME, work_pool_name=GRADER_POOL, entrypoint=GRADER_ENTRYPOINT,
         parameter_openapi_schema=parameter_schema(grade_solution).model_dump_for_openapi(),
-        tags=["evalq"], description="Solutions submitted to the grading API, one run each.",
+        tags=[TAG], description="Solutions submitted to the grading API, one run each.",
     )
 
 
@@ -82,7 +82,7 @@ def start_node_runner(api_url: str, node: str, slots: int, log_path: Path) -> su
 
     argv = [
         sys.executable, "-m", "prefect", "worker", "start", "--pool", GRADER_POOL, "--work-queue", node,
-        "--type", WORK_POOL_TYPE, "--limit", str(slots), "--name", f"evalq-grader-{node}-{os.getpid()}",
+        "--type", WORK_POOL_TYPE, "--limit", str(slots), "--name", grader_worker_name(node, os.getpid()),
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

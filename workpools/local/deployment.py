@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from workpools.local.job import DEPLOYMENT_NAME, RUN_COMMAND_FLOW
+from workpools.local.job import RUN_COMMAND_DEPLOYMENT_NAME, RUN_COMMAND_FLOW
 
 ENTRYPOINT = "workpools.local.flow.run_command"
 """A module path (no `file.py:`), so the worker imports the installed package and downloads nothing."""
 
 
-async def apply_run_command_deployment(client, work_pool_name: str, name: str = DEPLOYMENT_NAME) -> UUID:
+async def apply_run_command_deployment(client, work_pool_name: str, name: str = RUN_COMMAND_DEPLOYMENT_NAME) -> UUID:
     """Create or update the deployment a pool's worker runs queued commands from (`evalq submit`,
     `evalq k8s submit`)."""
     from prefect.utilities.callables import parameter_schema

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from workpools.local.job import LAST_ID_VARIABLE, NONCE_LABEL, CommandJob, idempotency_key
+from workpools.local.job import LAST_ID_VARIABLE, NONCE_LABEL, CommandJob, queue_idempotency_key
 
 MAX_TRIES = 1000
 
@@ -55,7 +55,7 @@ async def create_numbered_run(client, deployment_id, job: CommandJob, paths) -> 
             parameters={"job": numbered.model_dump(mode="json")},
             name=numbered.run_name(),
             tags=numbered.tags(),
-            idempotency_key=idempotency_key(candidate),
+            idempotency_key=queue_idempotency_key(candidate),
             labels={NONCE_LABEL: nonce},
         )
         if (run.labels or {}).get(NONCE_LABEL) == nonce:

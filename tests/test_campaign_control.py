@@ -1,0 +1,111 @@
+"""What the campaign decides for its episodes (real worker, server and policy servers):
+the episode timeout it passes down, configuration errors that stop it, retry requests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from flows.campaign import campaign
+from generate.models import Resources
+from kit import make_fleet, make_job, write_inputs
+from test_campaign import FAST_SIM, campaign_runs, run_campaign
+
+
+def test_the_campaigns_episode_timeout_reaches_the_episode(episode_worker, tmp_path):
+    # Failed before the fix: the campaign had no `timeout_seconds`, every episode got 3600 s.
+    fleet, resources = make_fleet({"slow_1": [1]})
+    pid_file = tmp_path / "evaluator.pid"
+    program = f"import os,sys,time; open({str(pid_file)!r},'w').write(str(os.getpid())); print('READY',flush=True); sys.stdin.readline(); time.sleep(120)"
+    jobs = [make_job(tmp_path, "slow", "pick", 1, ["slow_1"])]
+    with fleet:
+        summary = run_campaign(tmp_path, jobs, resources, "episode-timeout", max_attempts=1, timeout_seconds=2,
+                               evaluator=f'command:{sys.executable} -c "{program}"', evaluator_options={})
+    assert list(summary["failed"]) == ["slow/pick/1"]
+    assert "exceeded 2 s" in summary["failed"]["slow/pick/1"]
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the evaluator program outlived its episode's timeout"
+
+
+def test_a_configuration_error_stops_the_campaign_without_retries(episode_worker, tmp_path):
+    # Failed before the fix: PoolNotApplied ended the episode as a plain Failed, so each job
+    # was tried --max-attempts times and the campaign went on to "complete".
+    fleet, resources = make_fleet({"odd_1": [1]})
+    server = resources.servers("odd_1")[0].model_dump(mode="json")
+    resources = Resources.model_validate({"odd_1": [{**server, "compatible_task": ["open"]}]})  # none serves "pick"
+    jobs = [make_job(tmp_path, "odd", "pick", i, ["odd_1"]) for i in range(4)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    with fleet:
+        state = asyncio.run(campaign(
+            jobs_file=str(jobs_file), resources_file=str(resources_file), results_dir=str(tmp_path / "results"),
+            name="misconfigured", evaluator_options=FAST_SIM, max_attempts=3, tick_seconds=0.2, return_state=True,
+        ))
+    assert state.is_failed()
+    assert state.message.startswith("configuration error, campaign stopped: odd/pick/")
+    assert "no compatible server" in state.message
+    runs = asyncio.run(campaign_runs("misconfigured"))
+    assert runs and all("(attempt" not in run.name for run in runs)  # nothing requeued
+    assert len(runs) < len(jobs) * 3
+
+
+def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path):
+    # Failed before the fix: evaltui forced Scheduled on the settled run, behind the campaign's
+    # back, so failed.txt listed a job that the retried run then completed (or raced a requeue).
+    import threading
+
+    from prefect import get_client
+
+    from flows.local import use_api
+    from flows.retry_requests import pending_requests
+    from tui.source import Source
+
+    fleet, resources = make_fleet({"gate_1": [2]})
+    jobs = [make_job(tmp_path, "gate", "pick", i, ["gate_1"]) for i in range(2)]
+    release = tmp_path / "release"
+    options = {"fail_once": str(tmp_path / "failed-once"), "release": str(release)}
+    name = "retry-request"
+
+    async def failed_run():
+        for _ in range(600):
+            runs = [r for r in await campaign_runs(name) if r.name == "gate/pick/0" and r.state and r.state.is_failed()]
+            if runs:
+                return runs[0].id
+            await asyncio.sleep(0.2)
+        raise AssertionError("gate/pick/0 never failed")
+
+    async def retry_then_release():
+        run_id = await failed_run()
+        async with Source(name) as source:
+            said.append(await source.retry(run_id))
+        async with get_client() as client:
+            for _ in range(600):  # the campaign took the request: let the other job end
+                if not await pending_requests(client, name):
+                    break
+                await asyncio.sleep(0.2)
+        release.touch()
+
+    def helper_thread():
+        with use_api(os.environ["PREFECT_API_URL"]):  # Prefect's settings context is per thread
+            asyncio.run(retry_then_release())
+
+    said: list[str] = []
+    helper = threading.Thread(target=helper_thread)
+    with fleet:
+        helper.start()
+        try:
+            summary = run_campaign(tmp_path, jobs, resources, name, max_attempts=1, tick_seconds=0.2,
+                                   evaluator="tests.sample_evaluators:GatedEvaluator", evaluator_options=options)
+        finally:
+            release.touch()
+            helper.join(60)
+    assert said == [f"gate/pick/0: retry requested from campaign {name}"]
+    assert summary["done"] == 2 and summary["failed"] == {}
+    assert (tmp_path / "results" / "failed.txt").read_text() == ""
+    names = sorted(run.name for run in asyncio.run(campaign_runs(name)))
+    assert names == ["gate/pick/0", "gate/pick/0 (attempt 2)", "gate/pick/1"]
