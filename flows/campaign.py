@@ -98,6 +98,7 @@ class CampaignRunner:
             "lease_seconds": self.s["lease_seconds"],
             "poll_seconds": self.s["poll_seconds"],
             "prefer": self.demand.preference(job),
+            "server_wait_seconds": self.s.get("server_wait_seconds"),
         }
 
     async def run(self) -> Tally:
@@ -248,6 +249,7 @@ async def campaign(
     lease_seconds: float = 60.0,
     poll_seconds: float = 5.0,
     only: list[str] | None = None,
+    server_wait_seconds: float | None = None,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = dict(locals())

@@ -21,6 +21,8 @@ EPISODE_TAG = "evalq-episode"
 SLOT_ACQUIRED = "evalq.slot.acquired"
 SLOT_RELEASED = "evalq.slot.released"
 SERVER_UNREACHABLE = "evalq.server.unreachable"
+SERVER_QUARANTINED = "evalq.server.quarantined"
+SERVER_RECOVERED = "evalq.server.recovered"
 CAMPAIGN_PAUSED = "evalq.campaign.paused"
 CAMPAIGN_RESUMED = "evalq.campaign.resumed"
 
@@ -46,7 +48,25 @@ def pool_limit(pool: str) -> str:
 
 def server_limit(server: Server) -> str:
     """Global concurrency limit of one policy server (limit = its capacity)."""
-    return f"evalq:server:{server.host}:{server.port}"
+    return f"{SERVER_LIMIT_PREFIX}{server.host}:{server.port}"
+
+
+SERVER_LIMIT_PREFIX = "evalq:server:"
+
+
+def address_of_server_limit(name: str) -> str | None:
+    """`host:port` back from a server limit's name (`server_limit` in reverse); None for others."""
+    return name[len(SERVER_LIMIT_PREFIX):] if name.startswith(SERVER_LIMIT_PREFIX) else None
+
+
+QUARANTINE_VARIABLE_PREFIX = "evalq_quarantine_"
+
+
+def quarantine_variable(address: str) -> str:
+    """Prefect Variable holding a policy server's quarantine record (`flows/quarantine.py`)."""
+    from slugify import slugify
+
+    return f"{QUARANTINE_VARIABLE_PREFIX}{slugify(address, separator='_')}"
 
 
 def server_resource_id(address: str) -> str:
