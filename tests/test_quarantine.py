@@ -29,6 +29,7 @@ from flows.quarantine import (
 from flows.slots import Candidate, SlotLeaser
 from generate.models import Resources
 from kit import limit_counts, make_fleet, make_job, write_inputs
+from test_campaign_cli import evalq
 
 FAST_SIM = {"load_seconds": 0.2, "steps": 4, "step_seconds": 0.05, "connect_timeout": 2}
 
@@ -177,6 +178,11 @@ def test_the_quarantine_outlives_the_campaign_and_its_clients(prefect_server, tm
     assert record.active and record.reason == "connection lost"
     assert status[0].all_quarantined and status[0].servers[0].quarantine.failures == record.failures
     assert warnings and warnings[0].startswith("pool qkeep_1: all 1 servers quarantined, its episodes wait")
+    _, resources_file = write_inputs(tmp_path, [job], resources)
+    shown = evalq("pools", "status", str(resources_file))
+    assert shown.returncode == 0, shown.stderr
+    assert "connection lost" in shown.stdout and "no live server" in shown.stdout
+    assert "WARNING: pool qkeep_1: all 1 servers quarantined" in shown.stdout
 
 
 # -- whole campaigns ---------------------------------------------------------------------------
@@ -262,3 +268,39 @@ async def campaign_log(name: str) -> list[str]:
         APILogWorker.drain_all(timeout=5)
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])), limit=200)
         return [log.message for log in logs]
+
+
+def test_the_happy_path_makes_no_quarantine_call(prefect_server, tmp_path, monkeypatch):
+    """Every HTTP request of a healthy episode, counted: none reads or writes a quarantine
+    record or a limit (the leaser's limit reads, which existed before, carry the flag)."""
+    import collections
+
+    import httpx
+
+    from flows.episode import evaluate_episode
+    from kit import pool_params
+
+    fleet, resources = make_fleet({"happy_1": [1]})
+
+    async def apply():
+        async with get_client() as client:
+            await apply_pools(client, resources)
+
+    asyncio.run(apply())
+    job = make_job(tmp_path, "happy", "pick", 1, ["happy_1"])
+    requests: collections.Counter = collections.Counter()
+    send = httpx.AsyncClient.send
+
+    async def counted(self, request, *args, **kwargs):
+        requests[f"{request.method} {request.url.path.split('/api', 1)[-1]}"] += 1
+        return await send(self, request, *args, **kwargs)
+
+    with fleet:
+        monkeypatch.setattr(httpx.AsyncClient, "send", counted)
+        state = asyncio.run(evaluate_episode(job=job.model_dump(mode="json"), resources=pool_params(job, resources),
+                                             results_dir=str(tmp_path / "results"), evaluator_options=FAST_SIM,
+                                             campaign="happy", return_state=True))
+        monkeypatch.undo()
+    assert state.is_completed(), state.message
+    print(f"{sum(requests.values())} requests: {dict(requests)}")
+    assert not [path for path in requests if "/variables" in path or path.startswith("PATCH /v2/concurrency_limits")]

@@ -5,6 +5,7 @@ what evaltui reads of the same."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -139,8 +140,9 @@ def test_campaign_status_says_why_a_waiting_episode_waits(prefect_server, tmp_pa
     assert [e["job_id"] for e in as_json["explanations"]] == [second.id] and as_json["explanations"][0]["ahead"] == [first.id]
 
     # evaltui: the pools view marks the quarantined server, the episode detail says why it waits
-    servers = {server.address: server for server in next(p for p in pools.pools if p.name == "why_1").servers}
+    why_pool = next(p for p in pools.pools if p.name == "why_1")
+    servers = {server.address: server for server in why_pool.servers}
     assert servers[q.address].quarantine.reason == "cannot connect: refused" and servers[s.address].quarantine is None
     assert (str(server_mark(servers[q.address])), str(server_mark(servers[s.address]))) == ("⛔", "✓")
-    assert quarantine_title(pools) == ", 1 server(s) quarantined"
+    assert quarantine_title(dataclasses.replace(pools, pools=[why_pool])) == ", 1 server(s) quarantined"
     assert detail.waiting.reason == as_json["explanations"][0]["reason"] and detail.waiting.ahead == [first.id]
