@@ -90,18 +90,24 @@ def test_pool_warnings_say_which_pools_have_no_live_server():
 
 
 # -- on a real Prefect server ------------------------------------------------------------------
-def dead_pool(name: str, servers: int = 1):
-    """A pool of `servers` demo servers; the fleet is started, every server then killed."""
+def applied_pool(name: str, servers: int = 1):
+    """A pool of `servers` demo servers (not started), its limits applied."""
     fleet, resources = make_fleet({name: [1] * servers})
-    fleet.start()
-    for address in fleet.servers:
-        fleet.kill_server(address)
 
     async def apply():
         async with get_client() as client:
             await apply_pools(client, resources)
 
     asyncio.run(apply())
+    return fleet, resources
+
+
+def dead_pool(name: str, servers: int = 1):
+    """`applied_pool`, the fleet started, every server then killed."""
+    fleet, resources = applied_pool(name, servers)
+    fleet.start()
+    for address in fleet.servers:
+        fleet.kill_server(address)
     return fleet, resources
 
 
@@ -280,13 +286,7 @@ def test_the_happy_path_makes_no_quarantine_call(prefect_server, tmp_path, monke
     from flows.episode import evaluate_episode
     from kit import pool_params
 
-    fleet, resources = make_fleet({"happy_1": [1]})
-
-    async def apply():
-        async with get_client() as client:
-            await apply_pools(client, resources)
-
-    asyncio.run(apply())
+    fleet, resources = applied_pool("happy_1")
     job = make_job(tmp_path, "happy", "pick", 1, ["happy_1"])
     requests: collections.Counter = collections.Counter()
     send = httpx.AsyncClient.send
