@@ -161,6 +161,7 @@ class CampaignRunner:
             "poll_seconds": self.s.poll_seconds,
             "timeout_seconds": self.s.timeout_seconds,
             "prefer": self.demand.preference(job),
+            "server_wait_seconds": self.s.get("server_wait_seconds"),
         }
 
     async def run(self) -> Tally:
@@ -341,6 +342,7 @@ async def campaign(
     poll_seconds: float = 5.0,
     timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
+    server_wait_seconds: float | None = None,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = CampaignSettings.model_validate({**locals(), "evaluator_options": evaluator_options or {}})

@@ -42,6 +42,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(grader_app, name="grader")
 app.add_typer(grade_app, name="grade")
 campaign_app.command("report")(ops_cli.campaign_report)
+campaign_app.command("status")(ops_cli.campaign_status)
 campaign_app.command("purge")(ops_cli.campaign_purge)
 campaign_app.command("list")(ops_cli.campaign_list)
 app.command("leaderboard")(ops_cli.leaderboard)
@@ -92,6 +93,7 @@ def campaign_run(
     stats_interval: float = typer.Option(60.0, "--stats-interval", min=1),
     home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
     only: Optional[Path] = typer.Option(None, "--only", help="Run only the job ids listed in this file (failed.txt's format)"),
+    server_wait: Optional[float] = typer.Option(None, "--server-wait", min=0, help="Seconds an episode waits while every server it may use is quarantined, then fails (default: until one is back)"),
 ) -> None:
     """Evaluate every job: on PREFECT_API_URL if set, else on an embedded server with a local worker."""
     import os
@@ -114,7 +116,7 @@ def campaign_run(
             jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
             name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
             resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts, timeout_seconds=episode_timeout,
-            deployment=deployment, stats_interval=stats_interval, only=only_ids,
+            deployment=deployment, stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait,
         ),
         worker_limit=sum(pools.capacity(p) + max(prefetch, max_prefetch) for p in pools.pools),
         home=home,
@@ -150,7 +152,7 @@ def pools_apply(resources: Path = typer.Argument(Path("resources.json"))) -> Non
     from flows.pools import apply_pools
 
     outcome = _pools_command(resources, apply_pools)
-    counts = {kind: sum(1 for v in outcome.values() if v == kind) for kind in ("created", "updated", "unchanged")}
+    counts = {kind: sum(1 for v in outcome.values() if v == kind) for kind in ("created", "updated", "unchanged", "quarantined")}
     typer.echo(f"{len(outcome)} limits: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
 
 
@@ -160,10 +162,13 @@ def pools_status(resources: Path = typer.Argument(Path("resources.json"))) -> No
     """Capacity, busy slots and holders of every pool and server."""
     from rich.console import Console
 
-    from flows.console import pool_status_table
+    from flows.console import pool_status_table, pool_warnings_text
     from flows.pools import pool_status
 
-    Console().print(pool_status_table(_pools_command(resources, pool_status)))
+    pools = _pools_command(resources, pool_status)
+    Console(width=160).print(pool_status_table(pools))
+    for line in pool_warnings_text(pools):
+        typer.echo(line)
 
 
 @app.command("demo")

@@ -70,12 +70,24 @@ def summary_tables(summary: dict) -> list[Table]:
 
 
 def pool_status_table(pools: list[PoolStatus]) -> Table:
+    import time
+
+    from flows.quarantine import quarantine_note
+
     table = Table(title="Policy-server pools")
-    for column in ("pool", "server", "busy / capacity", "holders"):
+    for column in ("pool", "server", "busy / capacity", "holders", "health"):
         table.add_column(column)
     for pool in pools:
-        table.add_row(f"[bold]{pool.name}", "", f"{pool.busy}/{pool.capacity}", "")
+        health = "[bold red]no live server: episodes wait" if pool.all_quarantined else ""
+        table.add_row(f"[bold]{pool.name}", "", f"{pool.busy}/{pool.capacity}", "", health)
         for server in pool.servers:
             holders = ", ".join(f"{h.job_id} (since {h.since:%H:%M:%S})" for h in server.holders) or "-"
-            table.add_row("", server.address, f"{server.busy}/{server.capacity}", holders)
+            health = f"[red]{quarantine_note(server.quarantine, time.time())}" if server.quarantine else "ok"
+            table.add_row("", server.address, f"{server.busy}/{server.capacity}", holders, health)
     return table
+
+
+def pool_warnings_text(pools: list[PoolStatus]) -> list[str]:
+    """A line per pool whose servers are all quarantined."""
+    return [f"WARNING: pool {pool.name}: all {len(pool.servers)} servers quarantined; its episodes wait until a probe "
+            f"finds one back" for pool in pools if pool.all_quarantined]

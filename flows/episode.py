@@ -5,7 +5,9 @@
 4. play the episode, lease renewed (state Running)   5. write metrics atomically
 6. release the slot, on every way out
 
-Failures: an unreachable policy server raises (Failed: the campaign retries it); a broken
+Failures: an unreachable policy server is quarantined (`flows/quarantine.py`) and the episode
+leases another compatible server, or waits for one, in the same run (no attempt is charged);
+after `MAX_FAULTS_PER_RUN` failing servers it raises (Failed: the campaign retries it). A broken
 evaluator or instance ends in Failed named NotRetryable; pools that do not fit the job (no
 concurrency limit, no compatible server) in Failed named Misconfigured (the campaign stops).
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -38,9 +40,10 @@ from flows.naming import (
     SLOT_RELEASED,
     WAITING_STATE,
 )
+from flows.quarantine import NoLiveServer, ServerFaults, quarantine_server
 from flows.results_files import EpisodeProvenance, metrics_document
 from flows.slot_events import SlotEvent
-from flows.slots import PoolNotApplied, Slot, SlotLeaser
+from flows.slots import PoolNotApplied, Slot, SlotLeaser, candidates
 from flows.videos import EpisodeVideo
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
@@ -108,6 +111,7 @@ async def evaluate_episode(
     poll_seconds: float = 5.0,
     timeout_seconds: float = 3600.0,
     prefer: list[str] | None = None,
+    server_wait_seconds: float | None = None,
 ):
     """Evaluate one episode: load, lease a policy-server slot, run, write metrics, release."""
     logger = get_run_logger()
@@ -133,9 +137,10 @@ async def evaluate_episode(
         episode_run = EpisodeRun(
             client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
             evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [], video,
+            server_wait_seconds=server_wait_seconds,
         )
         try:
-            return await episode_run.lease_and_run()
+            return await episode_run.lease_and_run_elsewhere_on_fault()
         finally:
             if hasattr(runner, "kill"):
                 await runner.kill()
@@ -161,13 +166,40 @@ class EpisodeRun:
     prefer: list[str]
     """Server addresses to try first when several are free (the campaign's steering)."""
     video: EpisodeVideo | None = None
+    excluded: set[str] = field(default_factory=set)
+    """Servers that failed this run, while it has others to try."""
+    server_wait_seconds: float | None = None
+    """How long to wait while every compatible server is quarantined, then fail; None: forever."""
+
+    async def lease_and_run_elsewhere_on_fault(self):
+        """`lease_and_run`; when the server fails (it is quarantined by then), again on another
+        compatible server, or on the same one once a probe finds it back."""
+        faults = ServerFaults()
+        while True:
+            try:
+                return await self.lease_and_run()
+            except NoLiveServer:
+                raise
+            except ServerUnavailable as exc:
+                if not faults.add(exc.server.address):
+                    raise
+                get_run_logger().warning("%s; trying another server (%d/%d)", exc, len(faults.failed), faults.most)
+            self.excluded = faults.excluded(c.server.address for c in candidates(self.job, self.resources))
+            if not getattr(self.runner, "replayable", False):
+                try:
+                    await call(self.runner.prepare, self.job)
+                except EvaluationError as exc:
+                    get_run_logger().error("Not retryable: %s", exc)
+                    return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
 
     async def lease_and_run(self):
         """Wait for a slot, play on it, give it back at once, then write the metrics."""
         await set_phase(self.client, self.run_id, WAITING_STATE)
-        leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds)
+        leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds,
+                            give_up_seconds=self.server_wait_seconds)
         try:
-            slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer)
+            slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer,
+                                        excluded=self.excluded)
         except PoolNotApplied as exc:  # a configuration error: no retry can help
             get_run_logger().error("Misconfigured: %s", exc)
             return Failed(name=MISCONFIGURED_STATE, message=str(exc))
@@ -198,6 +230,7 @@ class EpisodeRun:
             return Failed(message=f"episode exceeded {self.timeout_seconds:.0f} s on {slot.server.address}")
         except ServerUnavailable as exc:
             emit_event(**SlotEvent(name=SERVER_UNREACHABLE, address=exc.server.address, job_id=self.job.id, reason=exc.reason).emit_arguments())
+            await quarantine_server(self.client, exc.server, exc.reason, slot.lease_id)  # before waiters are woken
             raise
         except EvaluationError as exc:
             get_run_logger().error("Not retryable: %s", exc)

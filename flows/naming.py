@@ -24,6 +24,8 @@ EPISODE_TAG = "evalq-episode"
 SLOT_ACQUIRED = "evalq.slot.acquired"
 SLOT_RELEASED = "evalq.slot.released"
 SERVER_UNREACHABLE = "evalq.server.unreachable"
+SERVER_QUARANTINED = "evalq.server.quarantined"
+SERVER_RECOVERED = "evalq.server.recovered"
 CAMPAIGN_PAUSED = "evalq.campaign.paused"
 CAMPAIGN_RESUMED = "evalq.campaign.resumed"
 
@@ -80,6 +82,16 @@ def is_evalq_limit(name: str) -> bool:
 
 SERVER_RESOURCE_PREFIX = "evalq.server."
 FLOW_RUN_RESOURCE_PREFIX = "prefect.flow-run."
+
+
+QUARANTINE_VARIABLE_PREFIX = "evalq_quarantine_"
+
+
+def quarantine_variable(address: str) -> str:
+    """Prefect Variable holding a policy server's quarantine record (`flows/quarantine.py`)."""
+    from slugify import slugify
+
+    return f"{QUARANTINE_VARIABLE_PREFIX}{slugify(address, separator='_')}"
 
 
 def server_resource_id(address: str) -> str:

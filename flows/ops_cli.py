@@ -1,4 +1,4 @@
-"""`evalq campaign report | purge | list` and `evalq leaderboard`: after a campaign ran."""
+"""`evalq campaign report | status | purge | list` and `evalq leaderboard`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,20 @@ def campaign_report(
     if not report.runs:
         raise InputError(None, f"campaign {name!r}: no episode runs on this Prefect server")
     typer.echo(report.model_dump_json(indent=2) if as_json else report_text(report), nl=as_json)
+
+
+@exit_on_input_error
+def campaign_status(
+    name: str = typer.Argument(..., help="Campaign name (its --name)"),
+    episode: list[str] = typer.Option([], "--episode", help="Only this job id (team/task/instance); repeatable"),
+    most: int = typer.Option(20, "--most", min=1, help="Explain at most this many episodes"),
+    as_json: bool = typer.Option(False, "--json", help="As JSON"),
+) -> None:
+    """Episodes in flight, quarantined servers, and why each episode not playing waits."""
+    from flows.campaign_admin import campaign_status as read_status, status_text
+
+    status = with_api(lambda client: read_status(client, name, job_ids=set(episode) or None, most=most))
+    typer.echo(status.model_dump_json(indent=2) if as_json else status_text(status), nl=as_json)
 
 
 @exit_on_input_error

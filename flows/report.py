@@ -10,6 +10,7 @@ from prefect.artifacts import acreate_table_artifact
 from flows.dispatch import Dispatcher
 from flows.naming import pool_limit
 from flows.outcomes import Tally
+from flows.quarantine import quarantine_warnings
 from generate.jsonio import write_atomic
 from generate.models import Job, Resources
 
@@ -27,9 +28,14 @@ async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Re
             busy = "?"
         pools.append(f"{pool} {busy}/{resources.capacity(pool)} ({dispatcher.in_flight[pool]} in flight)")
     state = " | PAUSED" if paused else (" | stopped at threshold" if dispatcher.stopped else "")
+    try:
+        warnings = await quarantine_warnings(client, resources)
+    except Exception:  # stats must never stop a campaign
+        warnings = []
     return (
         f"done {tally.already_done + tally.done}/{tally.total} | failed {len(tally.failures)} | "
         f"retried {tally.retried} | pending {dispatcher.pending}{state} | " + ", ".join(pools)
+        + "".join(f" | WARNING {warning}" for warning in warnings)
     )
 
 

@@ -11,7 +11,9 @@ slot, and then sleeps until one of them releases a slot (`flows/slotwatch.py`: r
 events, or a release in the same process) or `poll_seconds` pass (leases that expire
 without a release). Woken, it tries the released server directly; an episode with more
 alternatives lets the ones with fewer try first (`STAGGER_SECONDS` per extra server), so a
-server goes to the episode that can use nothing else. Leases are renewed in the
+server goes to the episode that can use nothing else. A quarantined server (limit 0, see
+`flows/quarantine.py`) is never tried: the waiter probes it when its back-off is over and
+lifts the quarantine if it answers. Leases are renewed in the
 background; a lease the server no longer knows (410) aborts the episode, since its server
 may already be serving someone else.
 """
@@ -32,6 +34,7 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectNotFound
 
 from flows.naming import pool_limit, server_limit
+from flows.quarantine import NoLiveServer, Quarantine
 from flows.retry import retrying, without_client_retries
 from flows.slotwatch import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
@@ -94,6 +97,7 @@ class SlotLeaser:
         lease_seconds: float = MIN_LEASE_SECONDS,
         poll_seconds: float = 5.0,
         watch: SlotWatch | None = None,
+        give_up_seconds: float | None = None,
     ):
         self.client = client
         self.lease_seconds = max(float(lease_seconds), MIN_LEASE_SECONDS)
@@ -101,6 +105,9 @@ class SlotLeaser:
         self.poll_seconds = poll_seconds
         """The safety poll while waiting: releases wake a waiter at once, expiries do not."""
         self._watch = watch
+        self.quarantine = Quarantine(client)
+        self.give_up_seconds = give_up_seconds
+        """How long to wait while every candidate is quarantined before `NoLiveServer`; None: forever."""
         self.reads = 0
         """Occupancy reads made, for tests and benchmarks."""
 
@@ -120,7 +127,8 @@ class SlotLeaser:
         return candidate, limit.active_slots, limit.limit
 
     async def try_acquire(self, candidate: Candidate, holder_id: UUID | None) -> UUID | None:
-        """One non-blocking try; the lease id, or None when the server or pool is full."""
+        """One non-blocking try; the lease id, or None when the server or pool is full (423)
+        or the server is quarantined (its limit is 0: 422)."""
         names = [pool_limit(candidate.pool), server_limit(candidate.server)]
         holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_id) if holder_id else None
         try:
@@ -128,7 +136,7 @@ class SlotLeaser:
                 names=names, slots=1, mode="concurrency", lease_duration=self.lease_seconds, holder=holder
             ))
         except httpx.HTTPStatusError as exc:
-            if exc.response.status_code == 423:
+            if exc.response.status_code in (423, 422):
                 return None
             raise
         body = response.json()
@@ -152,20 +160,52 @@ class SlotLeaser:
             raise PoolNotApplied(f"{job.id}: no compatible server left in pools {job.resource_types}")
         started = time.monotonic()
         stagger = (len({c.server.address for c in options}) - 1) * STAGGER_SECONDS
+        all_sick_since: float | None = None
         while True:
             with self.watch.watching(c.server.address for c in options) as wakeup:
                 occupancy = await asyncio.gather(*(self._occupancy(candidate) for candidate in options))
                 for candidate in by_free_share(list(occupancy), prefer):
                     if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
                         return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
+                next_look, all_sick_since = await self._tend_quarantine(occupancy, all_sick_since)
+                if next_look is None:
+                    continue  # a quarantined server answered its probe: look again at once
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wakeup.event.wait(), self.poll_seconds * random.uniform(0.8, 1.2))
+                    await asyncio.wait_for(wakeup.event.wait(), min(self.poll_seconds * random.uniform(0.8, 1.2), next_look))
             released = [c for c in options if c.server.address in wakeup.addresses]
             if released:
                 await asyncio.sleep(stagger)  # the episodes with fewer alternatives try first
                 for candidate in released:
                     if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
                         return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
+
+    async def _tend_quarantine(
+        self, occupancy: list[tuple[Candidate, int, int]], all_sick_since: float | None
+    ) -> tuple[float | None, float | None]:
+        """Probe the quarantined candidates (limit 0) that are due.
+
+        Returns (None, None) if one came back, else (the longest wait before the next look,
+        since when every candidate is quarantined). Raises `NoLiveServer` once that lasted
+        `give_up_seconds`.
+        """
+        sick = [candidate.server for candidate, _, limit in occupancy if limit == 0]
+        if not sick:
+            return self.poll_seconds, None
+        lifted, next_probe = await self.quarantine.check(sick)
+        for server in lifted:
+            self.watch.released(server.address)  # this loop's other waiters too
+        if lifted:
+            return None, None
+        if {server.address for server in sick} != {candidate.server.address for candidate, _, _ in occupancy}:
+            return next_probe + 0.05, None
+        all_sick_since = all_sick_since or time.monotonic()
+        if self.give_up_seconds is None:
+            return next_probe + 0.05, all_sick_since
+        left = self.give_up_seconds - (time.monotonic() - all_sick_since)
+        if left <= 0:
+            raise NoLiveServer(sick[0], f"every compatible server quarantined for {self.give_up_seconds:.0f} s "
+                                        f"({', '.join(server.address for server in sick)})")
+        return min(next_probe + 0.05, left), all_sick_since
 
     async def release(self, slot: Slot, attempts: int = 12) -> bool:
         """Give the slot back; retried across a restarting API. False if it could not be."""

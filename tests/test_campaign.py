@@ -77,8 +77,8 @@ def test_campaign_evaluates_every_episode_once_within_capacity(episode_worker, t
 def test_dead_policy_server_is_retried_then_reported(episode_worker, tmp_path):
     fleet, resources = make_fleet({"dead_1": [1]})  # never started: nothing listens
     jobs = [make_job(tmp_path, "dead", "pick", 1, ["dead_1"])]
-    summary = run_campaign(tmp_path, jobs, resources, "dead-server", max_attempts=2,
-                           evaluator_options={**FAST_SIM, "connect_timeout": 2})
+    summary = run_campaign(tmp_path, jobs, resources, "dead-server", max_attempts=2, server_wait_seconds=2,
+                           evaluator_options={**FAST_SIM, "connect_timeout": 2})  # it waits 2 s for the quarantine to lift
     assert list(summary["failed"]) == ["dead/pick/1"]
     assert resources.servers("dead_1")[0].address in summary["failed"]["dead/pick/1"]
     assert (tmp_path / "results" / "failed.txt").read_text() == "dead/pick/1\n"

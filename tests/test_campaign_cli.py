@@ -101,7 +101,7 @@ def test_campaign_run_exit_code_tells_whether_everything_was_done(episode_worker
     env = {"PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
     args = ["campaign", "run", "--jobs", str(jobs_file), "--resources", str(resources_file),
             "--results-dir", str(tmp_path / "results"), "--name", f"cli-exit-{alive}", "--max-attempts", "1",
-            "--evaluator-option", "load_seconds=0.1", "--evaluator-option", "steps=3", "--evaluator-option", "connect_timeout=2"]
+            "--evaluator-option", "load_seconds=0.1", "--evaluator-option", "steps=3", "--evaluator-option", "connect_timeout=2", "--server-wait", "2"]
     if alive:
         with fleet:
             result = evalq(*args, env=env)

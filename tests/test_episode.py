@@ -84,7 +84,8 @@ def test_dead_policy_server_fails_retryably_and_releases(fleet, tmp_path):
     address = resources.servers("p_1")[0].address
     servers.kill_server(address)
     job = make_job(tmp_path, "alpha", "pick", 4, ["p_1"])
-    state = episode(job, resources, tmp_path / "results", evaluator_options={**FAST_SIM, "connect_timeout": 2})
+    state = episode(job, resources, tmp_path / "results", evaluator_options={**FAST_SIM, "connect_timeout": 2},
+                    server_wait_seconds=2)  # quarantined, no other server: it waits 2 s for a probe to find it back
     assert state.is_failed() and state.name != NOT_RETRYABLE_STATE
     assert address in state.message
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}

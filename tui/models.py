@@ -13,6 +13,8 @@ from uuid import UUID
 
 from flows.results_files import PROVENANCE_KEY
 from flows.slot_events import Holder  # noqa: F401  (part of the snapshots' vocabulary; no Prefect import)
+from flows.quarantine import QuarantineRecord
+from flows.waiting import WaitExplanation
 
 ACTIVE_BUCKETS: tuple[str, ...] = ("scheduled", "pending", "loading", "waiting", "running")
 """Buckets of runs that have not ended yet."""
@@ -125,6 +127,8 @@ class ServerStatus:
     holders: list[Holder] = field(default_factory=list)
     unreachable_since: datetime | None = None
     """Last `evalq.server.unreachable` event in the recent window, if any."""
+    quarantine: QuarantineRecord | None = None
+    """Set while the server is quarantined (`flows/quarantine.py`): no new leases."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,11 @@ class PoolStatus:
     waiting: int
     """Episodes loaded and waiting for a slot in this pool."""
     servers: list[ServerStatus] = field(default_factory=list)
+
+    @property
+    def all_quarantined(self) -> bool:
+        """No live server: its episodes wait for a probe to find one back."""
+        return bool(self.servers) and all(server.quarantine for server in self.servers)
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,8 @@ class EpisodeDetail:
     metrics: dict[str, Any] | None
     metrics_path: str | None
     ui_url: str
+    waiting: WaitExplanation | None = None
+    """Why it does not play yet, while it is in flight and not playing."""
 
     @property
     def video(self) -> str | None:

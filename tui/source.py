@@ -21,6 +21,7 @@ from uuid import UUID
 from flows import naming
 from flows.slot_events import SlotEvent, holder_events_query, holders_from_events, server_events_query
 from tui.aggregate import RunIndex, bucket_of, pages
+from tui.waiting import mark_quarantined, why_waiting
 from tui.models import (
     BUCKETS,
     EpisodeDetail,
@@ -368,7 +369,7 @@ class Source:
             members = [s for s in statuses if s.pool == pool]
             capacity, busy = limits.get(naming.pool_limit(pool), (sum(s.capacity for s in members), sum(s.busy for s in members)))
             result.append(PoolStatus(pool or "(no pool)", capacity, busy, wait, members))
-        return PoolsSnapshot(result, datetime.now(timezone.utc))
+        return await mark_quarantined(await self.client(), PoolsSnapshot(result, datetime.now(timezone.utc)), limits)
 
     async def waiting_by_pool(self, most: int = 2000) -> dict[str, int]:
         """Episodes waiting for a server, by pool: few under just-in-time dispatch, so read and
@@ -525,6 +526,7 @@ class Source:
             metrics=metrics,
             metrics_path=path,
             ui_url=flow_run_url(flow_run_id),
+            waiting=await why_waiting(client, run),
         )
 
     # -- actions ----------------------------------------------------------------

@@ -19,6 +19,9 @@ from generate.models import Job, Server
 
 
 class SimEvaluator:
+    replayable = True
+    """`run` may be called again after a server failure, without a new `prepare`."""
+
     def __init__(
         self,
         load_seconds: float = 1.0,

@@ -62,6 +62,11 @@ class EpisodeScreen(Screen):
         summary.append(f"\nteam {run.team}  task {run.task}  pool {run.pool or '-'}  attempt {run.attempt}")
         summary.append(f"\nserver {detail.server or '-'}")
         summary.append(f"\nvideo {detail.video or '-'}")
+        if detail.waiting is not None:
+            summary.append("\nwhy not playing: ", style="bold")
+            summary.append(detail.waiting.reason, style="magenta")
+            for line in detail.waiting.lines()[1:]:
+                summary.append(f"\n{line}")
         summary.append(f"\n{detail.ui_url}", style="underline")
         self.query_one("#detail-summary", Static).update(summary)
         states = self.query_one("#detail-states", DataTable)

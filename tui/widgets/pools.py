@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from tui.aggregate import History, duration, sparkline
+from flows.quarantine import QuarantineRecord
 from tui.models import PoolsSnapshot, ServerStatus
 
 SPARK_WIDTH = 12
@@ -45,19 +46,20 @@ class PoolsPanel(Vertical):
         title = f"{len(snapshot.pools)} pools, {busy}/{capacity} slots busy"
         if flagged:
             title += f", {flagged} server(s) failing connections"
+        title += quarantine_title(snapshot)
         self.query_one("#pools-title", Static).update(title)
         table = self.query_one("#pool-table", DataTable)
         cursor = table.cursor_row
         table.clear()
         for pool in snapshot.pools:
             table.add_row(
-                "", Text(pool.name, style="bold"), usage_bar(pool.busy, pool.capacity),
+                Text("⛔", style="bold red") if pool.all_quarantined else "", Text(pool.name, style="bold"), usage_bar(pool.busy, pool.capacity),
                 Text(str(pool.waiting), style="magenta" if pool.waiting else ""),
                 Text(sparkline(history.get(f"pool:{pool.name}"), SPARK_WIDTH), style="cyan"), "", key=f"pool:{pool.name}",
             )
             for server in pool.servers:
                 table.add_row(
-                    Text("⚠", style="bold red") if server.unreachable_since else Text("✓", style="green"),
+                    server_mark(server),
                     f"  {server.address}", usage_bar(server.busy, server.capacity), "",
                     Text(sparkline(history.get(f"server:{server.address}"), SPARK_WIDTH), style="cyan"),
                     holder_text(server, now), key=f"server:{server.address}",
@@ -75,9 +77,35 @@ def holder_text(server: ServerStatus, now: datetime) -> Text:
         if len(server.holders) > 1:
             text.append(f" +{len(server.holders) - 1}")
         text.append(f" · {duration(now - first.since)}", style="bright_black")
-    if server.unreachable_since:
+    if server.quarantine:
+        text.append(("  " if text else "") + quarantine_text(server.quarantine, now), style="bold red")
+    elif server.unreachable_since:
         text.append(("  " if text else "") + f"unreachable {duration(now - server.unreachable_since)} ago", style="bold red")
     return text
+
+
+def server_mark(server: ServerStatus) -> Text:
+    if server.quarantine:
+        return Text("⛔", style="bold red")
+    return Text("⚠", style="bold red") if server.unreachable_since else Text("✓", style="green")
+
+
+def quarantine_text(record: QuarantineRecord, now: datetime) -> str:
+    """`quarantined · probe in 8s: cannot connect ...` (`until` 0: no record, limit at 0)."""
+    if not record.until:
+        return "quarantined"
+    left = record.until - now.timestamp()
+    probe = f"probe in {duration(timedelta(seconds=left))}" if left > 0 else "probe due"
+    return f"quarantined · {probe}: {record.reason}"[:80]
+
+
+def quarantine_title(snapshot: PoolsSnapshot) -> str:
+    """`, pool X: no live server, episodes wait` or `, 2 server(s) quarantined`."""
+    down = [pool.name for pool in snapshot.pools if pool.all_quarantined]
+    if down:
+        return f", no live server in {', '.join(down)}: its episodes wait"
+    sick = sum(1 for pool in snapshot.pools for server in pool.servers if server.quarantine)
+    return f", {sick} server(s) quarantined" if sick else ""
 
 
 def record_history(history: History, snapshot: PoolsSnapshot) -> None:
