@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Failed
 from prefect.variables import Variable
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flows.cloudlogging.attach import attach_cloud_logging
 from flows.dispatch import Dispatcher, Ticket
@@ -98,6 +98,8 @@ class CampaignSettings(BaseModel):
     """The campaign flow's parameters (see `campaign` for their defaults), as its runner and
     report read them."""
 
+    model_config = ConfigDict(extra="forbid")  # a parameter added to the flow must be added here
+
     jobs_file: str
     resources_file: str
     results_dir: str
@@ -119,6 +121,8 @@ class CampaignSettings(BaseModel):
     only: list[str] | None
     planned: int | None = None
     """Jobs in the whole plan (`--only` runs a part of it)."""
+    server_wait_seconds: float | None = None
+    """How long an episode waits while all its servers are quarantined, then fails; None: forever."""
 
 
 class CampaignRunner:
@@ -161,7 +165,7 @@ class CampaignRunner:
             "poll_seconds": self.s.poll_seconds,
             "timeout_seconds": self.s.timeout_seconds,
             "prefer": self.demand.preference(job),
-            "server_wait_seconds": self.s.get("server_wait_seconds"),
+            "server_wait_seconds": self.s.server_wait_seconds,
         }
 
     async def run(self) -> Tally:
