@@ -24,6 +24,7 @@ from flows.naming import (
     campaign_tag,
     pause_variable,
 )
+from flows.plan import plan_artifact_key
 from flows.report import artifact_key, leaderboard_artifact_key
 
 EVENTS_PAGE = 50
@@ -169,7 +170,7 @@ async def purge_campaign(
     variables, artifacts = [], []
     if kept == 0:
         variables = [campaign_plan_variable(campaign), pause_variable(campaign)]
-        artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign)]
+        artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign), plan_artifact_key(campaign)]
     if not dry_run:
         await delete_flow_runs(client, [r.run_id for r in episodes] + [r.id for r in campaigns])
         variables = [name for name in variables if await delete_variable(client, name)]
