@@ -88,19 +88,21 @@ async def seed_activity() -> None:
         print(f"{len(events)} slot events, {len(last) * 200} log lines")
 
 
-async def measure(rounds: int) -> None:
-    """Median and worst time of each call a refresh makes, against the seeded campaign."""
+async def measure(rounds: int, campaign: str = CAMPAIGN):
+    """Median and worst time of each call a refresh makes, against the seeded campaign;
+    returns the run index its first full scan built."""
     from tui.source import Source
 
     timings: dict[str, list[float]] = {}
-    async with Source(campaign=CAMPAIGN) as source:
+    async with Source(campaign=campaign) as source:
         started = time.perf_counter()
         await source.sync_index(max_pages=10**6)
         print(f"run index, first full scan: {time.perf_counter() - started:.1f} s for {len(source.index.runs):,} runs")
+        first_row = next(((r.team, r.task) for r in source.index.rows()), ("", ""))
         calls = (
-            ("queue (history + 1 count)", source.queue),
+            ("queue (index sync + plan and pause)", source.queue),
             ("rows page (index sync + aggregate)", lambda: source.rows(0)),
-            ("episodes page (50 runs)", lambda: source.episodes("team_00", "task_0", page=2)),
+            ("episodes page (50 runs)", lambda: source.episodes(*first_row, page=2)),
             ("pools (20 servers)", source.pools),
             ("log backfill (200 lines)", source.backfill_logs),
         )
@@ -112,29 +114,39 @@ async def measure(rounds: int) -> None:
     for name, values in timings.items():
         print(f"{name:36s} median {statistics.median(values) * 1000:7.0f} ms  max {max(values) * 1000:7.0f} ms")
     print(f"peak RSS (data layer): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return source.index
 
 
-async def measure_app(seconds: float) -> None:
-    """Drive the real app headless: refresh times, time to a full team x task table, UI stalls."""
+async def measure_app(seconds: float, campaign: str = CAMPAIGN, index=None) -> None:
+    """Drive the real app headless: refresh times, time to a full team x task table, UI stalls.
+    With `index` (from `measure`), the app starts from that scanned index, as after its own
+    first scan: what a refresh costs in the steady state."""
     from tui.app import EvalTui
 
-    app = EvalTui(campaign=CAMPAIGN, refresh_seconds=2.0)
+    app = EvalTui(campaign=campaign, refresh_seconds=2.0)
+    if index is not None:
+        app.source.index = index
     async with app.run_test(size=(160, 48)) as pilot:
         started = time.monotonic()
         indexed_after = None
-        durations = []
+        durations, indexed = [], []
         seen = 0
         while time.monotonic() - started < seconds:
             await pilot.pause(0.2)
             if app.refreshes != seen:
                 seen = app.refreshes
                 durations.append(app.last_refresh_seconds)
+                if indexed_after is not None:
+                    indexed.append(app.last_refresh_seconds)
             if indexed_after is None and app.source.index.scanned:
                 indexed_after = time.monotonic() - started
         full = f"{indexed_after:.0f} s" if indexed_after is not None else f"not within {seconds:.0f} s"
         print(f"app: {app.refreshes} refreshes in {seconds:.0f} s; refresh median {statistics.median(durations or [0]) * 1000:.0f} ms, "
               f"max {max(durations or [0]) * 1000:.0f} ms; full team x task table after {full}; "
               f"max UI-loop stall {app.max_stall * 1000:.0f} ms")
+        if indexed:
+            print(f"app, once indexed: {len(indexed)} refreshes, median {statistics.median(indexed) * 1000:.0f} ms, "
+                  f"p90 {sorted(indexed)[int(0.9 * len(indexed))] * 1000:.0f} ms, max {max(indexed) * 1000:.0f} ms")
     print(f"peak RSS (data layer + app): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
@@ -150,6 +162,8 @@ def main() -> None:
     meas = sub.add_parser("measure")
     meas.add_argument("--rounds", type=int, default=5)
     meas.add_argument("--app-seconds", type=float, default=60.0)
+    meas.add_argument("--reuse-index", action="store_true", help="the app starts from the index the first scan built")
+    meas.add_argument("--campaign", default=CAMPAIGN, help="e.g. `scale`, the campaign of bench/scale_bench.py --hold (PostgreSQL)")
     args = parser.parse_args()
     if args.command == "serve":
         import os
@@ -171,8 +185,8 @@ def main() -> None:
     elif args.command == "activity":
         asyncio.run(seed_activity())
     else:
-        asyncio.run(measure(args.rounds))
-        asyncio.run(measure_app(args.app_seconds))
+        index = asyncio.run(measure(args.rounds, args.campaign))
+        asyncio.run(measure_app(args.app_seconds, args.campaign, index if args.reuse_index else None))
 
 
 if __name__ == "__main__":

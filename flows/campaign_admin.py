@@ -27,6 +27,7 @@ from flows.naming import (
     flow_run_resource_id,
     pause_variable,
 )
+from flows.plan import plan_artifact_key
 from flows.slot_events import SlotEvent
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ async def purge_campaign(
 
         variables = [campaign_plan_variable(campaign), pause_variable(campaign)]
         variables += [name for name, _ in await pending_requests(client, campaign)]  # retry requests left
-        artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign)]
+        artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign), plan_artifact_key(campaign)]
     if not dry_run:
         await delete_flow_runs(client, [r.run_id for r in episodes] + [r.id for r in campaigns])
         variables = [name for name in variables if await delete_variable(client, name)]

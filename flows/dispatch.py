@@ -27,7 +27,7 @@ class Ticket:
     pool: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Entry:
     job: Job
     attempt: int

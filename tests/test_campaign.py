@@ -42,6 +42,13 @@ async def artifact_description(key: str) -> str:
     return artifacts[0].description
 
 
+async def planned(name: str) -> dict:
+    from flows.plan import read_plan
+
+    async with get_client() as client:
+        return await read_plan(client, name)
+
+
 def test_campaign_evaluates_every_episode_once_within_capacity(episode_worker, tmp_path):
     fleet, resources = make_fleet({"alpha_1": [1], "beta_1": [1, 2]})
     jobs = [make_job(tmp_path, "alpha", "pick", i, ["alpha_1"]) for i in range(3)]
@@ -63,6 +70,7 @@ def test_campaign_evaluates_every_episode_once_within_capacity(episode_worker, t
         {"team": "beta", "task": "pick", "done": 2, "failed": 0, "cancelled": 0, "total": 2},
     ]
     assert asyncio.run(artifact_description("evalq-complete")).startswith("Campaign complete: 7/7 done")
+    assert asyncio.run(planned("complete")) == {("alpha", "pick"): 3, ("beta", "open"): 2, ("beta", "pick"): 2}
     runs = asyncio.run(campaign_runs("complete"))
     assert len(runs) == len(jobs)
     assert {run.name for run in runs} == {job.id for job in jobs}

@@ -222,6 +222,62 @@ class TestSource:
         assert [(r.task, r.done, r.running, r.failed, r.total) for r in rows] == [("pick", 1, 1, 0, 2), ("place", 0, 0, 1, 1)]
 
     @pytest.mark.anyio
+    async def test_rows_show_the_plan_before_any_run(self, prefect_server):
+        from flows.plan import publish_plan
+        from tui.source import Source
+
+        campaign = "tui-plan"
+        async with client() as c, Source(campaign) as source:
+            await publish_plan(c, campaign, {("gamma", "pick"): 5, ("gamma", "place"): 3})
+            before = (await source.rows()).rows
+            await seed.seed_episodes(c, campaign, [seed.SeedEpisode("gamma", "pick", 0, "completed"), seed.SeedEpisode("gamma", "pick", 1, "failed")])
+            await source.sync_index()
+            after = (await source.rows()).rows
+        assert [(r.task, r.done, r.failed, r.total) for r in before] == [("pick", 0, 0, 5), ("place", 0, 0, 3)]
+        assert [(r.task, r.done, r.failed, r.total) for r in after] == [("pick", 1, 1, 5), ("place", 0, 0, 3)]
+
+    @pytest.mark.anyio
+    async def test_refresh_reads_only_changed_runs(self, prefect_server):
+        """Once indexed, a refresh reads new, started, ended and still-active runs only (a state
+        name change inside Running included), and counts the queue from the index."""
+        from prefect.states import Completed, State
+
+        from tui.source import Source
+
+        class CountingSource(Source):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.requests, self.read = 0, []
+
+            async def read_runs(self, *args, **kwargs):
+                runs = await super().read_runs(*args, **kwargs)
+                self.requests += 1
+                self.read += [str(run.id) for run in runs]
+                return runs
+
+        campaign = "tui-incremental"
+        async with client() as c, CountingSource(campaign, sync_margin=timedelta(0)) as source:
+            ids = (await seed.seed_episodes(c, campaign, [
+                seed.SeedEpisode("eta", "pick", 0, "completed"), seed.SeedEpisode("eta", "pick", 1, "loading"),
+                seed.SeedEpisode("eta", "pick", 2, "running"),
+            ])).ids
+            unchanged, loading, running = (str(ids[f"eta/pick/{i}"]) for i in range(3))
+            await source.sync_index()
+            assert source.index.scanned and source.index.active == {loading, running}
+            await c.set_flow_run_state(ids["eta/pick/2"], Completed(), force=True)
+            await c.set_flow_run_state(ids["eta/pick/1"], State(type="RUNNING", name=naming.WAITING_STATE), force=True)
+            source.requests, source.read = 0, []
+            snapshot = await source.queue()
+            rows = (await source.rows()).rows
+            async with Source(campaign) as fresh:
+                from_server = await fresh.queue()
+        assert unchanged not in source.read and {loading, running} <= set(source.read)
+        assert source.requests <= 4  # new runs, started since, ended since, active ones
+        assert (snapshot.counts["completed"], snapshot.counts["waiting"], snapshot.counts["loading"]) == (2, 1, 0)
+        assert (snapshot.counts, snapshot.runs, snapshot.dispatched) == (from_server.counts, from_server.runs, from_server.dispatched)
+        assert [(r.done, r.running, r.total) for r in rows] == [(2, 1, 3)]
+
+    @pytest.mark.anyio
     async def test_pools_holders_waiting_and_unreachable(self, known):
         from tui.source import Source
 

@@ -20,7 +20,8 @@ from uuid import UUID
 
 from flows import naming
 from flows.slot_events import SlotEvent, holder_events_query, holders_from_events, server_events_query
-from tui.aggregate import RunIndex, bucket_of, pages
+from tui.aggregate import ACTIVE_TYPES, RunIndex, bucket_of, pages
+from tui.cache import Cached
 from tui.waiting import mark_quarantined, why_waiting
 from tui.models import (
     BUCKETS,
@@ -42,6 +43,10 @@ PAGE = 200
 """Prefect's largest page of flow runs."""
 SYNC_MARGIN = timedelta(seconds=10)
 """Overlap between index syncs: runs committed late are still seen."""
+PLAN_SECONDS = 30.0
+"""How long the campaign's plan (variable and artifact) is reused before it is read again."""
+REUSE_SYNC_SECONDS = 0.5
+"""A `rows()` call this soon after `queue()` synced the index does not sync it again."""
 
 
 def api_url() -> str:
@@ -114,13 +119,18 @@ def episode_row(run) -> EpisodeRow:
 class Source:
     """Reads one campaign (or discovers the latest one) through a Prefect client."""
 
-    def __init__(self, campaign: str | None = None, page_size: int = 50, rows_page_size: int = 20):
+    def __init__(self, campaign: str | None = None, page_size: int = 50, rows_page_size: int = 20, sync_margin: timedelta = SYNC_MARGIN):
         self.campaign = campaign
         self.page_size = page_size
         self.rows_page_size = rows_page_size
+        self.sync_margin = sync_margin
         self._client = None
         self.index = RunIndex()
         self._scan: asyncio.Future | None = None
+        self._plan = Cached(PLAN_SECONDS)
+        """The plan variable and the per-(team, task) plan: they change only when a campaign (re)starts."""
+        self._queue_synced = float("-inf")
+        """When `queue()` last synced the index (monotonic): `rows()` right after it reuses that sync."""
         self._runs: dict[str, tuple[str, str, str] | None] = {}
         """flow_run_id -> (episode, team, task), None when not an episode of this campaign."""
 
@@ -130,6 +140,7 @@ class Source:
         if self._scan is not None:
             self._scan.cancel()
         self.campaign, self.index, self._runs, self._scan = campaign, RunIndex(), {}, None
+        self._plan = Cached(PLAN_SECONDS)
 
     async def client(self):
         if self._client is None:
@@ -174,12 +185,6 @@ class Source:
         client = await self.client()
         variable = await client.read_variable_by_name(name)
         return None if variable is None else variable.value
-
-    async def plan(self):
-        """The campaign's plan variable (`flows.campaign.CampaignPlan`); empty without one."""
-        from flows.campaign import CampaignPlan
-
-        return CampaignPlan.read(await self.variable(naming.campaign_plan_variable(self.campaign)) if self.campaign else None)
 
     async def events(self, body: dict, limit: int = 50) -> list[dict]:
         """One page (at most 50, the server's cap) of events matching `body`, an `EventFilter`."""
@@ -226,25 +231,51 @@ class Source:
         return counts
 
     async def queue(self) -> QueueSnapshot | None:
-        """Counts by state (one history query), jobs dispatched (one count), plan and pause."""
+        """Counts by state, jobs dispatched, plan and pause: from the run index once it is
+        scanned (a sync: a few small reads), before that from the server (one history query
+        and one count)."""
         if await self.ensure_campaign() is None:
             return None
-        by_state, dispatched = await asyncio.gather(self.state_counts(), self.count("attempt:1"))
-        plan = await self.plan()
-        paused = await self.variable(naming.pause_variable(self.campaign))
-        counts = dict.fromkeys(BUCKETS, 0)
-        for (state_type, state_name), n in by_state.items():
-            counts[bucket_of(state_type, state_name)] += n
+        if self.index.scanned:
+            await self.sync_index()
+            self._queue_synced = time.monotonic()
+            counts, runs, dispatched, skipped = self.index.counts()
+        else:
+            by_state, dispatched = await asyncio.gather(self.state_counts(), self.count("attempt:1"))
+            counts = dict.fromkeys(BUCKETS, 0)
+            for (state_type, state_name), n in by_state.items():
+                counts[bucket_of(state_type, state_name)] += n
+            runs = sum(by_state.values())
+            skipped = sum(n for (kind, name), n in by_state.items() if kind == "COMPLETED" and name == naming.SKIPPED_STATE)
+        plan, paused = await asyncio.gather(self.plan(), self.variable(naming.pause_variable(self.campaign)))
         return QueueSnapshot(
             campaign=self.campaign,
             counts=counts,
-            runs=sum(by_state.values()),
+            runs=runs,
             dispatched=dispatched,
             planned=plan.total,
-            skipped=sum(n for (kind, name), n in by_state.items() if kind == "COMPLETED" and name == naming.SKIPPED_STATE),
+            skipped=skipped,
             paused=paused in (True, "true", "True"),
             taken_at=datetime.now(timezone.utc),
         )
+
+    async def plan(self):
+        """The campaign's plan variable (`flows.campaign.CampaignPlan`), reused for `PLAN_SECONDS`;
+        empty without a campaign or a plan."""
+        from flows.campaign import CampaignPlan
+
+        campaign = self.campaign
+        if not campaign:
+            return CampaignPlan.read(None)
+        return CampaignPlan.read(
+            await self._plan.get("variable", lambda: self.variable(naming.campaign_plan_variable(campaign))))
+
+    async def plan_rows(self) -> dict[tuple[str, str], int] | None:
+        """Planned episodes per (team, task) (`flows/plan.py`), reused for `PLAN_SECONDS`."""
+        from flows.plan import read_plan
+
+        client, campaign = await self.client(), self.campaign
+        return await self._plan.get("rows", lambda: read_plan(client, campaign))
 
     # -- team x task rows ----------------------------------------------------------
     async def sync_index(self, max_pages: int = 50) -> RunIndex:
@@ -267,31 +298,55 @@ class Source:
                 index.cursor = last if last != index.cursor else last + timedelta(microseconds=1)
             if len(runs) < PAGE:
                 index.scanned = True
-                index.cursor = min(index.cursor or started, started - SYNC_MARGIN)
+                index.cursor = min(index.cursor or started, started - self.sync_margin)
                 break
         if not index.scanned:
             return index
         if index.synced_at is not None:
-            since = index.synced_at - SYNC_MARGIN
+            since = index.synced_at - self.sync_margin
+            seen: set[str] = set()
             for field in ("start_time", "end_time"):
-                await self.index_pages(run_filter(self.tags(), **{f"{field}_after": since}))
+                seen |= await self.index_pages(run_filter(self.tags(), **{f"{field}_after": since}))
+            await self.reread(index.active - seen)
         index.synced_at = started
         return index
 
-    async def index_pages(self, flow_run_filter) -> None:
-        offset = 0
+    async def reread(self, run_ids: set[str]) -> None:
+        """Read runs by id, 200 a request, four requests at a time: the runs still active, whose
+        state may have changed without a new start or end time (Loading -> WaitingForServer,
+        Scheduled -> Pending, Cancelling)."""
+        ids = sorted(run_ids)
+        gate = asyncio.Semaphore(4)
+
+        async def batch(chunk: list[str]) -> None:
+            async with gate:
+                self.index_runs(await self.read_runs(run_filter(self.tags(), ids=[UUID(i) for i in chunk]), limit=len(chunk), sort="ID_DESC"))
+
+        await asyncio.gather(*(batch(ids[start:start + PAGE]) for start in range(0, len(ids), PAGE)))
+
+    async def index_pages(self, flow_run_filter) -> set[str]:
+        """Index every run matching the filter; their ids."""
+        offset, seen = 0, set()
         while True:
             runs = await self.read_runs(flow_run_filter, limit=PAGE, offset=offset, sort="ID_DESC")
-            self.index_runs(runs)
+            seen |= self.index_runs(runs)
             if len(runs) < PAGE:
-                return
+                return seen
             offset += PAGE
 
-    def index_runs(self, runs) -> None:
+    def index_runs(self, runs) -> set[str]:
+        seen = set()
         for run in runs:
             state = run.state
-            bucket = bucket_of(state.type.value, state.name or "") if state else "pending"
-            self.index.add(str(run.id), naming.tag_value(run.tags, "team") or "", naming.tag_value(run.tags, "task") or "", bucket)
+            kind, name = (state.type.value, state.name or "") if state else ("PENDING", "")
+            attempt = naming.tag_value(run.tags, "attempt")
+            self.index.add(
+                str(run.id), naming.tag_value(run.tags, "team") or "", naming.tag_value(run.tags, "task") or "", bucket_of(kind, name),
+                attempt=int(attempt) if attempt and attempt.isdigit() else 1,
+                skipped=kind == "COMPLETED" and name == naming.SKIPPED_STATE, active=kind in ACTIVE_TYPES,
+            )
+            seen.add(str(run.id))
+        return seen
 
     async def rows(self, page: int = 0) -> RowsPage:
         """One page of the team x task table, from the run index.
@@ -306,12 +361,13 @@ class Source:
             if scan.exception() is not None:
                 raise scan.exception()  # the banner shows it; the next call scans again
         if self.index.scanned:
-            index = await self.sync_index()
+            fresh = time.monotonic() - self._queue_synced < REUSE_SYNC_SECONDS
+            index = self.index if fresh else await self.sync_index()
         else:
             if self._scan is None:
                 self._scan = asyncio.ensure_future(self.sync_index(max_pages=10**9))
             index = self.index
-        rows = index.rows()
+        rows = index.rows(await self.plan_rows())
         count = pages(len(rows), self.rows_page_size)
         page = min(max(0, page), count - 1)
         visible = rows[page * self.rows_page_size:(page + 1) * self.rows_page_size]
