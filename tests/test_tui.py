@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from flows import naming
+
+pytestmark = pytest.mark.backends
 from flows.pools import holders_from_events
 from tui import aggregate, seed
 from tui.models import LogLine
