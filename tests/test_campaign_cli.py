@@ -73,7 +73,6 @@ def test_bad_evaluator_option(tmp_path, inputs):
     assert_one_line_error(result, "key=value")
 
 
-@pytest.mark.backends
 def test_pools_apply_and_status(prefect_server, inputs):
     _, resources_file = inputs
     env = {"PREFECT_API_URL": prefect_server.api_url}
@@ -94,7 +93,6 @@ def test_pools_need_an_api(inputs):
     assert_one_line_error(result, "PREFECT_API_URL")
 
 
-@pytest.mark.backends
 @pytest.mark.parametrize("alive, expected_code", [(True, 0), (False, 1)])
 def test_campaign_run_exit_code_tells_whether_everything_was_done(episode_worker, tmp_path, alive, expected_code):
     fleet, resources = make_fleet({"cli_1": [1]})
