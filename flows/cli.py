@@ -12,7 +12,7 @@ from flows.grader.cli import grade_app, grader_app
 from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
 from flows.cloudlogging import cli as cloudlogging_cli
-from flows import ops_cli
+from flows import ops_cli, server_cli
 from workpools import cli as workpools_cli
 from workpools.runner import cli as runner_cli
 from workpools.kubernetes import cli as kubernetes_cli
@@ -45,6 +45,7 @@ campaign_app.command("report")(ops_cli.campaign_report)
 campaign_app.command("purge")(ops_cli.campaign_purge)
 campaign_app.command("list")(ops_cli.campaign_list)
 app.command("leaderboard")(ops_cli.leaderboard)
+app.add_typer(server_cli.app, name="server")
 
 
 def parse_options(pairs: list[str]) -> dict:

@@ -1,7 +1,8 @@
-"""The local runtime: an embedded Prefect server, the process work pool and a worker.
+"""The local runtime: a Prefect server, the local work pool and a warm runner.
 
-`evalq demo` and `evalq campaign run` (without PREFECT_API_URL) use it. Everything lives
-in a project-local folder (`.evalq/` by default) and stops with the context manager.
+`evalq demo` and `evalq campaign run` (without PREFECT_API_URL) use it. The server is the
+user's `evalq server` when one is up (nothing to start or stop), else an embedded one that
+lives in a project-local folder (`.evalq/` by default) and stops with the context manager.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ class LocalStack:
         self.server: EmbeddedServer | None = None
         self.worker: subprocess.Popen | None = None
         self.api_url = os.environ.get("PREFECT_API_URL")
+        self.shared_server = False
+        """True when the user's `evalq server` serves this stack."""
+        self.pointed = False
+        """True while this process's PREFECT_API_URL points at the server this stack found or started."""
         self._settings = contextlib.ExitStack()
 
     @property
@@ -120,21 +125,32 @@ class LocalStack:
         return self.server.ui_url if self.server else (self.api_url or "").removesuffix("/api")
 
     def start(self) -> "LocalStack":
+        from flows.userserver import running_server
+
+        if self.api_url is None and not self.server_env and (record := running_server()) is not None:
+            self.shared_server = True
+            self.use(record.api_url)
         if self.api_url is None:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
             self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).start()
             self.api_url = self.server.api_url
             record = ServerRecord(api_url=self.api_url, pid=self.server.process.pid)
             write_atomic(self.home / SERVER_FILE, record.model_dump_json() + "\n")
-            os.environ["PREFECT_API_URL"] = self.api_url  # for subprocesses
-            # Prefect read its settings at import: point this process at the server too.
-            self._settings.enter_context(use_api(self.api_url))
+            self.use(self.api_url)
         asyncio.run(prepare_api(kind=self.worker_kind))
         self.worker = start_worker(self.api_url, self.worker_limit, self.home / "worker.log", kind=self.worker_kind)
         return self
 
+    def use(self, api_url: str) -> None:
+        """Point this process and its children at `api_url` until `stop()`."""
+        self.api_url = api_url
+        self.pointed = True
+        os.environ["PREFECT_API_URL"] = api_url  # for subprocesses
+        # Prefect read its settings at import: point this process at the server too.
+        self._settings.enter_context(use_api(api_url))
+
     def stop(self) -> None:
-        if self.server is not None:
+        if self.pointed:
             flush_prefect_clients()  # while the server still listens: nothing is lost, nothing complains
         if self.worker is not None:
             terminate_group(self.worker, timeout=10)
@@ -143,7 +159,9 @@ class LocalStack:
             (self.home / SERVER_FILE).unlink(missing_ok=True)
             self.server.stop(timeout=5)
             self.server = None
+        if self.pointed:
             os.environ.pop("PREFECT_API_URL", None)
+            self.pointed = False
         self._settings.close()
 
     def __enter__(self) -> "LocalStack":

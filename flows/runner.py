@@ -20,7 +20,8 @@ def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStac
     """
     if stack is None and not os.environ.get("PREFECT_API_URL"):
         with LocalStack(home, worker_limit=worker_limit) as own_stack:
-            console.print(f"Embedded Prefect server: {own_stack.ui_url}")
+            kind = "evalq server" if own_stack.shared_server else "Embedded Prefect server"
+            console.print(f"{kind}: {own_stack.ui_url}")
             return run_campaign(settings, worker_limit, home, own_stack)
     with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 90 s
         state = asyncio.run(campaign(**settings, return_state=True))

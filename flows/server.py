@@ -4,8 +4,11 @@ Leases are kept on disk (`PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE`) so that a
 restarted server neither forgets who holds a policy-server slot nor leaks one.
 
 A fresh SQLite database spends most of a server's start in migrations (15-20 s here), so
-a new home starts from a copy of a migrated database that is made once per user and
-Prefect version (`migrated_database()`, under `~/.cache/evalq/`).
+a new home starts from a copy of a migrated database, with Prefect's block types registered, that
+is made once per user and Prefect version (`migrated_database()`, under `~/.cache/evalq/`); a
+server on such a copy skips both steps at start (about 3 s here). What remains is Prefect's own
+import and start-up, 7-10 s on this box: `evalq server start` keeps one server up for many
+commands.
 """
 
 from __future__ import annotations
@@ -29,10 +32,48 @@ SERVER_FILE = "server.json"
 
 
 class ServerRecord(BaseModel):
-    """`<home>/server.json`: the embedded server a running `evalq` command started (evaltui finds it)."""
+    """`<home>/server.json`: the server a running `evalq` command started (evaltui and campaigns find it)."""
 
     api_url: str
     pid: int
+    database: str | None = None
+    """`sqlite`, or the PostgreSQL URL without its password (`evalq server` only)."""
+    ui_url: str | None = None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def api_answers(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def read_record(home: Path) -> ServerRecord | None:
+    """`<home>/server.json`, or None if it is missing or unreadable."""
+    from pydantic import ValidationError
+
+    try:
+        return ServerRecord.model_validate_json((Path(home) / SERVER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, ValidationError):
+        return None
+
+
+def live_record(home: Path) -> ServerRecord | None:
+    """`<home>/server.json` if the process it names lives and its API answers."""
+    record = read_record(home)
+    if record is None or record.pid <= 0 or not process_alive(record.pid) or not api_answers(record.api_url):
+        return None
+    return record
 
 
 def free_port() -> int:
@@ -57,7 +98,8 @@ def server_environment(home: Path) -> dict[str, str]:
     """Settings shared by the embedded server and the processes that talk to it."""
     return {
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": FILESYSTEM_LEASES,
+        # One host's disk unless the user names a store shared by replicas (prefect_redis.lease_storage).
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": os.environ.get("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE") or FILESYSTEM_LEASES,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
@@ -72,11 +114,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evalq"
 
 
+PREPARE_DATABASE = """
+import asyncio
+from prefect.server.database import provide_database_interface
+from prefect.server.models.block_registration import run_block_auto_registration
+
+async def prepare():
+    db = provide_database_interface()
+    await db.create_db()
+    async with await db.session() as session:
+        await run_block_auto_registration(session=session)
+        await session.commit()
+
+asyncio.run(prepare())
+"""
+"""Migrate a fresh database and register Prefect's block types: what a server does at its first start."""
+
+SEEDED_MARKER = "prefect.db.seeded"
+"""Beside a home's database made from the template: its server may skip migrations and block registration."""
+
+
 def migrated_database() -> Path:
-    """A SQLite database with all of this Prefect version's migrations applied (made on first use)."""
+    """A SQLite database with this Prefect version's migrations applied and block types registered
+    (made on first use)."""
     import prefect
 
-    template = cache_dir() / f"prefect-{prefect.__version__}.db"
+    template = cache_dir() / f"prefect-{prefect.__version__}-blocks.db"
     if template.exists():
         return template
     template.parent.mkdir(parents=True, exist_ok=True)
@@ -85,44 +148,66 @@ def migrated_database() -> Path:
         env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
         subprocess.run(
-            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            [sys.executable, "-c", PREPARE_DATABASE],
             env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         os.replace(Path(scratch) / "prefect.db", template)  # atomic: concurrent makers both succeed
     return template
 
 
-def seed_database(home: Path) -> None:
-    """Give a new server home a migrated database, so its first start skips the migrations."""
-    database = home / "prefect.db"
+def seed_database(home: Path) -> bool:
+    """Give a new server home a prepared database; True if the home's database came from one."""
+    import prefect
+
+    database, marker = home / "prefect.db", home / SEEDED_MARKER
     if database.exists():
-        return
+        return marker.exists() and marker.read_text(encoding="utf-8").strip() == prefect.__version__
     try:
         template = migrated_database()
     except (OSError, subprocess.CalledProcessError):
-        return  # the server migrates a fresh database itself, only slower
+        return False  # the server migrates a fresh database itself, only slower
     partial = database.with_suffix(".db.partial")
     shutil.copyfile(template, partial)
     os.replace(partial, database)
+    marker.write_text(prefect.__version__ + "\n", encoding="utf-8")
+    return True
+
+
+SKIP_DATABASE_PREPARATION = {
+    "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+}
 
 
 class EmbeddedServer:
     """A `prefect server start` subprocess on loopback with its own home folder."""
 
-    def __init__(self, home: Path, port: int | None = None, ui: bool = True, extra_env: dict[str, str] | None = None):
+    def __init__(self, home: Path, port: int | None = None, ui: bool = True, extra_env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1"):
         self.home = Path(home).resolve()
+        self.host = host
         self.port = port or free_port()
         self.ui = ui
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
 
     @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
+    def database_url(self) -> str | None:
+        """The database given in `extra_env` or the environment (PostgreSQL), or None for the home's SQLite file."""
+        for source in (self.extra_env, os.environ):
+            for name in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+                if source.get(name):
+                    return source[name]
+        return None
 
     @property
     def ui_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.ui_url}/api"
 
     @property
     def log_path(self) -> Path:
@@ -131,11 +216,11 @@ class EmbeddedServer:
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
         """Start the server and wait until its health endpoint answers."""
         self.home.mkdir(parents=True, exist_ok=True)
-        seed_database(self.home)
+        prepared = self.database_url is None and seed_database(self.home)
         env = {**os.environ, **server_environment(self.home), "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower(),
-               **self.extra_env}
+               **(SKIP_DATABASE_PREPARATION if prepared else {}), **self.extra_env}
         env.pop("PREFECT_API_URL", None)
-        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "challenge"
 
 os.environ.setdefault("NO_GCE_CHECK", "true")
+# No test may find (and use, or stop) a user's `evalq server`; tests that want one start their own.
+os.environ["EVALQ_SERVER_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evalq-tests-no-server-{os.getpid()}")
 DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
 
 

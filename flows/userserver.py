@@ -1,0 +1,121 @@
+"""`evalq server`: one Prefect server per user, kept up across commands, on SQLite or PostgreSQL.
+
+A campaign command without PREFECT_API_URL uses this server when it is up (found through
+`<server home>/server.json`), so it pays neither Prefect's start (7-10 s here) nor its stop.
+The server is ready for `evalq runner` and `evalq campaign run` as soon as it answers: the
+local and runner work pools, their deployments and the zombie automation are applied.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, live_record, process_alive, read_record
+from generate.errors import InputError
+from generate.jsonio import write_atomic
+
+DATABASE_SCHEMES = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+SERVER_POOLS = (("evalq-local", "local"), ("evalq-runner", "runner"))
+"""(work pool, deployment name in prefect.yaml): both run episodes in `evalq runner` processes."""
+
+
+def server_home() -> Path:
+    """`$EVALQ_SERVER_HOME`, else `$XDG_STATE_HOME/evalq/server` (`~/.local/state/evalq/server`)."""
+    if os.environ.get("EVALQ_SERVER_HOME"):
+        return Path(os.environ["EVALQ_SERVER_HOME"]).resolve()
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "evalq" / "server"
+
+
+def running_server(home: Path | None = None) -> ServerRecord | None:
+    """The record of the user's server if its process lives and its API answers."""
+    return live_record(home or server_home())
+
+
+def check_database_url(url: str) -> str:
+    if not url.startswith(DATABASE_SCHEMES):
+        raise InputError(None, f"--database: expected a URL starting with {' or '.join(DATABASE_SCHEMES)}, got {redact(url)!r}")
+    return url
+
+
+def redact(url: str) -> str:
+    """A database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: show only its scheme
+        return url.split("://", 1)[0] + "://..."
+
+
+async def prepare_server_api() -> None:
+    """Work pools, deployments and the zombie automation a campaign and a runner expect."""
+    from prefect import get_client
+
+    from flows.deployments import apply_deployments
+    from flows.local import ensure_local_pool
+    from flows.zombies import install_zombie_automation
+
+    async with get_client() as client:
+        for pool, deployment in SERVER_POOLS:
+            await ensure_local_pool(client, pool, "runner")
+            await apply_deployments(client, deployment, work_pool=pool)
+    await install_zombie_automation()
+
+
+def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_ready=None) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM or until it exits by itself."""
+    import asyncio
+
+    from flows.local import use_api
+
+    if running_server(home):
+        record = read_record(home)
+        raise InputError(home / SERVER_FILE, f"an evalq server already runs at {record.api_url} (pid {record.pid}); "
+                                             "`evalq server stop` first")
+    from flows.local import port_is_free
+
+    if not port_is_free(port):
+        raise InputError(None, f"--port: {port} is in use")
+    extra = {"PREFECT_API_DATABASE_CONNECTION_URL": check_database_url(database)} if database else {}
+    server = EmbeddedServer(home / "prefect", port=port, ui=ui, extra_env=extra, host=host)
+    stop = []
+    previous = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        with use_api(server.api_url):
+            asyncio.run(prepare_server_api())
+        record = ServerRecord(api_url=server.api_url, pid=os.getpid(), database=redact(database) if database else "sqlite",
+                              ui_url=server.ui_url if ui else None)
+        write_atomic(home / SERVER_FILE, record.model_dump_json() + "\n")
+        if on_ready:
+            on_ready(record)
+        while not stop and server.process is not None and server.process.poll() is None:
+            time.sleep(0.2)
+        if not stop:
+            raise InputError(server.log_path, f"the Prefect server exited with code {server.process.returncode}")
+    finally:
+        if read_record(home) and read_record(home).pid == os.getpid():
+            (home / SERVER_FILE).unlink(missing_ok=True)
+        server.stop(timeout=10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_server(home: Path, timeout: float = 20.0) -> ServerRecord | None:
+    """SIGTERM the user's server command and wait for it to go; the record it had, or None."""
+    record = read_record(home)
+    if record is None or record.pid <= 0 or not process_alive(record.pid):
+        (home / SERVER_FILE).unlink(missing_ok=True)
+        return None
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_alive(record.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if process_alive(record.pid):
+        os.kill(record.pid, signal.SIGKILL)
+    (home / SERVER_FILE).unlink(missing_ok=True)
+    return record
