@@ -44,7 +44,16 @@ class LocalPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url_of(DATABASE)
+
+    def url_of(self, database: str) -> str:
+        """Prefect's connection URL of one database of this cluster."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, database: str) -> str:
+        """A new, empty database in this cluster (one per Prefect server); its URL."""
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", database)
+        return self.url_of(database)
 
     def run(self, *argv: str) -> None:
         subprocess.run(
@@ -62,7 +71,7 @@ class LocalPostgres:
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         self.run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-o", options)
-        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DATABASE)
+        self.create_database(DATABASE)
         return self
 
     def stop(self) -> None:

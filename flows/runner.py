@@ -9,6 +9,7 @@ from pathlib import Path
 from flows.campaign import campaign
 from flows.console import campaign_progress, console, summary_tables
 from flows.local import LocalStack
+from flows.zombies import heartbeating
 
 
 def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStack | None = None) -> dict:
@@ -22,7 +23,7 @@ def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStac
             kind = "evalq server" if own_stack.shared_server else "Embedded Prefect server"
             console.print(f"{kind}: {own_stack.ui_url}")
             return run_campaign(settings, worker_limit, home, own_stack)
-    with campaign_progress():
+    with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 90 s
         state = asyncio.run(campaign(**settings, return_state=True))
     if not state.is_completed():
         raise SystemExit(f"error: campaign flow ended {state.name}: {state.message}")

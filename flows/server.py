@@ -98,7 +98,8 @@ def server_environment(home: Path) -> dict[str, str]:
     """Settings shared by the embedded server and the processes that talk to it."""
     return {
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": FILESYSTEM_LEASES,
+        # One host's disk unless the user names a store shared by replicas (prefect_redis.lease_storage).
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": os.environ.get("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE") or FILESYSTEM_LEASES,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",

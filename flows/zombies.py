@@ -2,7 +2,10 @@
 
 Episodes heartbeat (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`); a self-hosted server has no
 zombie detection of its own, so a run whose heartbeats stop for `missed_after` seconds
-without a final state is marked Crashed, and the campaign requeues it.
+without a final state is marked Crashed, and the campaign requeues it. The automation
+watches every flow run that heartbeats, so every flow run of ours heartbeats every
+`HEARTBEAT_SECONDS` (`heartbeating()` where the flow runs in the calling process, such as
+`evalq campaign run`): at Prefect's default of 180 s, a live run would be crashed after 90 s.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ FINAL_STATE_NAMES = ("Completed", "Failed", "Cancelled", "Crashed", SKIPPED_STAT
 AUTOMATION_NAME = "evalq: crash flow runs with missed heartbeats"
 HEARTBEAT_SECONDS = 30
 """The lowest heartbeat frequency Prefect allows; workers get it in their env."""
+
+
+def heartbeating():
+    """A context in which flow runs started by this process heartbeat every `HEARTBEAT_SECONDS`."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS})
 
 
 def zombie_automation(missed_after: timedelta = timedelta(seconds=3 * HEARTBEAT_SECONDS)) -> Automation:

@@ -1,4 +1,9 @@
-"""Session fixtures: one real Prefect server (SQLite) and one local worker for the whole session."""
+"""Session fixtures: one real Prefect server and one local worker for the whole session.
+
+`--backend sqlite` (default) keeps each server's database in its home; `--backend postgres`
+gives each server a database of its own in one throwaway PostgreSQL cluster (flows/postgres.py).
+CI runs the tests marked `backends` a second time on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,37 @@ EXAMPLE = REPO / "examples" / "challenge"
 os.environ.setdefault("NO_GCE_CHECK", "true")
 # No test may find (and use, or stop) a user's `evalq server`; tests that want one start their own.
 os.environ["EVALQ_SERVER_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evalq-tests-no-server-{os.getpid()}")
+DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                     help="database of the tests' Prefect servers (postgres: a throwaway cluster, Debian's packages)")
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
+def new_database(request):
+    """`new_database()` -> the environment of a Prefect server with an empty database of its own
+    ({} on SQLite: the server's home holds it). A restarted server keeps its environment, hence its data."""
+    if request.config.getoption("--backend") == "sqlite":
+        yield dict
+        return
+    import itertools
+
+    from flows.postgres import LocalPostgres
+
+    numbers = itertools.count(1)
+    with LocalPostgres() as cluster:
+        yield lambda: {DATABASE_URL: cluster.create_database(f"prefect_{next(numbers)}")}
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory, new_database):
     """A real Prefect server on loopback; this process and its children talk to it."""
     from flows.local import use_api
     from flows.server import EmbeddedServer
 
-    server = EmbeddedServer(tmp_path_factory.mktemp("prefect-home"), ui=False)
+    server = EmbeddedServer(tmp_path_factory.mktemp("prefect-home"), ui=False, extra_env=new_database())
     server.start()
     saved = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from flows.policy_server import PolicyServer, PolicyServerFleet
@@ -72,3 +73,14 @@ async def apply_runner_pool(pool: str, spec: str, as_name: str) -> None:
     async with get_client() as client:
         await apply_work_pool(client, pool, WORK_POOL_TYPE, base_job_template(), replace_other_type=True)
         await apply_deployments(client, spec, work_pool=pool, as_name=as_name)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll `predicate` until it returns something truthy (returned); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import FlowRunSort
@@ -49,6 +50,7 @@ async def planned(name: str) -> dict:
         return await read_plan(client, name)
 
 
+@pytest.mark.backends
 def test_campaign_evaluates_every_episode_once_within_capacity(episode_worker, tmp_path):
     fleet, resources = make_fleet({"alpha_1": [1], "beta_1": [1, 2]})
     jobs = [make_job(tmp_path, "alpha", "pick", i, ["alpha_1"]) for i in range(3)]

@@ -27,7 +27,7 @@ from flows.local import start_worker
 from flows.pools import apply_pools
 from flows.naming import RUNNING_STATE, campaign_tag
 from flows.server import terminate_group
-from kit import limit_counts, make_fleet, make_job, pool_params, write_inputs
+from kit import limit_counts, make_fleet, make_job, pool_params, wait_for, write_inputs
 from workpools.apply import apply_work_pool
 from workpools.runner import WORK_POOL_TYPE, base_job_template
 
@@ -99,16 +99,6 @@ def most_at_once(busy_log: Path) -> int:
 def playing(run) -> bool:
     """On its policy server: the Running phase with its server (the engine's first state is a plain Running)."""
     return run.state is not None and run.state.name == RUNNING_STATE and (run.state.message or "").startswith("on ")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_one_runner_process_plays_several_episodes_at_once(runner_pool, tmp_path):
@@ -252,6 +242,7 @@ def test_prefect_worker_start_type_evalq_runner(runner_pool, tmp_path):
     assert all("prefect-way" in message for message in messages)
 
 
+@pytest.mark.backends
 def test_a_killed_runner_loses_no_episode_and_leaks_no_slot(runner_pool, tmp_path):
     """SIGKILL of a runner holding several episodes: their heartbeats stop, the zombie
     automation marks them Crashed, the campaign requeues them, another runner completes

@@ -1,6 +1,7 @@
 """A Prefect server restarted in the middle of a campaign loses no episode and leaks no slot.
 
-This test runs its own server (it restarts it), worker and policy servers.
+This test runs its own server (it restarts it), worker and policy servers; with
+`--backend postgres` its own database, which the restarted server finds again (same URL).
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ import contextvars
 import threading
 import time
 
+import pytest
+
 from flows.campaign import campaign
 from flows.local import prepare_api, start_worker, use_api
 from flows.server import EmbeddedServer, terminate_group
 from kit import limit_counts, make_fleet, make_job, write_inputs
 
+pytestmark = pytest.mark.backends
 
-def test_campaign_survives_a_server_restart(tmp_path):
+
+def test_campaign_survives_a_server_restart(tmp_path, new_database):
     fleet, resources = make_fleet({"rs_1": [1], "rs_2": [1]})
     jobs = [make_job(tmp_path, "rs", "pick", i, ["rs_1", "rs_2"]) for i in range(8)]
     jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
     results = tmp_path / "results"
     outcome: dict = {}
-    with EmbeddedServer(tmp_path / "home", ui=False) as server, use_api(server.api_url), fleet:
+    with EmbeddedServer(tmp_path / "home", ui=False, extra_env=new_database()) as server, use_api(server.api_url), fleet:
         asyncio.run(prepare_api())
         worker = start_worker(server.api_url, limit=6, log_path=tmp_path / "worker.log")
 

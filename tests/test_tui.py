@@ -168,6 +168,7 @@ class TestAggregate:
 
 
 # -- data layer against the server -------------------------------------------------------
+@pytest.mark.backends  # on PostgreSQL too: the queries behind every panel
 class TestSource:
     @pytest.mark.anyio
     async def test_queue_counts_by_state(self, known):
@@ -322,6 +323,7 @@ def cells(table) -> list[list[str]]:
     return [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
+@pytest.mark.backends
 class TestPanels:
     @pytest.mark.anyio
     async def test_queue_rows_episodes_and_detail(self, known):
@@ -475,6 +477,7 @@ class TestDiscovery:
 
 
 # -- actions ----------------------------------------------------------------------------------
+@pytest.mark.backends
 class TestActions:
     @pytest.mark.anyio
     async def test_retry_cancel_open_pause(self, prefect_server):
