@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flows.busy import summarize  # noqa: E402
 from bounds import lower_bound  # noqa: E402
-from cost import api_calls, group_cpu_seconds  # noqa: E402
+from cost import api_calls, children_cpu_seconds, group_cpu_seconds  # noqa: E402
 
 from flows.local import LocalStack  # noqa: E402
 from flows.policy_server import fleet_from_resources  # noqa: E402
+from flows.postgres import LocalPostgres  # noqa: E402
 from flows.runner import run_campaign  # noqa: E402
 from flows.server import free_port  # noqa: E402
 from generate.models import Job  # noqa: E402
@@ -98,6 +99,14 @@ def wait_until_started(worker_log: Path, timeout: float = 120.0) -> None:
     raise SystemExit(f"the worker did not start; see {worker_log}")
 
 
+def database_cpu_seconds(postgres: LocalPostgres | None) -> float:
+    """CPU-seconds of the PostgreSQL cluster's processes (postmaster and backends); 0 on SQLite."""
+    if postgres is None:
+        return 0.0
+    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    return children_cpu_seconds(postmaster)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teams", type=int, default=6)
@@ -109,6 +118,8 @@ def main() -> None:
     parser.add_argument("--poll-seconds", type=float, default=5.0, help="waiting episodes' safety poll")
     parser.add_argument("--worker", choices=["runner", "prefork"], default="runner")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="simple")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="the Prefect server's database (postgres: a throwaway local cluster)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evalq-bench-"))
@@ -121,11 +132,15 @@ def main() -> None:
     limit = sum(capacities.values()) + max(args.prefetch, args.max_prefetch) * len(resources)
     fleet = fleet_from_resources(resources, busy_log).start()
     access_log = {"PREFECT_SERVER_LOGGING_LEVEL": "INFO"}  # one line per request: the API calls
+    postgres = LocalPostgres().start() if args.database == "postgres" else None
+    if postgres is not None:
+        access_log["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.url
     try:
         with LocalStack(work / "home", worker_limit=limit, ui=False, worker_kind=args.worker, server_env=access_log) as stack:
             wait_until_started(stack.home / "worker.log")  # its start-up is not an episode's cost
             log_start = stack.server.log_path.stat().st_size
-            cpu_before = {"server": group_cpu_seconds(stack.server.process.pid),
+            cpu_before = {"database": database_cpu_seconds(postgres),
+                          "server": group_cpu_seconds(stack.server.process.pid),
                           "worker": group_cpu_seconds(stack.worker.pid), "campaign": time.process_time()}
             started = time.time()
             summary = run_campaign(
@@ -134,7 +149,8 @@ def main() -> None:
                      poll_seconds=args.poll_seconds),
                 limit, work / "home", stack,
             )
-            cpu = {"server": group_cpu_seconds(stack.server.process.pid) - cpu_before["server"],
+            cpu = {"database": database_cpu_seconds(postgres) - cpu_before["database"],
+                   "server": group_cpu_seconds(stack.server.process.pid) - cpu_before["server"],
                    "worker": group_cpu_seconds(stack.worker.pid) - cpu_before["worker"],
                    "campaign": time.process_time() - cpu_before["campaign"]}
             with open(stack.server.log_path, encoding="utf-8", errors="replace") as log:
@@ -142,6 +158,8 @@ def main() -> None:
                 calls = api_calls(log.read())
     finally:
         fleet.stop()
+        if postgres is not None:
+            postgres.stop()
     episodes = len(jobs)
     intervals = [json.loads(line) for line in busy_log.read_text().splitlines()]
     held = [json.loads(p.read_text())["evalq"]["held_seconds"] for p in (work / "results").rglob("*.json")

@@ -50,3 +50,20 @@ def group_cpu_seconds(pgid: int) -> float:
         if group == pgid:
             total += seconds
     return total
+
+
+def children_cpu_seconds(parent: int) -> float:
+    """CPU-seconds of `parent` and its direct children (a PostgreSQL postmaster and its backends)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                line = stat.read()
+        except OSError:
+            continue
+        ppid = int(line[line.rindex(")") + 2:].split()[1])
+        if int(entry) == parent or ppid == parent:
+            total += _cpu_of(line)[1]
+    return total

@@ -237,8 +237,9 @@ class Quarantine:
         _emit(SERVER_RECOVERED, server, {"failures": record.failures if record else 0})
         logger.warning("Policy server %s answered a probe: quarantine lifted", server.address)
 
-    async def check(self, servers: Iterable[Server]) -> tuple[list[Server], float]:
-        """For quarantined servers (limit 0): probe those due, lift those that answer.
+    async def check(self, servers: Iterable[Server], force: bool = False) -> tuple[list[Server], float]:
+        """For quarantined servers (limit 0): probe those due (all of them with `force`), lift
+        those that answer.
 
         Returns the servers lifted and the seconds until the next probe is due (inf if none).
         A limit at 0 without a record (a crash between the two writes) is probed at once.
@@ -246,7 +247,7 @@ class Quarantine:
         lifted, wait = [], math.inf
         for server in {s.address: s for s in servers}.values():
             try:
-                record = await self._check_one(server)
+                record = await self._check_one(server, force)
             except Exception as exc:  # noqa: BLE001 - an API hiccup: look again after the first back-off
                 logger.warning("Could not check the quarantine of %s: %s", server.address, exc)
                 wait = min(wait, self.backoff.first)
@@ -257,12 +258,12 @@ class Quarantine:
                 wait = min(wait, max(0.0, record.until - self.clock()))
         return lifted, wait
 
-    async def _check_one(self, server: Server) -> QuarantineRecord | None:
-        """Probe `server` if due; its record, or None if it answered and was lifted."""
+    async def _check_one(self, server: Server, force: bool = False) -> QuarantineRecord | None:
+        """Probe `server` if due (or `force`); its record, or None if it answered and was lifted."""
         record = self._known.get(server.address)
-        if record is None or record.probe_due(self.clock()):
+        if force or record is None or record.probe_due(self.clock()):
             record = await read_record(self.client, server.address)  # someone may have probed it meanwhile
-        if record is None or not record.active or record.probe_due(self.clock()):
+        if force or record is None or not record.active or record.probe_due(self.clock()):
             failure = await self.prober(server)
             if failure is None:
                 await self.lift(server, record)

@@ -203,6 +203,11 @@ class SlotLeaser:
             return next_probe + 0.05, all_sick_since
         left = self.give_up_seconds - (time.monotonic() - all_sick_since)
         if left <= 0:
+            lifted, _ = await self.quarantine.check(sick, force=True)  # a last look before giving up
+            for server in lifted:
+                self.watch.released(server.address)
+            if lifted:
+                return None, None
             raise NoLiveServer(sick[0], f"every compatible server quarantined for {self.give_up_seconds:.0f} s "
                                         f"({', '.join(server.address for server in sick)})")
         return min(next_probe + 0.05, left), all_sick_since
