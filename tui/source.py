@@ -10,7 +10,7 @@ its own background loop (`tui.loop`), never on the UI thread.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 from uuid import UUID
 
@@ -72,7 +72,7 @@ class Source(Gateway):
     async def pools(self) -> PoolsSnapshot:
         return await self.pool_reads.snapshot()
 
-    async def backfill_logs(self, since=None, limit: int = 200, flow_run_id: UUID | None = None) -> list[LogLine]:
+    async def backfill_logs(self, since: datetime | None = None, limit: int = 200, flow_run_id: UUID | None = None) -> list[LogLine]:
         return await self.log_reads.backfill(since, limit, flow_run_id)
 
     async def tail_logs(self, on_lines: Callable[[list[LogLine]], None], on_status: Callable[[str | None], None],
