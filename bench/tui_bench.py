@@ -9,7 +9,7 @@
 `seed` writes runs through the API, one request at a time (SQLite serialises writers:
 parallel requests were slower), plus pool limits and the campaign plan; `--quiet` turns
 off the server's event services, which triples the insert rate. `activity` adds slot
-events and logs. `measure` times each call a refresh makes (the same `tui.source`
+events and logs. `measure` times each call a refresh makes (the same `tui.source.Source`
 coroutines the app's workers run) and the peak memory, then drives the real app headless
 and reports refresh times, time to a full team x task table and UI-loop stalls.
 Results go in bench/tui.md.
@@ -74,7 +74,7 @@ async def seed_activity() -> None:
 
     from flows import naming
     from tui import seed
-    from tui.source import run_filter
+    from tui.gateway import run_filter
 
     async with get_client() as client:
         runs = await client.read_flow_runs(flow_run_filter=run_filter([naming.campaign_tag(CAMPAIGN)], types=["RUNNING"]), limit=20, sort=FlowRunSort.NAME_ASC)

@@ -76,7 +76,8 @@ def known(prefect_server, tmp_path_factory):
     async def build():
         from prefect.client.schemas.sorting import FlowRunSort
 
-        from tui.source import Source, run_filter
+        from tui.gateway import run_filter
+        from tui.source import Source
 
         episodes = [seed.SeedEpisode(team, task, i, state, POOL_A if team == "alpha" else POOL_B) for (team, task, i), state in STATES.items()]
         episodes.append(seed.SeedEpisode("alpha", "pick", 2, "completed", POOL_A, attempt=2))

@@ -4,7 +4,11 @@
 
 Modules, data side first:
 - `models`: the frozen snapshots the panels render.
-- `source`: reads them from the Prefect API and sends the actions (retry, cancel, pause).
+- `source`: the facade the app holds (`Source`), over one module per concern:
+  `gateway` (the Prefect client, raw reads and pages, the campaign's plan), `queue` (counts by
+  state, the run index and its sync, team x task rows, episode pages), `pools` (pool and server
+  status, holders, quarantine marks), `logs` (backfill and live tail), `detail` (the episode
+  screen, why it waits), `actions` (retry request, cancel, pause).
 - `aggregate`: pure functions (state buckets, slot holders from events, rate/ETA, run index).
 - `loop`: the background asyncio loop all I/O runs on; `messages`: what it posts to the UI.
 - `app`: the App (timer -> thread worker -> messages -> widgets); `commands`: palette entries.

@@ -145,7 +145,7 @@ class RunIndex:
     """Every episode run of a campaign as (team, task, bucket, ...): the source of the team x
     task table and, once scanned, of the queue's counts.
 
-    `tui.source.Source.sync_index` fills it by a keyset scan over expected start times,
+    `tui.queue.QueueReads.sync_index` fills it by a keyset scan over expected start times,
     then keeps it current with small reads (runs started or ended since the last sync, and
     the runs still active, few under just-in-time dispatch), so a refresh costs a few
     requests whatever the campaign's size. `active` holds the ids of runs in an active state.

@@ -24,11 +24,13 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from tui import messages as msg
+from tui.actions import ActionRefused
 from tui.aggregate import History, Throughput
 from tui.commands import EvalCommands
 from tui.discover import DEFAULT_HOME, configured_api_url, find_api_url, no_api_message
+from tui.gateway import api_url, flow_run_url
 from tui.loop import BackgroundLoop, LoopStopped
-from tui.source import ActionRefused, Source, api_url, flow_run_url
+from tui.source import Source
 from tui.widgets.banner import Banner, describe_error
 from tui.widgets.detail import EpisodeScreen
 from tui.widgets.logs import LogsPanel

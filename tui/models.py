@@ -1,6 +1,6 @@
 """Snapshots the dashboard renders: plain frozen dataclasses, no Prefect objects.
 
-`tui.source` builds them from the Prefect API, `tui.aggregate` derives figures from
+The data modules (`tui.queue`, `tui.pools`, `tui.logs`, `tui.detail`) build them from the Prefect API, `tui.aggregate` derives figures from
 them, the widgets only display them. Tests feed widgets fixed instances.
 """
 
