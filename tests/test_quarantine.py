@@ -265,13 +265,12 @@ def test_a_pool_without_a_live_server_waits_says_so_and_completes_when_one_comes
 async def campaign_log(name: str) -> list[str]:
     """The campaign flow run's log messages."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.logging.handlers import APILogWorker
 
+    await asyncio.to_thread(APILogWorker.drain_all, timeout=5)  # in a thread: in a loop it returns a coroutine
     async with get_client() as client:
         runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW])), limit=200)
         run = next(r for r in runs if (r.parameters or {}).get("name") == name)
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=5)
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])), limit=200)
         return [log.message for log in logs]
 
