@@ -30,31 +30,9 @@ def api_calls(log_text: str) -> Counter:
     return calls
 
 
-def _cpu_of(stat: str) -> tuple[int, float]:
-    """(pgid, seconds) from a /proc/<pid>/stat line: own CPU plus waited-for children's."""
-    fields = stat[stat.rindex(")") + 2:].split()
-    ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return int(fields[2]), ticks / os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                group, seconds = _cpu_of(stat.read())
-        except OSError:
-            continue
-        if group == pgid:
-            total += seconds
-    return total
-
-
-def children_cpu_seconds(parent: int) -> float:
-    """CPU-seconds of `parent` and its direct children (a PostgreSQL postmaster and its backends)."""
-    total = 0.0
+def processes() -> list[tuple[int, int, int, float]]:
+    """(pid, ppid, pgid, CPU-seconds) of every process: own CPU plus its waited-for children's."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -63,7 +41,16 @@ def children_cpu_seconds(parent: int) -> float:
                 line = stat.read()
         except OSError:
             continue
-        ppid = int(line[line.rindex(")") + 2:].split()[1])
-        if int(entry) == parent or ppid == parent:
-            total += _cpu_of(line)[1]
-    return total
+        fields = line[line.rindex(")") + 2:].split()
+        ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        found.append((int(entry), int(fields[1]), int(fields[2]), ticks / os.sysconf("SC_CLK_TCK")))
+    return found
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    return sum(seconds for _, _, group, seconds in processes() if group == pgid)
+
+
+def children_cpu_seconds(parent: int) -> float:
+    """CPU-seconds of `parent` and its direct children (a PostgreSQL postmaster and its backends)."""
+    return sum(seconds for pid, ppid, _, seconds in processes() if parent in (pid, ppid))

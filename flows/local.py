@@ -48,11 +48,13 @@ async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL, kind: str 
     await apply_work_pool(client, work_pool, WORK_POOL_TYPE, base_job_template(), replace_other_type=True)
 
 
-async def prepare_api(work_pool: str = LOCAL_WORK_POOL, kind: str = "runner") -> None:
-    """The local work pool, the `local` deployments and the zombie automation."""
+async def prepare_api(kind: str = "runner", pools: tuple[tuple[str, str], ...] = ((LOCAL_WORK_POOL, "local"),)) -> None:
+    """Each (work pool, prefect.yaml deployment name) of `pools` (a pool of `kind`, the
+    deployments on it), and the zombie automation."""
     async with get_client() as client:
-        await ensure_local_pool(client, work_pool, kind)
-        await apply_deployments(client, "local", work_pool=work_pool)
+        for work_pool, deployment in pools:
+            await ensure_local_pool(client, work_pool, kind)
+            await apply_deployments(client, deployment, work_pool=work_pool)
     await install_zombie_automation()
 
 

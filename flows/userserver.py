@@ -51,33 +51,15 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://..."
 
 
-async def prepare_server_api() -> None:
-    """Work pools, deployments and the zombie automation a campaign and a runner expect."""
-    from prefect import get_client
-
-    from flows.deployments import apply_deployments
-    from flows.local import ensure_local_pool
-    from flows.zombies import install_zombie_automation
-
-    async with get_client() as client:
-        for pool, deployment in SERVER_POOLS:
-            await ensure_local_pool(client, pool, "runner")
-            await apply_deployments(client, deployment, work_pool=pool)
-    await install_zombie_automation()
-
-
 def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_ready=None) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM or until it exits by itself."""
     import asyncio
 
-    from flows.local import use_api
+    from flows.local import port_is_free, prepare_api, use_api
 
-    if running_server(home):
-        record = read_record(home)
-        raise InputError(home / SERVER_FILE, f"an evalq server already runs at {record.api_url} (pid {record.pid}); "
+    if (running := running_server(home)) is not None:
+        raise InputError(home / SERVER_FILE, f"an evalq server already runs at {running.api_url} (pid {running.pid}); "
                                              "`evalq server stop` first")
-    from flows.local import port_is_free
-
     if not port_is_free(port):
         raise InputError(None, f"--port: {port} is in use")
     extra = {"PREFECT_API_DATABASE_CONNECTION_URL": check_database_url(database)} if database else {}
@@ -87,7 +69,7 @@ def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_r
     try:
         server.start()
         with use_api(server.api_url):
-            asyncio.run(prepare_server_api())
+            asyncio.run(prepare_api("runner", SERVER_POOLS))
         record = ServerRecord(api_url=server.api_url, pid=os.getpid(), database=redact(database) if database else "sqlite",
                               ui_url=server.ui_url if ui else None)
         write_atomic(home / SERVER_FILE, record.model_dump_json() + "\n")
@@ -98,7 +80,7 @@ def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_r
         if not stop:
             raise InputError(server.log_path, f"the Prefect server exited with code {server.process.returncode}")
     finally:
-        if read_record(home) and read_record(home).pid == os.getpid():
+        if (written := read_record(home)) is not None and written.pid == os.getpid():
             (home / SERVER_FILE).unlink(missing_ok=True)
         server.stop(timeout=10)
         for sig, handler in previous.items():

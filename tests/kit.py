@@ -75,12 +75,13 @@ async def apply_runner_pool(pool: str, spec: str, as_name: str) -> None:
         await apply_deployments(client, spec, work_pool=pool, as_name=as_name)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    """Poll `predicate` until it returns something truthy (returned); fail after `timeout` seconds."""
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.3, detail=None):
+    """Poll `predicate` until it returns something truthy (returned); fail after `timeout` seconds,
+    with `detail()` (e.g. a log tail) in the message."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {detail()}" if detail else ""))

@@ -21,6 +21,7 @@ from flows.cli import app
 from workpools.local.entries import QueueEntry, Status, find_entry
 from workpools.local.job import gpu_limit
 from workpools.local.output import LineTail, clean_line
+import kit
 
 FAKE_BIN = Path(__file__).resolve().parent / "fake_bin"
 WORKER_POOL = "gpu-queue-test"
@@ -232,13 +233,8 @@ class Queue:
         return asyncio.run(read())
 
     def wait_for(self, what: str, check, bound: float = BOUND):
-        deadline = time.monotonic() + bound
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"gave up waiting for {what}; worker log tail:\n{self.worker_log.read_text()[-3000:]}")
+        return kit.wait_for(check, bound, what, interval=0.2,
+                            detail=lambda: f"worker log tail:\n{self.worker_log.read_text()[-3000:]}")
 
     def wait_status(self, queue_id: int, *statuses: Status) -> QueueEntry:
         return self.wait_for(f"job {queue_id} {statuses}", lambda: (e := self.entry(queue_id)) and e.status in statuses and e)
