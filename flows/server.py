@@ -220,7 +220,7 @@ class EmbeddedServer:
         env = {**os.environ, **server_environment(self.home), "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower(),
                **(SKIP_DATABASE_PREPARATION if prepared else {}), **self.extra_env}
         env.pop("PREFECT_API_URL", None)
-        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)]
+        argv = [sys.executable, "-m", "flows.prefect_serve", "server", "start", "--host", self.host, "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
