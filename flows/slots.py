@@ -121,7 +121,8 @@ class SlotLeaser:
         name = server_limit(candidate.server)
         self.reads += 1
         try:
-            limit = await retrying(lambda: self.client.read_global_concurrency_limit_by_name(name))
+            limit = await self.watch.occupancy(candidate.server.address, lambda: retrying(
+                lambda: self.client.read_global_concurrency_limit_by_name(name)))
         except ObjectNotFound:
             raise PoolNotApplied(f"no concurrency limit {name!r}: run `evalq pools apply`") from None
         return candidate, limit.active_slots, limit.limit

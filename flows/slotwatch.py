@@ -4,7 +4,9 @@ Every release is announced as an `evalq.slot.released` event (see `flows/episode
 subscription per event loop (a warm runner has one loop for all its episodes) fans those
 events out to the episodes waiting for that server, and a release made in the same loop
 wakes its waiters at once, without the round trip through the server. Waiters keep a slow
-safety poll for leases that end without a release (a killed holder's lease expires).
+safety poll for leases that end without a release (a killed holder's lease expires); the
+waiters of one loop share their reads of a server's limit (`occupancy`), so fifty episodes
+waiting for one server read it about once a second, not ten times.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import contextlib
 import logging
 import weakref
 from collections import defaultdict
-from typing import Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from flows.naming import SLOT_RELEASED
 
 RESUBSCRIBE_SECONDS = 5.0
+SHARED_READ_SECONDS = 1.0
+"""How long one read of a server's limit answers the other waiters of the loop (a release there
+forgets it at once)."""
+T = TypeVar("T")
 logger = logging.getLogger("evalq.slotwatch")
 
 
@@ -40,12 +46,32 @@ class SlotWatch:
     def __init__(self) -> None:
         self._waiters: dict[str, set[Wakeup]] = defaultdict(set)
         self._listener: asyncio.Task | None = None
+        self._reads: dict[str, tuple[float, asyncio.Future]] = {}
         self.events_seen = 0
+        self.occupancy_reads = 0
+        """Reads of a limit actually sent (for tests and benchmarks)."""
 
     def released(self, address: str) -> None:
         """A slot on `address` was given back: wake whoever waits for it."""
+        self._reads.pop(address, None)
         for waiter in list(self._waiters.get(address, ())):
             waiter.set(address)
+
+    async def occupancy(self, address: str, read: Callable[[], Awaitable[T]]) -> T:
+        """`read()` of `address`'s limit, shared with this loop's other waiters for
+        SHARED_READ_SECONDS. Only a hint: a lease is still taken (or refused) by the server."""
+        now = asyncio.get_running_loop().time()
+        shared = self._reads.get(address)
+        if shared is not None and now - shared[0] < SHARED_READ_SECONDS:
+            try:
+                return await asyncio.shield(shared[1])
+            except Exception:  # another episode's read (its client may have closed): read ourselves
+                self._reads.pop(address, None)
+        self.occupancy_reads += 1
+        future = asyncio.ensure_future(read())
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, never "lost"
+        self._reads[address] = (now, future)
+        return await asyncio.shield(future)
 
     @contextlib.contextmanager
     def watching(self, addresses: Iterable[str]) -> Iterator[Wakeup]:

@@ -13,6 +13,7 @@ from flows.episode import slot_event
 from flows.naming import SLOT_RELEASED
 from flows.pools import apply_pools
 from flows.slots import SlotLeaser
+from flows.slotwatch import SlotWatch
 from generate.models import Resources
 from kit import limit_counts, make_job
 
@@ -120,4 +121,34 @@ def test_the_waiter_with_the_fewest_alternatives_gets_the_released_server(prefec
             return got.server.address, other.server.address
 
     assert asyncio.run(scenario()) == (s_address, t_address)
+    assert set(asyncio.run(limit_counts(resources)).values()) == {0}
+
+
+def test_waiters_in_one_loop_share_their_reads_of_a_busy_server(prefect_server, tmp_path):
+    """Ten episodes of one runner wait for one held server, each polling every 0.2 s: they look
+    often, but the server's limit is read about once a second; the release still hands it on."""
+    resources = pool_of({"host": "127.0.0.1", "port": 19105})
+    job = make_job(tmp_path, "handoff", "pick", 5, ["handoff_1"])
+
+    async def scenario():
+        async with get_client() as client:
+            watch = SlotWatch()
+            holder = SlotLeaser(client, poll_seconds=NO_POLL, watch=watch)
+            held = await holder.acquire(job, resources)
+            waiters = [SlotLeaser(client, poll_seconds=0.2, watch=watch) for _ in range(10)]
+            waiting = [asyncio.create_task(waiter.acquire(job, resources)) for waiter in waiters]
+            await asyncio.sleep(3.0)
+            looks, sent = sum(waiter.reads for waiter in waiters), watch.occupancy_reads
+            await holder.release(held)
+            done, pending = await asyncio.wait(waiting, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                await holder.release(task.result())
+            return looks, sent, len(done)
+
+    looks, sent, handed_on = asyncio.run(scenario())
+    assert looks >= 50
+    assert sent <= 6, f"{sent} reads for {looks} looks"
+    assert handed_on == 1
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
