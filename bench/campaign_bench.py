@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flows.busy import summarize  # noqa: E402
 from bounds import lower_bound  # noqa: E402
-from cost import api_calls, children_cpu_seconds, group_cpu_seconds  # noqa: E402
+from cost import api_calls, children_cpu_seconds, group_cpu_seconds, write_result  # noqa: E402
 
 from flows.local import LocalStack  # noqa: E402
 from flows.policy_server import fleet_from_resources  # noqa: E402
@@ -178,12 +178,7 @@ def main() -> None:
         "api_calls_per_episode": round(sum(calls.values()) / episodes, 1),
         "api_calls_by_route": dict(calls.most_common()),
     }
-    out = Path(__file__).resolve().parent / "results" / time.strftime("campaign-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:32} {value}")
-    print(f"written to {out}")
+    write_result("campaign", result)
 
 
 if __name__ == "__main__":

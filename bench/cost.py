@@ -9,9 +9,12 @@ children that already exited and were waited for.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from collections import Counter
+from pathlib import Path
 
 ACCESS = re.compile(r'uvicorn\.access - [\d.:]+ - "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d+)')
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -54,3 +57,15 @@ def group_cpu_seconds(pgid: int) -> float:
 def children_cpu_seconds(parent: int) -> float:
     """CPU-seconds of `parent` and its direct children (a PostgreSQL postmaster and its backends)."""
     return sum(seconds for pid, ppid, _, seconds in processes() if parent in (pid, ppid))
+
+
+def write_result(kind: str, result: dict) -> Path:
+    """Print `result` and write it to bench/results/<kind>-<time>.json."""
+    out = Path(__file__).resolve().parent / "results" / time.strftime(f"{kind}-%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    width = max(map(len, result)) + 2
+    for key, value in result.items():
+        print(f"{key:{width}} {value}")
+    print(f"written to {out}")
+    return out

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from campaign_bench import database_cpu_seconds, wait_until_started, write_job  # noqa: E402
-from cost import api_calls, group_cpu_seconds  # noqa: E402
+from cost import api_calls, group_cpu_seconds, write_result  # noqa: E402
 
 from flows.local import LocalStack  # noqa: E402
 from flows.naming import WAITING_STATE  # noqa: E402
@@ -114,11 +114,7 @@ def main() -> None:
         "api_calls_per_second": round(sum(calls.values()) / args.window, 2),
         "api_calls_by_route": dict(calls.most_common()),
     }
-    out = Path(__file__).resolve().parent / "results" / time.strftime("waiting-%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:46} {value}")
-    print(f"written to {out}")
+    write_result("waiting", result)
 
 
 if __name__ == "__main__":
