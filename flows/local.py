@@ -17,13 +17,15 @@ from pathlib import Path
 from prefect import get_client
 
 from flows.deployments import apply_deployments
-from flows.naming import LOCAL_WORK_POOL
+from flows.naming import EPISODE_ENTRYPOINT, LOCAL_WORK_POOL
 from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, die_with_parent, free_port, terminate_group
 from generate.jsonio import write_atomic
 from flows.zombies import HEARTBEAT_SECONDS, install_zombie_automation
 
 DEFAULT_HOME = Path(".evalq")
 PREFERRED_PORT = 4200
+STARTUP_WAIT_SECONDS = 120.0
+"""How long an embedded server (and the runner started beside it) may take to come up."""
 
 
 def port_is_free(port: int) -> bool:
@@ -75,9 +77,12 @@ def worker_environment(api_url: str) -> dict[str, str]:
     }
 
 
-def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCAL_WORK_POOL, kind: str = "runner"):
+def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCAL_WORK_POOL, kind: str = "runner",
+                 wait: float = 0.0):
     """The local pool's worker, running up to `limit` flow runs at once: `evalq runner` (a
-    warm runner), or for `kind="prefork"` Prefect's worker with a forked process per run."""
+    warm runner), or for `kind="prefork"` Prefect's worker with a forked process per run.
+    With `wait`, a runner imports the episode flow and waits up to `wait` s for the API and
+    its pool, so it can start beside its server."""
     name = f"evalq-local-{os.getpid()}"
     if kind == "prefork":
         from workpools.prefork import WORK_POOL_TYPE
@@ -86,6 +91,8 @@ def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCA
                 "--limit", str(limit), "--name", name]
     else:
         argv = [sys.executable, "-m", "flows.cli", "runner", "--pool", work_pool, "--slots", str(limit), "--name", name]
+        if wait:
+            argv += ["--wait", str(wait), "--preload", EPISODE_ENTRYPOINT]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -134,14 +141,22 @@ class LocalStack:
             self.use(record.api_url)
         if self.api_url is None:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
-            self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).start()
+            self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).launch()
+            if self.worker_kind == "runner":  # its imports overlap the server's start
+                self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
+            self.server.wait_ready(STARTUP_WAIT_SECONDS)
             self.api_url = self.server.api_url
             record = ServerRecord(api_url=self.api_url, pid=self.server.process.pid)
             write_atomic(self.home / SERVER_FILE, record.model_dump_json() + "\n")
             self.use(self.api_url)
         asyncio.run(prepare_api(kind=self.worker_kind))
-        self.worker = start_worker(self.api_url, self.worker_limit, self.home / "worker.log", kind=self.worker_kind)
+        if self.worker is None:
+            self.worker = self._start_worker()
         return self
+
+    def _start_worker(self, wait: float = 0.0) -> subprocess.Popen:
+        api_url = self.api_url or self.server.api_url
+        return start_worker(api_url, self.worker_limit, self.home / "worker.log", kind=self.worker_kind, wait=wait)
 
     def use(self, api_url: str) -> None:
         """Point this process and its children at `api_url` until `stop()`."""

@@ -219,6 +219,8 @@ GRADER_DEPLOYMENT = f"{GRADE_FLOW}/{GRADER_DEPLOYMENT_NAME}"
 GRADER_TAG = "evalq-grader"
 NODE_PREFIX = "node-"
 GRADER_ENTRYPOINT = "flows.grading.grade_solution"
+EPISODE_ENTRYPOINT = "flows.episode:evaluate_episode"
+"""The episode flow, as prefect.yaml's deployments name it (a warm runner preloads it)."""
 """A module path, so runners import the installed package."""
 
 

@@ -215,6 +215,12 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 120.0) -> "EmbeddedServer":
         """Start the server and wait until its health endpoint answers."""
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> "EmbeddedServer":
+        """Start the server process without waiting for it (`wait_ready` does)."""
         self.home.mkdir(parents=True, exist_ok=True)
         prepared = self.database_url is None and seed_database(self.home)
         env = {**os.environ, **server_environment(self.home), "PREFECT_SERVER_UI_ENABLED": str(self.ui).lower(),
@@ -226,7 +232,6 @@ class EmbeddedServer:
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
-        self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:

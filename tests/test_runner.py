@@ -224,6 +224,34 @@ def test_idle_timeout_ends_the_runner(runner_pool, tmp_path):
     assert runner.wait(60) == 0
 
 
+def test_a_runner_started_beside_its_server_waits_for_its_pool(runner_pool, tmp_path):
+    """`--wait`: the runner started before its pool existed (as the local stack starts it beside
+    its server) neither fails nor makes the pool itself; it starts once the pool is applied."""
+    pool = f"evalq-runner-wait-{time.monotonic_ns()}"
+    log = tmp_path / "runner.log"
+    argv = [sys.executable, "-m", "flows.cli", "runner", "--pool", pool, "--slots", "1", "--idle-timeout", "2",
+            "--wait", "120", "--preload", "flows.episode:evaluate_episode"]
+    runner = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def pool_exists() -> bool:
+        async with get_client() as client:
+            return any(work_pool.name == pool for work_pool in await client.read_work_pools())
+
+    async def apply():
+        async with get_client() as client:
+            await apply_work_pool(client, pool, WORK_POOL_TYPE, base_job_template())
+
+    try:
+        time.sleep(5)
+        assert runner.poll() is None and not asyncio.run(pool_exists())
+        asyncio.run(apply())
+        assert runner.wait(60) == 0
+    finally:
+        terminate_group(runner)
+    output = log.read_text()
+    assert f"started: pool '{pool}'" in output and "--preload" not in output
+
+
 def test_prefect_worker_start_type_evalq_runner(runner_pool, tmp_path):
     """Registered the Prefect way: `prefect worker start --type evalq-runner` runs episodes too."""
     fleet, resources = make_fleet({"p_1": [1]})

@@ -20,6 +20,8 @@ def runner(
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", min=0, help="Exit after this many seconds without work"),
     name: Optional[str] = typer.Option(None, "--name", help="Runner name shown in Prefect (default: host and pid)"),
     poll_seconds: float = typer.Option(5.0, "--poll-seconds", min=0.1, help="Safety poll; scheduled runs wake the runner at once"),
+    wait: float = typer.Option(0.0, "--wait", min=0, help="Wait up to this many seconds for the API and the pool (a runner started beside its server)"),
+    preload: List[str] = typer.Option([], "--preload", help="Import this flow entrypoint (module:flow) while waiting (repeatable)"),
 ) -> None:
     """Run the flow runs of a work pool inside this process, several at once (a warm runner)."""
     import os
@@ -28,8 +30,39 @@ def runner(
 
     if not os.environ.get("PREFECT_API_URL"):
         raise InputError(None, "PREFECT_API_URL is not set: which Prefect server should the runner take work from?")
-    check_api(os.environ["PREFECT_API_URL"])
+    api_url = os.environ["PREFECT_API_URL"]
+    for entrypoint in preload:
+        preload_flow(entrypoint)
+    if wait:
+        wait_for_pool(api_url, pool, wait)
+    check_api(api_url)
     raise typer.Exit(serve(pool, work_queue, slots, idle_timeout, name, poll_seconds))
+
+
+def preload_flow(entrypoint: str) -> None:
+    """Import a flow before the first run needs it (a warm runner's first episodes start sooner)."""
+    from workpools.runner.engine import load_flow
+
+    try:
+        load_flow(entrypoint)
+    except Exception as exc:  # the run that needs it reports it properly
+        typer.echo(f"--preload {entrypoint}: {exc.__class__.__name__}: {exc}", err=True)
+
+
+def wait_for_pool(api_url: str, pool: str, seconds: float) -> None:
+    """Return once the API answers and `pool` exists, or after `seconds` (check_api then says why)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api_url.rstrip('/')}/work_pools/{pool}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
 
 
 def serve(pool: str, work_queues: list[str], slots: int, idle_timeout: float | None, name: str | None,
