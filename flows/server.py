@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
+from flows.process_groups import terminate_group
+
 FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
 
@@ -260,21 +262,3 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def terminate_group(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM a process started with `start_new_session=True` and its group; SIGKILL if it lingers."""
-    import signal
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
