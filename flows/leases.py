@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
@@ -68,7 +68,7 @@ class LeasePolicy:
     lost_error: type[Exception] | None = LeaseLost
     """Raised in the holder's block (which is cancelled) when the lease is lost; None: log
     a warning and let the block go on."""
-    transient: Callable[[BaseException], bool] = field(default=is_transient)
+    transient: Callable[[BaseException], bool] = is_transient
     """API errors worth trying again (no connection, a 5xx such as SQLite's 503)."""
 
     def __post_init__(self) -> None:
