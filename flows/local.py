@@ -18,7 +18,8 @@ from prefect import get_client
 
 from flows.deployments import apply_deployments
 from flows.naming import EPISODE_ENTRYPOINT, LOCAL_WORK_POOL
-from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, die_with_parent, free_port, terminate_group
+from flows.process_groups import terminate_group
+from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, die_with_parent, free_port
 from generate.jsonio import write_atomic
 from flows.zombies import HEARTBEAT_SECONDS, install_zombie_automation
 
@@ -170,7 +171,7 @@ class LocalStack:
         if self.pointed:
             flush_prefect_clients()  # while the server still listens: nothing is lost, nothing complains
         if self.worker is not None:
-            terminate_group(self.worker, timeout=10)
+            terminate_group(self.worker, grace=10)
             self.worker = None
         if self.server is not None:
             (self.home / SERVER_FILE).unlink(missing_ok=True)

@@ -44,15 +44,18 @@ def without_client_retries() -> Iterator[None]:
         yield
 
 
-async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 10, first_delay: float = 0.05) -> T:
-    """`await call()`, again after a short, jittered, doubling delay while it fails transiently
+async def retrying(
+    call: Callable[[], Awaitable[T]], attempts: int = 10, first_delay: float = 0.05,
+    transient: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """`await call()`, again after a short, jittered, doubling delay while it fails `transient`ly
     (10 tries over about 25 s). The call must be safe to repeat."""
     for attempt in range(attempts):
         try:
             with without_client_retries():
                 return await call()
         except Exception as exc:
-            if attempt == attempts - 1 or not is_transient(exc):
+            if attempt == attempts - 1 or not transient(exc):
                 raise
         await asyncio.sleep(first_delay * 2**attempt * random.uniform(0.8, 1.2))
     raise AssertionError("unreachable")

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
+from flows.process_groups import terminate_group
+
 FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
 
@@ -249,9 +251,9 @@ class EmbeddedServer:
         raise RuntimeError(f"Prefect server did not become ready in {timeout:.0f} s; see {self.log_path}")
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and its children."""
-        if self.process is None or self.process.poll() is not None:
-            self.process = None
+        """Stop the server (SIGTERM, then SIGKILL) and its children, also those of a server
+        that already died."""
+        if self.process is None:
             return
         terminate_group(self.process, timeout)
         self.process = None
@@ -265,21 +267,3 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def terminate_group(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM a process started with `start_new_session=True` and its group; SIGKILL if it lingers."""
-    import signal
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()

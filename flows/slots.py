@@ -13,9 +13,9 @@ without a release). Woken, it tries the released server directly; an episode wit
 alternatives lets the ones with fewer try first (`STAGGER_SECONDS` per extra server), so a
 server goes to the episode that can use nothing else. A quarantined server (limit 0, see
 `flows/quarantine.py`) is never tried: the waiter probes it when its back-off is over and
-lifts the quarantine if it answers. Leases are renewed in the
-background; a lease the server no longer knows (410) aborts the episode, since its server
-may already be serving someone else.
+lifts the quarantine if it answers. Taking, renewing and giving back a lease is the
+lease engine's (`flows/leases.py`) under `EPISODE_SLOT`: a lost lease aborts the episode
+(`LeaseLost`), since its server may already be serving someone else.
 """
 
 from __future__ import annotations
@@ -24,33 +24,28 @@ import asyncio
 import contextlib
 import random
 import time
-from dataclasses import dataclass
-from typing import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import AsyncContextManager
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectNotFound
 
+from flows.leases import MIN_LEASE_SECONDS, LeaseLost, LeasePolicy, Leases, LimitsMissing
 from flows.naming import pool_limit, server_limit
 from flows.quarantine import NoLiveServer, Quarantine
-from flows.retry import retrying, without_client_retries
+from flows.retry import retrying
 from flows.slotwatch import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
 
-MIN_LEASE_SECONDS = 60.0
-"""The Prefect server rejects shorter leases."""
+EPISODE_SLOT = LeasePolicy(lost_error=LeaseLost)
+"""An episode's lease: 60 s, renewed every 20 s; lost, it cancels the episode."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
 
 
 class PoolNotApplied(Exception):
     """A pool or server has no concurrency limit: `evalq pools apply` was not run."""
-
-
-class LeaseLost(Exception):
-    """The server dropped our lease (expired while unreachable): the slot may be reused."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +93,11 @@ class SlotLeaser:
         poll_seconds: float = 5.0,
         watch: SlotWatch | None = None,
         give_up_seconds: float | None = None,
+        policy: LeasePolicy | None = None,
     ):
         self.client = client
-        self.lease_seconds = max(float(lease_seconds), MIN_LEASE_SECONDS)
-        self.renew_seconds = self.lease_seconds / 3
+        self.leases = Leases(client, policy or replace(EPISODE_SLOT, lease_seconds=max(float(lease_seconds), MIN_LEASE_SECONDS)))
+        """The lease engine, under `EPISODE_SLOT` with the lease asked for (at least 60 s)."""
         self.poll_seconds = poll_seconds
         """The safety poll while waiting: releases wake a waiter at once, expiries do not."""
         self._watch = watch
@@ -131,21 +127,10 @@ class SlotLeaser:
         """One non-blocking try; the lease id, or None when the server or pool is full (423)
         or the server is quarantined (its limit is 0: 422)."""
         names = [pool_limit(candidate.pool), server_limit(candidate.server)]
-        holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_id) if holder_id else None
         try:
-            response = await retrying(lambda: self.client.increment_concurrency_slots_with_lease(
-                names=names, slots=1, mode="concurrency", lease_duration=self.lease_seconds, holder=holder
-            ))
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code in (423, 422):
-                return None
-            raise
-        body = response.json()
-        lease_id = UUID(body["lease_id"])
-        if {limit["name"] for limit in body["limits"]} != set(names):
-            await self.client.release_concurrency_slots_with_lease(lease_id)
-            raise PoolNotApplied(f"missing concurrency limits among {names}: run `evalq pools apply`")
-        return lease_id
+            return await self.leases.take(names, holder_id)
+        except LimitsMissing as exc:
+            raise PoolNotApplied(f"missing concurrency limits {exc.missing}: run `evalq pools apply`") from None
 
     async def acquire(
         self,
@@ -213,68 +198,15 @@ class SlotLeaser:
                                         f"({', '.join(server.address for server in sick)})")
         return min(next_probe + 0.05, left), all_sick_since
 
-    async def release(self, slot: Slot, attempts: int = 12) -> bool:
-        """Give the slot back; retried across a restarting API. False if it could not be."""
-        for attempt in range(attempts):
-            try:
-                with without_client_retries():  # ours are quicker: a late release is a lost handoff
-                    await self.client.release_concurrency_slots_with_lease(slot.lease_id)
-                self.watch.released(slot.server.address)  # waiters in this process, at once
-                return True
-            except (httpx.TransportError, httpx.HTTPStatusError):
-                await asyncio.sleep(min(2**attempt * 0.1, 5))
-        return False
+    async def release(self, slot: Slot) -> bool:
+        """Give the slot back (retried across a restarting API) and wake this process's
+        waiters for its server at once. False if it could not be."""
+        return await self.leases.release(slot.lease_id, then=lambda: self.watch.released(slot.server.address))
 
-    async def renew_forever(self, slot: Slot, on_lost: Callable[[str], Awaitable[None] | None]) -> None:
-        """Renew every third of the lease; tolerate an API that is briefly away."""
-        expires = time.monotonic() + self.lease_seconds
-        while True:
-            await asyncio.sleep(self.renew_seconds)
-            try:
-                await self.client.renew_concurrency_lease(slot.lease_id, self.lease_seconds)
-                expires = time.monotonic() + self.lease_seconds
-                continue
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code in (404, 410):
-                    await _maybe_await(on_lost(f"lease {slot.lease_id} on {slot.server.address} is gone"))
-                    return
-                failure = f"API answered {exc.response.status_code}"
-            except httpx.TransportError:
-                failure = "API unreachable"
-            if time.monotonic() > expires:  # any failure, once the lease has run out, may have lost it
-                await _maybe_await(on_lost(f"{failure} past the lease on {slot.server.address}"))
-                return
-
-    @contextlib.asynccontextmanager
-    async def holding(self, slot: Slot):
+    def holding(self, slot: Slot) -> AsyncContextManager[UUID]:
         """Keep `slot` leased while the block runs; release it on every way out.
 
         If the lease is lost, the block is cancelled and `LeaseLost` raised instead.
         """
-        body = asyncio.current_task()
-        lost: list[str] = []
-
-        def on_lost(reason: str) -> None:
-            lost.append(reason)
-            body.cancel()
-
-        renewer = asyncio.create_task(self.renew_forever(slot, on_lost))
-        try:
-            yield slot
-        except asyncio.CancelledError:
-            if lost:
-                if hasattr(body, "uncancel"):  # our own cancel, now a LeaseLost: withdraw it (3.11+)
-                    body.uncancel()
-                raise LeaseLost(lost[0]) from None
-            raise
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            if not lost:
-                await asyncio.shield(self.release(slot))
-
-
-async def _maybe_await(value) -> None:
-    if asyncio.iscoroutine(value):
-        await value
+        return self.leases.holding(slot.lease_id, slot.server.address,
+                                   released=lambda: self.watch.released(slot.server.address))

@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+from flows.process_groups import terminate
 from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, live_record, process_alive, read_record
 from generate.errors import InputError
 from generate.jsonio import write_atomic
@@ -93,11 +94,6 @@ def stop_server(home: Path, timeout: float = 20.0) -> ServerRecord | None:
     if record is None or record.pid <= 0 or not process_alive(record.pid):
         (home / SERVER_FILE).unlink(missing_ok=True)
         return None
-    os.kill(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while process_alive(record.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if process_alive(record.pid):
-        os.kill(record.pid, signal.SIGKILL)
+    terminate(record.pid, timeout, group=False)  # it stops its own server's group
     (home / SERVER_FILE).unlink(missing_ok=True)
     return record

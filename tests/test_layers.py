@@ -9,7 +9,8 @@ import pytest
 
 from conftest import REPO
 
-PREFECT_FREE = ["tui.models", "tui.aggregate", "flows.naming", "flows.slot_events", "flows.results_files", "flows.dispatch"]
+PREFECT_FREE = ["tui.models", "tui.aggregate", "flows.naming", "flows.slot_events", "flows.results_files", "flows.dispatch",
+                "flows.process_groups"]
 
 
 @pytest.mark.parametrize("module", PREFECT_FREE)

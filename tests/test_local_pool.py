@@ -187,18 +187,21 @@ class FakeLeaseClient:
 
 class TestLeaseHolding:
     def test_renewed_while_held_and_released_on_error(self):
-        from workpools.local.leases import LEASE_SECONDS, held
+        from dataclasses import replace
+
+        from flows.leases import Leases
+        from workpools.local.leases import GPU_LEASE
 
         client = FakeLeaseClient()
 
         async def hold():
-            async with held(client, "lease-1", renew_every=0.05):
+            async with Leases(client, replace(GPU_LEASE, renew_seconds=0.05)).holding("lease-1", "GPU 0"):
                 await asyncio.sleep(0.2)
                 raise RuntimeError("the command blew up")
 
         with pytest.raises(RuntimeError):
             asyncio.run(hold())
-        assert ("renew", "lease-1", LEASE_SECONDS) in client.calls
+        assert ("renew", "lease-1", GPU_LEASE.lease_seconds) in client.calls
         assert client.calls[-1] == ("release", "lease-1")
         assert client.calls.count(("release", "lease-1")) == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 from prefect import get_client
@@ -13,7 +14,7 @@ from flows.local import use_api
 from flows.naming import SLOT_ACQUIRED, SLOT_RELEASED, pool_limit, server_limit
 from flows.pools import apply_pools, pool_status, wanted_limits
 from flows.server import EmbeddedServer
-from flows.slots import Candidate, LeaseLost, PoolNotApplied, SlotLeaser, by_free_share, candidates
+from flows.slots import EPISODE_SLOT, Candidate, LeaseLost, PoolNotApplied, SlotLeaser, by_free_share, candidates
 from generate.models import Resources, Server
 from kit import limit_counts, make_job
 
@@ -195,10 +196,9 @@ def test_lease_lost_is_raised_when_the_server_forgets_the_lease(prefect_server, 
 
     async def scenario():
         async with get_client() as client:
-            leaser = SlotLeaser(client)
+            leaser = SlotLeaser(client, policy=replace(EPISODE_SLOT, renew_seconds=0.2))  # renew almost at once
             slot = await leaser.acquire(job, resources)
             await client.release_concurrency_slots_with_lease(slot.lease_id)  # someone else freed it
-            leaser.renew_seconds = 0.2  # renew almost at once
             with pytest.raises(LeaseLost):
                 async with leaser.holding(slot):
                     await asyncio.sleep(10)

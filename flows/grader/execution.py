@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from workpools.local.command import group_alive
+from flows.process_groups import group_alive, terminate_group
 
 KILL_GRACE_SECONDS = 3.0
 
@@ -20,22 +18,6 @@ class Outcome:
     returncode: int
     timed_out: bool = False
     cancelled: bool = False
-
-
-def kill_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> int:
-    """SIGTERM the process group, SIGKILL what is left after `grace`; the leader's exit code."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace
-        while group_alive(process.pid) and time.monotonic() < deadline:
-            process.poll()
-            time.sleep(0.05)
-        if not group_alive(process.pid):
-            break
-    return process.wait()
 
 
 def run_watched(
@@ -54,13 +36,13 @@ def run_watched(
                 returncode = process.wait(timeout=max(0.0, min(poll_seconds, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 if time.monotonic() >= deadline:
-                    return Outcome(kill_group(process), timed_out=True)
+                    return Outcome(terminate_group(process, KILL_GRACE_SECONDS), timed_out=True)
                 if should_stop():
-                    return Outcome(kill_group(process), cancelled=True)
+                    return Outcome(terminate_group(process, KILL_GRACE_SECONDS), cancelled=True)
                 continue
             if group_alive(process.pid):  # children it left behind go with it
-                kill_group(process)
+                terminate_group(process, KILL_GRACE_SECONDS)
             return Outcome(returncode)
     finally:
         if process.returncode is None:  # interrupted (signal, crash): never leave the command running
-            kill_group(process)
+            terminate_group(process, KILL_GRACE_SECONDS)

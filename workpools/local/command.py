@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from dataclasses import dataclass
 from typing import IO
+
+from flows.process_groups import terminate_async
 
 KILL_GRACE_SECONDS = 10.0
 """Between SIGTERM and SIGKILL of the command's process group."""
@@ -35,7 +36,7 @@ async def run_argv(
     )
     try:
         returncode = await asyncio.wait_for(process.wait(), timeout)
-        await end_leftovers(process.pid)  # children it left behind must not outlive its GPU lease
+        await terminate_async(process.pid, KILL_GRACE_SECONDS)  # children it left behind must not outlive its GPU lease
         return Outcome(returncode, timed_out=False)
     except asyncio.TimeoutError:
         await kill_group(process)
@@ -45,38 +46,7 @@ async def run_argv(
             await asyncio.shield(kill_group(process))
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-async def end_leftovers(pgid: int) -> None:
-    """After the command exited: SIGTERM what is left in its group, SIGKILL it after the grace period."""
-    if not group_alive(pgid):
-        return
-    os.killpg(pgid, signal.SIGTERM)
-    deadline = asyncio.get_running_loop().time() + KILL_GRACE_SECONDS
-    while group_alive(pgid) and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
-    if group_alive(pgid):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 async def kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left of it after a grace period."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        await asyncio.wait_for(process.wait(), KILL_GRACE_SECONDS)
-    except asyncio.TimeoutError:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """End the command's whole process group, then collect its exit code."""
+    await terminate_async(process.pid, KILL_GRACE_SECONDS)
     await process.wait()

@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Abort
 from prefect.states import Cancelled, Running, State
 
+from flows.leases import Leases
 from workpools.local import leases
 from workpools.local.command import KILL_GRACE_SECONDS, Outcome, run_argv
 from workpools.local.entries import QueueEntry, Status, read_entries
@@ -149,13 +150,14 @@ async def gpu_turn(client, job: CommandJob, run_id: UUID | None) -> AsyncIterato
     if run_id is not None:
         await client.update_flow_run_labels(run_id, {HOST_LABEL: host})
     await set_phase(client, run_id, AWAITING_GPUS_STATE)
+    gpu_leases = Leases(client, leases.GPU_LEASE)
     while True:
         chosen = await my_turn(client, job, run_id, host, names)
         if chosen is not None:
             limits = [names[index] for index in chosen] + [slots_limit(host)]
-            lease_id = await leases.try_acquire(client, limits, run_id)
+            lease_id = await gpu_leases.take(limits, run_id)
             if lease_id is not None:
-                async with leases.held(client, lease_id):
+                async with gpu_leases.holding(lease_id, f"GPUs {format_indices(chosen)} of {host}"):
                     await commit_start(client, run_id, chosen)
                     yield chosen
                 return

@@ -9,9 +9,9 @@ stopped, for every run in flight to finish (multiprocessing joins its children a
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
-import signal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -20,6 +20,9 @@ import anyio.abc
 from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
+
+from flows.process_groups import terminate_async
+
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
@@ -111,14 +114,9 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
         if not runs:
             return
         self._logger.warning("Stopping: ending %d flow run(s) in flight; they end Crashed and are requeued", len(runs))
-        for _, process in runs:
-            _signal(process.pid, signal.SIGTERM)
-        with anyio.move_on_after(grace_seconds):
-            while any(process.is_alive() for _, process in runs):
-                await anyio.sleep(0.1)
+        # one by one: a run shares its group with the forkserver and the other runs
+        await asyncio.gather(*(terminate_async(process.pid, grace_seconds, group=False) for _, process in runs))
         for flow_run, process in runs:
-            if process.is_alive():
-                _signal(process.pid, signal.SIGKILL)
             await anyio.to_thread.run_sync(process.join, 5)
             await self._propose_crashed_state(flow_run, f"The {self.type} worker {self.name!r} stopped while this run was in flight")
 
@@ -126,27 +124,5 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
         self, infrastructure_pid: str, configuration: ProcessJobConfiguration, grace_seconds: int = 30
     ) -> None:
         pid = int(str(infrastructure_pid).rsplit(":", 1)[-1])
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            raise InfrastructureNotFound(f"no process {pid}") from None
-        with anyio.move_on_after(grace_seconds):
-            while _alive(pid):
-                await anyio.sleep(0.2)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+        if not await terminate_async(pid, grace_seconds, group=False):
+            raise InfrastructureNotFound(f"no process {pid}")
