@@ -40,6 +40,7 @@ from flows.naming import (
     episode_tags,
     idempotency_key,
     pause_variable,
+    slot_of_running_message,
 )
 from flows.outcomes import Outcome, Tally, classify
 from flows.prefetch import PrefetchTuner
@@ -142,6 +143,8 @@ class CampaignRunner:
             max_in_flight=settings.max_in_flight,
             resume_below=settings.resume_below,
             alternatives=lambda job: len(self.demand.servers(job)),
+            servers={pool: {s.address: s.capacity for s in resources.servers(pool)} for pool in resources.pools},
+            compatible=self.demand.servers_in,
         )
         self.tally = Tally(total=len(jobs))
         self.tuner = PrefetchTuner(floor=settings.prefetch, ceiling=max(settings.prefetch, settings.max_prefetch))
@@ -156,7 +159,8 @@ class CampaignRunner:
         self.stopped: str | None = None
         """Why the campaign stopped early (a configuration error), None while it goes on."""
 
-    def episode_parameters(self, job: Job) -> dict:
+    def episode_parameters(self, ticket: Ticket) -> dict:
+        job = ticket.job
         return {
             "job": job.model_dump(mode="json"),
             "resources": {pool: [s.model_dump(mode="json") for s in self.resources.servers(pool)] for pool in job.resource_types},
@@ -167,7 +171,7 @@ class CampaignRunner:
             "lease_seconds": self.s.lease_seconds,
             "poll_seconds": self.s.poll_seconds,
             "timeout_seconds": self.s.timeout_seconds,
-            "prefer": self.demand.preference(job),
+            "prefer": self.demand.preference(job, first=ticket.server),
             "server_wait_seconds": self.s.server_wait_seconds,
         }
 
@@ -238,7 +242,7 @@ class CampaignRunner:
     async def create_run(self, deployment_id: UUID, ticket: Ticket) -> None:
         run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
             deployment_id,
-            parameters=self.episode_parameters(ticket.job),
+            parameters=self.episode_parameters(ticket),
             name=episode_run_name(ticket.job, ticket.attempt),
             tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
@@ -260,6 +264,8 @@ class CampaignRunner:
                     continue
                 ticket = self.in_flight[run.id]
                 self.note_readiness(run.id, ticket, run.state.name)
+                if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
+                    self.dispatcher.landed(ticket, *slot)
                 last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
                 outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
                                    await cancel_requested(self.client, run))

@@ -2,16 +2,20 @@
 
 Per pool at most `capacity + prefetch` episodes are in flight, so simulators load while
 the servers are busy and nobody holds a GPU for hours waiting. The next job comes from
-the least-utilized pool; within a pool, requeued jobs first, then the most constrained
-(fewest compatible servers: nothing else can take their work), then in order. Global
-thresholds stop dispatch at `max_in_flight` and resume it once in-flight falls below
-`resume_below` (hysteresis, as in the batch submitter).
+the least-utilized pool, for the server of that pool with the fewest episodes meant for it
+(per slot): so a pool whose general server has constrained work queued still feeds its
+restricted server. For that server: requeued jobs first, then the most constrained (fewest
+compatible servers: nothing else can take their work), then in order. The ticket names the
+server, which the episode tries first. Global thresholds stop dispatch at `max_in_flight`
+and resume it once in-flight falls below `resume_below` (hysteresis, as in the batch
+submitter).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,11 +24,12 @@ from generate.models import Job
 
 @dataclass
 class Ticket:
-    """One dispatch of a job: which attempt, counted against which pool."""
+    """One dispatch of a job: which attempt, counted against which pool, meant for which server."""
 
     job: Job
     attempt: int
     pool: str
+    server: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -45,22 +50,34 @@ class Dispatcher:
     """Per-pool prefetch set by the campaign's tuner; `prefetch` where unset."""
     alternatives: Callable[[Job], int] = lambda job: 1
     """How many servers could run a job: the fewer, the sooner it is dispatched."""
+    servers: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Pool -> its servers' capacities; a pool not listed is one server named after it."""
+    compatible: Callable[[Job, str], list[str]] | None = None
+    """The servers of a pool that can run a job (default: all of them)."""
     stopped: bool = False
     pending: int = 0
-    _queues: dict[str, list[tuple[tuple, _Entry]]] = field(default_factory=dict)
+    meant_for: Counter = field(default_factory=Counter)
+    """Server -> episodes in flight dispatched for it."""
+    _queues: dict[tuple[str, str], list[tuple[tuple, _Entry]]] = field(default_factory=dict)
     _order: "itertools.count[int]" = field(default_factory=itertools.count)
 
     def __post_init__(self):
-        for pool in self.capacity:
+        for pool, capacity in self.capacity.items():
             self.in_flight.setdefault(pool, 0)
-            self._queues.setdefault(pool, [])
+            self.servers.setdefault(pool, {pool: capacity})
+            for server in self.servers[pool]:
+                self._queues.setdefault((pool, server), [])
+
+    def _servers_for(self, job: Job, pool: str) -> list[str]:
+        return list(self.servers[pool]) if self.compatible is None else self.compatible(job, pool)
 
     def add(self, job: Job, attempt: int = 1, front: bool = False) -> None:
-        """Queue a job on every pool that may serve it (a requeue goes before everything else)."""
+        """Queue a job for every server that may serve it (a requeue goes before everything else)."""
         entry = _Entry(job, attempt)
         key = (0 if front else 1, self.alternatives(job), next(self._order))
         for pool in job.resource_types:
-            heapq.heappush(self._queues[pool], (key, entry))
+            for server in self._servers_for(job, pool):
+                heapq.heappush(self._queues[(pool, server)], (key, entry))
         self.pending += 1
 
     @property
@@ -84,8 +101,7 @@ class Dispatcher:
             self.stopped = True
         return not self.stopped
 
-    def _head(self, pool: str) -> _Entry | None:
-        queue = self._queues[pool]
+    def _head(self, queue: list[tuple[tuple, _Entry]]) -> _Entry | None:
         while queue and queue[0][1].taken:
             heapq.heappop(queue)
         return queue[0][1] if queue else None
@@ -96,14 +112,32 @@ class Dispatcher:
             return None
         open_pools = [pool for pool in self.capacity if self.in_flight[pool] < self.window(pool)]
         for pool in sorted(open_pools, key=self.utilization):
-            entry = self._head(pool)
-            if entry is not None:
-                heapq.heappop(self._queues[pool])
-                entry.taken = True
-                self.pending -= 1
-                self.in_flight[pool] += 1
-                return Ticket(entry.job, entry.attempt, pool)
+            servers = self.servers[pool]
+            for server in sorted(servers, key=lambda address: self.meant_for[address] / servers[address]):
+                queue = self._queues[(pool, server)]
+                entry = self._head(queue)
+                if entry is not None:
+                    heapq.heappop(queue)
+                    entry.taken = True
+                    self.pending -= 1
+                    self.in_flight[pool] += 1
+                    self.meant_for[server] += 1
+                    return Ticket(entry.job, entry.attempt, pool, server)
         return None
+
+    def landed(self, ticket: Ticket, server: str, pool: str) -> None:
+        """The episode took a slot on `server` of `pool`: count it there, so the server (and
+        pool window) it was meant for gets another episode if this one went elsewhere."""
+        if ticket.server is not None and server != ticket.server:
+            self.meant_for[ticket.server] -= 1
+            self.meant_for[server] += 1
+            ticket.server = server
+        if pool != ticket.pool and pool in self.in_flight:
+            self.in_flight[ticket.pool] -= 1
+            self.in_flight[pool] += 1
+            ticket.pool = pool
 
     def finished(self, ticket: Ticket) -> None:
         self.in_flight[ticket.pool] -= 1
+        if ticket.server is not None:
+            self.meant_for[ticket.server] -= 1

@@ -39,6 +39,7 @@ from flows.naming import (
     SLOT_ACQUIRED,
     SLOT_RELEASED,
     WAITING_STATE,
+    running_message,
 )
 from flows.quarantine import NoLiveServer, ServerFaults, quarantine_server
 from flows.results_files import EpisodeProvenance, metrics_document
@@ -209,7 +210,7 @@ class EpisodeRun:
             async with leaser.holding(slot):
                 # Shown while the episode already connects: the phase is not worth a handoff delay.
                 shown = asyncio.ensure_future(
-                    set_phase(self.client, self.run_id, RUNNING_STATE, f"on {slot.server.address} ({slot.pool})")
+                    set_phase(self.client, self.run_id, RUNNING_STATE, running_message(slot.server.address, slot.pool))
                 )
                 try:
                     outcome = await self.play(slot)

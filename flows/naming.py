@@ -37,6 +37,19 @@ WAITING_STATE = "WaitingForServer"
 RUNNING_STATE = "Running"
 """Running: the episode is being played against a policy server."""
 
+
+def running_message(address: str, pool: str) -> str:
+    """The Running state's message: which server the episode plays on."""
+    return f"on {address} ({pool})"
+
+
+def slot_of_running_message(message: str | None) -> tuple[str, str] | None:
+    """(server address, pool) of a `running_message`; None for any other message."""
+    if not message or not message.startswith("on ") or not message.endswith(")") or " (" not in message:
+        return None
+    address, pool = message[3:-1].split(" (", 1)
+    return address, pool
+
 # Custom state names an episode may end in
 SKIPPED_STATE = "Skipped"
 """Completed: the metrics file already existed, nothing ran."""

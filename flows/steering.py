@@ -3,8 +3,8 @@
 A job that only one server can run has nowhere else to go; a job that several can run
 should take the one whose exclusive backlog (work only it can do, per slot) is smallest.
 The campaign keeps this count over the jobs not yet settled and hands each episode its
-candidate servers in that order; the episode's leaser tries them in that order when
-several are free.
+candidate servers in that order, after the server the dispatcher meant it for
+(`flows/dispatch.py`); the episode's leaser tries them in that order when several are free.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ class ExclusiveDemand:
         """The job's candidate server addresses, each once, in pool order."""
         return list(dict.fromkeys(c.server.address for c in candidates(job, self.resources)))
 
+    def servers_in(self, job: Job, pool: str) -> list[str]:
+        """The servers of `pool` that can run the job."""
+        return list(dict.fromkeys(c.server.address for c in candidates(job, self.resources) if c.pool == pool))
+
     def add(self, job: Job) -> None:
         """A job to do: if only one server can run it, that server's backlog grows."""
         servers = self.servers(job)
@@ -36,6 +40,7 @@ class ExclusiveDemand:
         if len(servers) == 1 and self.exclusive[servers[0]] > 0:
             self.exclusive[servers[0]] -= 1
 
-    def preference(self, job: Job) -> list[str]:
-        """The job's servers, the one with the least exclusive work per slot first (stable)."""
-        return sorted(self.servers(job), key=lambda address: self.exclusive[address] / self.capacity[address])
+    def preference(self, job: Job, first: str | None = None) -> list[str]:
+        """The job's servers: `first` (the one the dispatcher meant it for), then the one with
+        the least exclusive work per slot (stable)."""
+        return sorted(self.servers(job), key=lambda address: (address != first, self.exclusive[address] / self.capacity[address]))

@@ -101,3 +101,37 @@ def test_the_most_constrained_jobs_go_first_and_requeues_before_them():
         d.add(job(i, ["a"]))
     d.add(job(7, ["a"]), attempt=2, front=True)
     assert [job_id for job_id, _ in drain(d)] == ["t/x/7", "t/x/1", "t/x/3", "t/x/2", "t/x/0"]
+
+
+def test_a_pool_feeds_its_restricted_server_too():
+    """Pool `lab`: G runs everything, R only `reach`. Constrained `push` jobs (G only) come
+    first, but not all of them: R gets a `reach` job, and each ticket names its server."""
+    def compatible(job: Job, pool: str) -> list[str]:
+        return ["G"] if job.id.startswith("push") else ["G", "R"]
+
+    d = Dispatcher({"lab": 2}, prefetch=1, alternatives=lambda j: len(compatible(j, "lab")),
+                   servers={"lab": {"G": 1, "R": 1}}, compatible=compatible)
+    for i in range(3):
+        d.add(job(i, ["lab"]).model_copy(update={"id": f"push/{i}"}))
+        d.add(job(i, ["lab"]).model_copy(update={"id": f"reach/{i}"}))
+    tickets = [d.next() for _ in range(3)]
+    assert d.next() is None
+    assert [(t.job.id, t.server) for t in tickets] == [("push/0", "G"), ("reach/0", "R"), ("push/1", "G")]
+    d.finished(tickets[1])
+    assert (lambda t: (t.job.id, t.server))(d.next()) == ("reach/1", "R")
+
+
+def test_an_episode_that_landed_elsewhere_frees_its_server_for_another():
+    """Meant for W (pool wide), the episode took R (pool lab): W and its pool's window are
+    counted free again, and W gets the next job at once."""
+    d = Dispatcher({"wide": 1, "lab": 1}, prefetch=0, servers={"wide": {"W": 1}, "lab": {"R": 1}})
+    for i in range(2):
+        d.add(job(i, ["wide"]))
+    first = d.next()
+    assert (first.pool, first.server) == ("wide", "W") and d.next() is None
+    d.landed(first, "R", "lab")
+    assert d.meant_for == {"W": 0, "R": 1} and d.in_flight == {"wide": 0, "lab": 1}
+    second = d.next()
+    assert (second.job.id, second.server) == ("t/x/1", "W")
+    d.finished(first)
+    assert d.meant_for["R"] == 0 and d.in_flight == {"wide": 1, "lab": 0}

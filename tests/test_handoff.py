@@ -141,6 +141,7 @@ def test_waiters_in_one_loop_share_their_reads_of_a_busy_server(prefect_server, 
             looks, sent = sum(waiter.reads for waiter in waiters), watch.occupancy_reads
             await holder.release(held)
             done, pending = await asyncio.wait(waiting, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(1.0)  # the others' tries are refused and they wait again: none is mid-lease
             for task in pending:
                 task.cancel()
             for task in done:
