@@ -37,6 +37,7 @@ from flows.naming import pool_limit, server_limit
 from flows.quarantine import NoLiveServer, Quarantine
 from flows.retry import retrying, without_client_retries
 from flows.slotwatch import SlotWatch, slot_watch
+from flows.steering import Candidate, candidates
 from generate.models import Job, Resources, Server
 
 MIN_LEASE_SECONDS = 60.0
@@ -60,22 +61,6 @@ class Slot:
     lease_id: UUID
     acquired_at: float
     waited_seconds: float
-
-
-@dataclass(frozen=True)
-class Candidate:
-    pool: str
-    server: Server
-
-
-def candidates(job: Job, resources: Resources) -> list[Candidate]:
-    """Servers that may run the job: its pools in order, each pool's servers in order."""
-    return [
-        Candidate(pool, server)
-        for pool in job.resource_types
-        for server in resources.servers(pool)
-        if server.serves(job.payload.task)
-    ]
 
 
 def by_free_share(options: list[tuple[Candidate, int, int]], prefer: list[str] = ()) -> list[Candidate]:

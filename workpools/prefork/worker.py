@@ -20,6 +20,8 @@ import anyio.abc
 from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
+
+from flows.naming import PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
@@ -54,7 +56,7 @@ def run_flow_run(flow_run_id: str, env: dict[str, str], cwd: str | None) -> None
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
 
 
-LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
+LEAVE_RUNS = PREFORK_LEAVE_RUNS
 STOP_GRACE_SECONDS = 5.0
 """When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
 
@@ -64,7 +66,7 @@ class PreforkWorkerResult(BaseWorkerResult):
 
 
 class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, PreforkWorkerResult]):
-    type = "evalq-prefork"
+    type = PREFORK_POOL_TYPE
     job_configuration = ProcessJobConfiguration
     job_configuration_variables = ProcessVariables
     _description = "Local flow runs forked from a process with Prefect and the evalq flows preloaded."
