@@ -35,6 +35,7 @@ is missed. The page is read newest first, so a longer window costs nothing on a 
 UNREACHABLE_WINDOW = dt.timedelta(minutes=10)
 """Servers that refused a connection this recently are flagged."""
 
+
 def wanted_limits(resources: Resources) -> dict[str, int]:
     """Every limit name the resources need, with its limit."""
     limits: dict[str, int] = {}
