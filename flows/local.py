@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect import get_client
 
 from flows.deployments import apply_deployments
-from flows.naming import LOCAL_WORK_POOL, PREFORK_POOL_TYPE, RUNNER_POOL_TYPE
+from flows.naming import LOCAL_WORK_POOL
 from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, die_with_parent, free_port, terminate_group
 from generate.jsonio import write_atomic
 from flows.zombies import HEARTBEAT_SECONDS, install_zombie_automation
@@ -39,6 +39,7 @@ WORKER_KINDS = ("runner", "prefork")
 
 async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL, kind: str = "runner") -> None:
     """The local work pool of `kind` (recreated if an older run left a pool of another type)."""
+    from flows.naming import PREFORK_POOL_TYPE, RUNNER_POOL_TYPE
     from flows.work_pools import apply_work_pool
 
     pool_type = PREFORK_POOL_TYPE if kind == "prefork" else RUNNER_POOL_TYPE
@@ -77,7 +78,9 @@ def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCA
     warm runner), or for `kind="prefork"` Prefect's worker with a forked process per run."""
     name = f"evalq-local-{os.getpid()}"
     if kind == "prefork":
-        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", PREFORK_POOL_TYPE,
+        from flows.naming import PREFORK_POOL_TYPE as WORK_POOL_TYPE
+
+        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", WORK_POOL_TYPE,
                 "--limit", str(limit), "--name", name]
     else:
         argv = [sys.executable, "-m", "flows.cli", "runner", "--pool", work_pool, "--slots", str(limit), "--name", name]

@@ -18,7 +18,7 @@ from conftest import REPO
 PREFECT_FREE = [
     "generate.models", "generate.jsonio", "generate.errors",
     "flows.naming", "flows.dispatch", "flows.prefetch", "flows.steering", "flows.slot_events", "flows.results_files",
-    "flows.leaderboard", "flows.selection", "flows.pool_status", "flows.processes", "tui.models", "tui.aggregate",
+    "flows.leaderboard", "flows.selection", "flows.pool_status", "flows.process_groups", "tui.models", "tui.aggregate",
 ]
 """The domain layer; `flows/outcomes.py` (Prefect's state types) is its one documented exception."""
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flows.processes import group_alive, kill_group
+from workpools.local.command import group_alive
+
+KILL_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,22 @@ class Outcome:
     returncode: int
     timed_out: bool = False
     cancelled: bool = False
+
+
+def kill_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> int:
+    """SIGTERM the process group, SIGKILL what is left after `grace`; the leader's exit code."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            process.poll()
+            time.sleep(0.05)
+        if not group_alive(process.pid):
+            break
+    return process.wait()
 
 
 def run_watched(

@@ -8,8 +8,6 @@ import signal
 from dataclasses import dataclass
 from typing import IO
 
-from flows.processes import group_alive
-
 KILL_GRACE_SECONDS = 10.0
 """Between SIGTERM and SIGKILL of the command's process group."""
 
@@ -45,6 +43,14 @@ async def run_argv(
     finally:
         if process.returncode is None:  # cancelled: never leave the command running
             await asyncio.shield(kill_group(process))
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 async def end_leftovers(pgid: int) -> None:

@@ -20,10 +20,10 @@ import anyio.abc
 from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
-
-from flows.naming import PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
+
+from flows.naming import PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE
 
 PRELOAD = ["prefect", "prefect.engine", "prefect.flow_engine", "flows.episode", "flows.campaign", "flows.grading"]
 _context: multiprocessing.context.BaseContext | None = None
