@@ -351,15 +351,15 @@ async def server_views(client, addresses: set[str]) -> tuple[dict, dict[str, str
     quarantined, an events read per busy server), and every quarantined server's note."""
     import time
 
-    from flows.pools import holders_of
-    from flows.quarantine import quarantine_note, read_records, server_limits
+    from flows.naming import address_of_limit
+    from flows.pools import holders_of, quarantine_of, read_limits
+    from flows.quarantine import quarantine_note
     from flows.waiting import ServerView
 
-    limits = await server_limits(client)
-    records = await read_records(client) if any(limit == 0 for limit, _ in limits.values()) else {}
+    every = await read_limits(client)
     now = time.time()
-    notes = {address: quarantine_note(records[address], now) if address in records and records[address].active else "quarantined"
-             for address, (limit, _) in limits.items() if limit == 0}
+    notes = {address: quarantine_note(record, now) for address, record in (await quarantine_of(client, every)).items()}
+    limits = {address: value for name, value in every.items() if (address := address_of_limit(name))}
     views = {}
     for address in sorted(addresses & set(limits)):
         limit, busy = limits[address]

@@ -1,4 +1,10 @@
-"""`evalq`: the command line. Each package contributes its own commands."""
+"""`evalq`: the command line. Each package contributes its own commands.
+
+flows/ registers its own groups here. Groups that live above flows/ (`workpools/`: `workpools`,
+`submit`, `runner`, `k8s`, `queue`) come through the `evalq.commands` entry points in
+pyproject.toml, so flows/ never imports them (docs/architecture.md, "Layers"); an entry point
+added or renamed takes effect once the package is installed again (`pip install -e .`).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,6 @@ from generate.cli import generate
 from generate.errors import InputError, exit_on_input_error
 from flows.cloudlogging import cli as cloudlogging_cli
 from flows import ops_cli, server_cli
-from workpools import cli as workpools_cli
-from workpools.runner import cli as runner_cli
-from workpools.kubernetes import cli as kubernetes_cli
-from workpools.local.cli import queue_app
-from workpools.slurm import pilot_cli as slurm_pilot_cli
 
 app = typer.Typer(
     name="evalq",
@@ -31,14 +32,8 @@ pools_app = typer.Typer(no_args_is_help=True, help="Policy-server pools (Prefect
 app.command("generate")(generate)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(pools_app, name="pools")
-app.add_typer(workpools_cli.app, name="workpools")
-workpools_cli.app.command("slurm-runners")(slurm_pilot_cli.slurm_runners)
-app.command("submit")(workpools_cli.submit)
-app.command("runner")(runner_cli.runner)
 app.command("stream-logs")(cloudlogging_cli.stream_logs)
 app.command("logs")(cloudlogging_cli.logs)
-app.add_typer(kubernetes_cli.app, name="k8s")
-app.add_typer(queue_app, name="queue")
 app.add_typer(grader_app, name="grader")
 app.add_typer(grade_app, name="grade")
 campaign_app.command("report")(ops_cli.campaign_report)
@@ -47,6 +42,25 @@ campaign_app.command("purge")(ops_cli.campaign_purge)
 campaign_app.command("list")(ops_cli.campaign_list)
 app.command("leaderboard")(ops_cli.leaderboard)
 app.add_typer(server_cli.app, name="server")
+
+COMMAND_GROUPS = "evalq.commands"
+"""Entry-point group of the command groups that live above flows/: each names a `typer.Typer`
+(added as a group of that name) or a function (added as that command)."""
+
+
+def add_command_groups(app: typer.Typer, group: str = COMMAND_GROUPS) -> None:
+    """Every command group the installed packages declare in `group`."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=group):
+        command = entry.load()
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=entry.name)
+        else:
+            app.command(entry.name)(command)
+
+
+add_command_groups(app)
 
 
 def parse_options(pairs: list[str]) -> dict:

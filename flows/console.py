@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.campaign import PROGRESS_HOOKS
-from flows.pools import PoolStatus
+from flows.pool_status import PoolStatus
 
 console = Console(stderr=True)
 

@@ -42,13 +42,11 @@ WORKER_KINDS = ("runner", "prefork")
 
 async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL, kind: str = "runner") -> None:
     """The local work pool of `kind` (recreated if an older run left a pool of another type)."""
-    from workpools.apply import apply_work_pool
+    from flows.naming import PREFORK_POOL_TYPE, RUNNER_POOL_TYPE
+    from flows.work_pools import apply_work_pool
 
-    if kind == "prefork":
-        from workpools.prefork import WORK_POOL_TYPE, base_job_template
-    else:
-        from workpools.runner import WORK_POOL_TYPE, base_job_template
-    await apply_work_pool(client, work_pool, WORK_POOL_TYPE, base_job_template(), replace_other_type=True)
+    pool_type = PREFORK_POOL_TYPE if kind == "prefork" else RUNNER_POOL_TYPE
+    await apply_work_pool(client, work_pool, pool_type, replace_other_type=True)
 
 
 async def prepare_api(kind: str = "runner", pools: tuple[tuple[str, str], ...] = ((LOCAL_WORK_POOL, "local"),)) -> None:
@@ -86,7 +84,7 @@ def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCA
     its pool, so it can start beside its server."""
     name = f"evalq-local-{os.getpid()}"
     if kind == "prefork":
-        from workpools.prefork import WORK_POOL_TYPE
+        from flows.naming import PREFORK_POOL_TYPE as WORK_POOL_TYPE
 
         argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", WORK_POOL_TYPE,
                 "--limit", str(limit), "--name", name]

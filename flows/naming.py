@@ -17,6 +17,18 @@ LOCAL_WORK_POOL = "evalq-local"
 EPISODE_DEPLOYMENT = f"{EPISODE_FLOW}/local"
 """Default `flow/deployment` name the campaign dispatches episodes to."""
 
+# Work-pool (worker) types, as `prefect worker start --type` knows them: the worker classes in
+# workpools/ declare them and register with Prefect (pyproject's `prefect.collections` entry
+# points, named after the type); flows find them through Prefect's registry (flows/work_pools.py).
+RUNNER_POOL_TYPE = "evalq-runner"
+"""Warm runners: flow runs in one long-lived process (`workpools/runner/`)."""
+PREFORK_POOL_TYPE = "evalq-prefork"
+"""A process forked per flow run from a preloaded one (`workpools/prefork/`)."""
+SLURM_POOL_TYPE = "evalq-slurm"
+KUBERNETES_POOL_TYPE = "evalq-kubernetes"
+PREFORK_LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
+"""Set to `1` in a prefork worker's environment: its runs finish in their own processes when it stops."""
+
 TAG = "evalq"
 EPISODE_TAG = "evalq-episode"
 

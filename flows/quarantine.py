@@ -121,7 +121,10 @@ class ServerFaults:
 
 
 def quarantine_note(record: QuarantineRecord, now: float) -> str:
-    """`quarantined 2 min (3 failures; probe in 8 s): cannot connect ...`."""
+    """`quarantined 2 min (3 failures; probe in 8 s): cannot connect ...` (`quarantined: limit at 0`
+    for a server at 0 without a record, `flows/pool_status.py`)."""
+    if not record.until:
+        return f"quarantined: {record.reason}"
     minutes = (now - record.since) / 60
     age = f"{minutes:.0f} min" if minutes >= 1 else f"{now - record.since:.0f} s"
     probe = "probe due" if record.probe_due(now) else f"probe in {record.until - now:.0f} s"
@@ -287,23 +290,6 @@ async def quarantine_server(client, server: Server, reason: str, lease_id: UUID 
 
 
 # -- what people see ---------------------------------------------------------------------------
-async def server_limits(client) -> dict[str, tuple[int, int]]:
-    """Every evalq server limit: address -> (limit, active slots), in one or few calls."""
-    from flows.naming import address_of_limit
-
-    found: dict[str, tuple[int, int]] = {}
-    offset = 0
-    while True:
-        batch = await client.read_global_concurrency_limits(limit=200, offset=offset)
-        for limit in batch:
-            address = address_of_limit(limit.name)
-            if address:
-                found[address] = (limit.limit, limit.active_slots)
-        if len(batch) < 200:
-            return found
-        offset += 200
-
-
 def pool_warnings(resources: Resources, quarantined: dict[str, QuarantineRecord | None], now: float) -> list[str]:
     """One line per pool with quarantined servers; `quarantined`: address -> record (None: unknown)."""
     lines = []
@@ -318,13 +304,3 @@ def pool_warnings(resources: Resources, quarantined: dict[str, QuarantineRecord 
         lines.append(f"{head} ({'; '.join(notes)})")
     return lines
 
-
-async def quarantine_warnings(client, resources: Resources) -> list[str]:
-    """`pool_warnings` read from the Prefect server: one limits read, plus one variables read
-    when some server is quarantined."""
-    wanted = {server.address for pool in resources.pools for server in resources.servers(pool)}
-    sick = [address for address, (limit, _) in (await server_limits(client)).items() if limit == 0 and address in wanted]
-    if not sick:
-        return []
-    records = await read_records(client)
-    return pool_warnings(resources, {a: records.get(a) if records.get(a) and records[a].active else None for a in sick}, time.time())

@@ -10,7 +10,7 @@ from prefect.artifacts import acreate_table_artifact
 from flows.dispatch import Dispatcher
 from flows.naming import pool_limit
 from flows.outcomes import Tally
-from flows.quarantine import quarantine_warnings
+from flows.pools import quarantine_warnings
 from generate.jsonio import write_atomic
 from generate.models import Job, Resources
 

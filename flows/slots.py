@@ -36,6 +36,7 @@ from flows.naming import pool_limit, server_limit
 from flows.quarantine import NoLiveServer, Quarantine
 from flows.retry import retrying
 from flows.slotwatch import SlotWatch, slot_watch
+from flows.steering import Candidate, candidates
 from generate.models import Job, Resources, Server
 
 EPISODE_SLOT = LeasePolicy(lost_error=LeaseLost)
@@ -55,22 +56,6 @@ class Slot:
     lease_id: UUID
     acquired_at: float
     waited_seconds: float
-
-
-@dataclass(frozen=True)
-class Candidate:
-    pool: str
-    server: Server
-
-
-def candidates(job: Job, resources: Resources) -> list[Candidate]:
-    """Servers that may run the job: its pools in order, each pool's servers in order."""
-    return [
-        Candidate(pool, server)
-        for pool in job.resource_types
-        for server in resources.servers(pool)
-        if server.serves(job.payload.task)
-    ]
 
 
 def by_free_share(options: list[tuple[Candidate, int, int]], prefer: list[str] = ()) -> list[Candidate]:

@@ -10,9 +10,25 @@ candidate servers in that order, after the server the dispatcher meant it for
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
-from flows.slots import candidates
-from generate.models import Job, Resources
+from generate.models import Job, Resources, Server
+
+
+@dataclass(frozen=True)
+class Candidate:
+    pool: str
+    server: Server
+
+
+def candidates(job: Job, resources: Resources) -> list[Candidate]:
+    """Servers that may run the job: its pools in order, each pool's servers in order."""
+    return [
+        Candidate(pool, server)
+        for pool in job.resource_types
+        for server in resources.servers(pool)
+        if server.serves(job.payload.task)
+    ]
 
 
 class ExclusiveDemand:

@@ -67,7 +67,7 @@ async def apply_runner_pool(pool: str, spec: str, as_name: str) -> None:
     from prefect import get_client
 
     from flows.deployments import apply_deployments
-    from workpools.apply import apply_work_pool
+    from flows.work_pools import apply_work_pool
     from workpools.runner import WORK_POOL_TYPE, base_job_template
 
     async with get_client() as client:

@@ -147,7 +147,7 @@ def test_the_embedded_stack_replaces_an_older_pool_of_another_type(prefect_serve
 
     from flows.local import ensure_local_pool
     from generate.errors import InputError
-    from workpools.apply import apply_work_pool
+    from flows.work_pools import apply_work_pool
     from workpools.prefork import WORK_POOL_TYPE, base_job_template
     from workpools.runner import WORK_POOL_TYPE as RUNNER_TYPE
 

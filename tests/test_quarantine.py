@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags, Log
 
 from flows.campaign import campaign
 from flows.naming import CAMPAIGN_FLOW, campaign_tag, server_limit
-from flows.pools import apply_pools, pool_status
+from flows.pools import apply_pools, pool_status, quarantine_warnings
 from flows.quarantine import (
     Backoff,
     NoLiveServer,
@@ -23,7 +23,6 @@ from flows.quarantine import (
     QuarantineRecord,
     ServerFaults,
     pool_warnings,
-    quarantine_warnings,
     read_record,
 )
 from flows.slots import Candidate, SlotLeaser

@@ -28,7 +28,7 @@ from flows.pools import apply_pools
 from flows.naming import RUNNING_STATE, campaign_tag
 from flows.server import terminate_group
 from kit import limit_counts, make_fleet, make_job, pool_params, wait_for, write_inputs
-from workpools.apply import apply_work_pool
+from flows.work_pools import apply_work_pool
 from workpools.runner import WORK_POOL_TYPE, base_job_template
 
 POOL = "evalq-runner-test"

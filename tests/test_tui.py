@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flows import naming
-from flows.pools import holders_from_events
+from flows.slot_events import holders_from_events
 from tui import aggregate, seed
 from tui.models import LogLine
 

@@ -1,19 +1,20 @@
 """Snapshots the dashboard renders: plain frozen dataclasses, no Prefect objects.
 
 The data modules (`tui.queue`, `tui.pools`, `tui.logs`, `tui.detail`) build them from the Prefect API, `tui.aggregate` derives figures from
-them, the widgets only display them. Tests feed widgets fixed instances.
+them, the widgets only display them. Tests feed widgets fixed instances. A pool's status
+(`PoolStatus`, `ServerStatus`) is the pool-status service's own model (`flows/pool_status.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from flows.results_files import PROVENANCE_KEY
+from flows.pool_status import PoolStatus, ServerStatus  # noqa: F401  (the pools snapshot's parts, shared with `evalq pools status`)
 from flows.slot_events import Holder  # noqa: F401  (part of the snapshots' vocabulary; no Prefect import)
-from flows.quarantine import QuarantineRecord
 from flows.waiting import WaitExplanation
 
 ACTIVE_BUCKETS: tuple[str, ...] = ("scheduled", "pending", "loading", "waiting", "running")
@@ -116,34 +117,6 @@ class EpisodesPage:
     page: int
     pages: int
     total: int
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    address: str
-    pool: str
-    capacity: int
-    busy: int
-    holders: list[Holder] = field(default_factory=list)
-    unreachable_since: datetime | None = None
-    """Last `evalq.server.unreachable` event in the recent window, if any."""
-    quarantine: QuarantineRecord | None = None
-    """Set while the server is quarantined (`flows/quarantine.py`): no new leases."""
-
-
-@dataclass(frozen=True)
-class PoolStatus:
-    name: str
-    capacity: int
-    busy: int
-    waiting: int
-    """Episodes loaded and waiting for a slot in this pool."""
-    servers: list[ServerStatus] = field(default_factory=list)
-
-    @property
-    def all_quarantined(self) -> bool:
-        """No live server: its episodes wait for a probe to find one back."""
-        return bool(self.servers) and all(server.quarantine for server in self.servers)
 
 
 @dataclass(frozen=True)

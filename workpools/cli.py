@@ -1,4 +1,4 @@
-"""`evalq workpools ...` and `evalq submit`."""
+"""`evalq workpools ...` and `evalq submit` (registered through pyproject's `evalq.commands`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 
 from generate.errors import InputError, exit_on_input_error
 from workpools.local.submit import DEFAULT_HOME
+from workpools.slurm.pilot_cli import slurm_runners
 
 app = typer.Typer(no_args_is_help=True, help="Create or update the SLURM, Kubernetes and local work pools.")
 
@@ -19,6 +20,9 @@ app = typer.Typer(no_args_is_help=True, help="Create or update the SLURM, Kubern
 @app.callback()
 def workpools() -> None:
     """Create or update the SLURM, Kubernetes and local work pools."""
+
+
+app.command("slurm-runners")(slurm_runners)
 
 
 def with_prefect_api(coroutine):
@@ -57,7 +61,7 @@ def apply(
 async def _apply(kinds: list[str], name: str | None, explicit: bool) -> None:
     from prefect.client.orchestration import get_client
 
-    from workpools.apply import apply_work_pool
+    from flows.work_pools import apply_work_pool
     from workpools.local.deployment import apply_run_command_deployment
     from workpools.registry import KINDS
 

@@ -16,7 +16,10 @@ from pathlib import Path
 from prefect.client.schemas.objects import WorkQueue
 from prefect.exceptions import ObjectAlreadyExists
 
-from flows.naming import GRADE_FLOW, GRADER_DEPLOYMENT_NAME, GRADER_ENTRYPOINT, GRADER_POOL, TAG, grader_worker_name, node_name
+from flows.naming import (
+    GRADE_FLOW, GRADER_DEPLOYMENT_NAME, GRADER_ENTRYPOINT, GRADER_POOL, PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE, TAG,
+    grader_worker_name, node_name,
+)
 from flows.local import ensure_local_pool, worker_environment
 from flows.server import die_with_parent
 
@@ -77,17 +80,14 @@ def node_ip(queue: WorkQueue) -> str | None:
 
 def start_node_runner(api_url: str, node: str, slots: int, log_path: Path) -> subprocess.Popen:
     """Start the runner of one node: it runs up to `slots` grading jobs from the node's queue."""
-    from workpools.prefork import WORK_POOL_TYPE
-    from workpools.prefork.worker import LEAVE_RUNS
-
     argv = [
         sys.executable, "-m", "prefect", "worker", "start", "--pool", GRADER_POOL, "--work-queue", node,
-        "--type", WORK_POOL_TYPE, "--limit", str(slots), "--name", grader_worker_name(node, os.getpid()),
+        "--type", PREFORK_POOL_TYPE, "--limit", str(slots), "--name", grader_worker_name(node, os.getpid()),
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(  # a running job finishes in its own process when the node stops
-            argv, env={**worker_environment(api_url), LEAVE_RUNS: "1"}, stdout=log, stderr=subprocess.STDOUT,
+            argv, env={**worker_environment(api_url), PREFORK_LEAVE_RUNS: "1"}, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
         )
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORK_POOL_TYPE = "evalq-kubernetes"
-"""Also `worker.WORK_POOL_TYPE`; repeated here so that the template loads without prefect-kubernetes."""
+from flows.naming import KUBERNETES_POOL_TYPE as WORK_POOL_TYPE  # noqa: F401  (the pool type; `worker.py` declares it)
+
 TEMPLATE_PATH = Path(__file__).with_name("base-job-template.json")
 
 

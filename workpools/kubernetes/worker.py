@@ -12,9 +12,8 @@ from typing import Any
 from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration, KubernetesWorkerVariables
 from pydantic import Field
 
+from flows.naming import KUBERNETES_POOL_TYPE as WORK_POOL_TYPE
 from workpools.kubernetes.configmap import config_map_manifest, config_map_name, mount_config_map, owner_reference
-
-WORK_POOL_TYPE = "evalq-kubernetes"
 
 
 class EvaluationJobConfiguration(KubernetesWorkerJobConfiguration):

@@ -26,6 +26,8 @@ from flows.process_groups import terminate_async
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
+from flows.naming import PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE
+
 PRELOAD = ["prefect", "prefect.engine", "prefect.flow_engine", "flows.episode", "flows.campaign", "flows.grading"]
 _context: multiprocessing.context.BaseContext | None = None
 
@@ -57,7 +59,7 @@ def run_flow_run(flow_run_id: str, env: dict[str, str], cwd: str | None) -> None
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
 
 
-LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
+LEAVE_RUNS = PREFORK_LEAVE_RUNS
 STOP_GRACE_SECONDS = 5.0
 """When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
 
@@ -67,7 +69,7 @@ class PreforkWorkerResult(BaseWorkerResult):
 
 
 class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, PreforkWorkerResult]):
-    type = "evalq-prefork"
+    type = PREFORK_POOL_TYPE
     job_configuration = ProcessJobConfiguration
     job_configuration_variables = ProcessVariables
     _description = "Local flow runs forked from a process with Prefect and the evalq flows preloaded."

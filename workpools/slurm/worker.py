@@ -30,6 +30,7 @@ from prefect.states import Cancelled, Crashed
 from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
+from flows.naming import SLURM_POOL_TYPE
 from workpools.slurm import commands, script
 from workpools.slurm.job import SlurmJob
 from workpools.slurm.variables import SlurmJobConfiguration, SlurmVariables
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, State
     from prefect.logging.loggers import PrefectLogAdapter
 
-WORK_POOL_TYPE = "evalq-slurm"
+WORK_POOL_TYPE = SLURM_POOL_TYPE
 SETTLE_SECONDS = 10.0
 """How long after a failed job's end the worker keeps its report of it in place."""
 
