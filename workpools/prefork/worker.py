@@ -62,6 +62,8 @@ def run_flow_run(flow_run_id: str, env: dict[str, str], cwd: str | None) -> None
 LEAVE_RUNS = PREFORK_LEAVE_RUNS
 STOP_GRACE_SECONDS = 5.0
 """When the worker stops: how long its runs get after SIGTERM before SIGKILL."""
+SELF_CANCEL_SECONDS = 15.0
+"""On a grading node, how long a cancelled run gets to stop its command itself before its process is killed."""
 
 
 class PreforkWorkerResult(BaseWorkerResult):
@@ -126,5 +128,17 @@ class PreforkWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, Prefor
         self, infrastructure_pid: str, configuration: ProcessJobConfiguration, grace_seconds: int = 30
     ) -> None:
         pid = int(str(infrastructure_pid).rsplit(":", 1)[-1])
+        if os.environ.get(LEAVE_RUNS) == "1" and await self._ends_by_itself(pid):
+            return
         if not await terminate_async(pid, grace_seconds, group=False):
             raise InfrastructureNotFound(f"no process {pid}")
+
+    async def _ends_by_itself(self, pid: int) -> bool:
+        """A grading node's run watches its own state: on a cancel it kills its command and
+        ends Cancelled within about a second. Killing its process first would end it Crashed
+        (a cancelled job reported "failed"), so it gets `SELF_CANCEL_SECONDS` to do so."""
+        process = next((process for _, process in self._in_flight.values() if process.pid == pid), None)
+        if process is None:
+            return False
+        await anyio.to_thread.run_sync(process.join, SELF_CANCEL_SECONDS)
+        return not process.is_alive()
