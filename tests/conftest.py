@@ -2,7 +2,8 @@
 
 `--backend sqlite` (default) keeps each server's database in its home; `--backend postgres`
 gives each server a database of its own in one throwaway PostgreSQL cluster (flows/postgres.py).
-CI runs the tests marked `backends` a second time on PostgreSQL.
+CI runs the tests marked `backends` a second time on PostgreSQL, and both passes with
+pytest-xdist (`-n 2 --dist loadgroup`): each worker process has its own session server.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
 def pytest_addoption(parser):
     parser.addoption("--backend", choices=("sqlite", "postgres"), default="sqlite",
                      help="database of the tests' Prefect servers (postgres: a throwaway cluster, Debian's packages)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """xdist groups: a module's tests run in one worker (its module fixtures start once), and the
+    tests marked `slurm` in one worker too, one at a time: they share the one SLURM cluster (one
+    takes its node down)."""
+    for item in items:
+        group = "slurm" if item.get_closest_marker("slurm") else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
