@@ -2,8 +2,8 @@
 
 `--backend sqlite` (default) keeps each server's database in its home; `--backend postgres`
 gives each server a database of its own in one throwaway PostgreSQL cluster (flows/postgres.py).
-CI runs the tests marked `backends` a second time on PostgreSQL, and both passes with
-pytest-xdist (`-n 2 --dist loadgroup`): each worker process has its own session server.
+CI runs the tests marked `backends` a second time on PostgreSQL, and the main pass in two
+pytest-xdist workers (`-n 2 --dist loadgroup`), each with its own session server and worker.
 """
 
 from __future__ import annotations
