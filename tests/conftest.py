@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 # No test may find (and use, or stop) a user's `evalq server`; tests that want one start their own.
 os.environ["EVALQ_SERVER_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evalq-tests-no-server-{os.getpid()}")
 DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+# A background job of a non-interactive shell (`pytest ... &`, as .ci/run's PostgreSQL pass) starts
+# with SIGINT ignored, and so would every process the tests start: the Ctrl-C tests need it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):
