@@ -23,6 +23,8 @@ FINAL_STATE_NAMES = ("Completed", "Failed", "Cancelled", "Crashed", SKIPPED_STAT
 AUTOMATION_NAME = "evalq: crash flow runs with missed heartbeats"
 HEARTBEAT_SECONDS = 30
 """The lowest heartbeat frequency Prefect allows; workers get it in their env."""
+MISSED_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+"""How long a run may stay silent before it is marked Crashed: three heartbeats."""
 
 
 def heartbeating():
@@ -32,7 +34,7 @@ def heartbeating():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS})
 
 
-def zombie_automation(missed_after: timedelta = timedelta(seconds=3 * HEARTBEAT_SECONDS)) -> Automation:
+def zombie_automation(missed_after: timedelta = MISSED_AFTER) -> Automation:
     return Automation(
         name=AUTOMATION_NAME,
         description="Marks a flow run Crashed when its heartbeats stop without a final state.",
@@ -53,9 +55,10 @@ def zombie_automation(missed_after: timedelta = timedelta(seconds=3 * HEARTBEAT_
     )
 
 
-async def install_zombie_automation() -> bool:
-    """Create the automation, or replace an older definition of it; True if it was (re)created."""
-    wanted = zombie_automation()
+async def install_zombie_automation(missed_after: timedelta = MISSED_AFTER) -> bool:
+    """Create the automation, or replace an older definition of it; True if it was (re)created.
+    (Tests that wait for a crash install a shorter `missed_after`, then the default again.)"""
+    wanted = zombie_automation(missed_after)
     try:
         existing = await Automation.aread(name=AUTOMATION_NAME)
     except ValueError:

@@ -2,13 +2,15 @@
 
 `--backend sqlite` (default) keeps each server's database in its home; `--backend postgres`
 gives each server a database of its own in one throwaway PostgreSQL cluster (flows/postgres.py).
-CI runs the tests marked `backends` a second time on PostgreSQL.
+CI runs the tests marked `backends` a second time on PostgreSQL, and the main pass in two
+pytest-xdist workers (`-n 2 --dist loadgroup`), each with its own session server and worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,25 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 # No test may find (and use, or stop) a user's `evalq server`; tests that want one start their own.
 os.environ["EVALQ_SERVER_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evalq-tests-no-server-{os.getpid()}")
 DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+# A background job of a non-interactive shell (`pytest ... &`, as .ci/run's PostgreSQL pass) starts
+# with SIGINT ignored, and so would every process the tests start: the Ctrl-C tests need it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):
     parser.addoption("--backend", choices=("sqlite", "postgres"), default="sqlite",
                      help="database of the tests' Prefect servers (postgres: a throwaway cluster, Debian's packages)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """xdist groups: a module's tests run in one worker (its module fixtures start once), and the
+    tests marked `slurm` in one worker too, one at a time: they share the one SLURM cluster (one
+    takes its node down)."""
+    for item in items:
+        group = "slurm" if item.get_closest_marker("slurm") else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

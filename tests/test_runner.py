@@ -7,12 +7,14 @@ kill that runner without touching the session's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from flows.local import start_worker
 from flows.pools import apply_pools
 from flows.naming import RUNNING_STATE, campaign_tag
 from flows.server import terminate_group
+from flows.zombies import HEARTBEAT_SECONDS, heartbeating, install_zombie_automation
 from kit import limit_counts, make_fleet, make_job, pool_params, wait_for, write_inputs
 from flows.work_pools import apply_work_pool
 from workpools.runner import WORK_POOL_TYPE, base_job_template
@@ -94,6 +97,19 @@ def most_at_once(busy_log: Path) -> int:
         current += step
         peak = max(peak, current)
     return peak
+
+
+@contextlib.contextmanager
+def quick_zombie_detection():
+    """The session server's zombie automation crashes runs silent for 50 s instead of 90 s (a live
+    run still heartbeats every 30 s, 20 s within it: the campaign in this process too, as in
+    `evalq campaign run`), then gets its default window back."""
+    asyncio.run(install_zombie_automation(timedelta(seconds=HEARTBEAT_SECONDS + 20)))
+    try:
+        with heartbeating():
+            yield
+    finally:
+        asyncio.run(install_zombie_automation())
 
 
 def playing(run) -> bool:
@@ -292,7 +308,7 @@ def test_a_killed_runner_loses_no_episode_and_leaks_no_slot(runner_pool, tmp_pat
 
     killer = threading.Thread(target=contextvars.copy_context().run, args=(kill_when_two_play,))
     try:
-        with fleet:
+        with fleet, quick_zombie_detection():
             killer.start()
             state = campaign_state(tmp_path, jobs, resources, "sigkill", evaluator_options={**SLOW, "steps": 40})
             killer.join()

@@ -309,10 +309,10 @@ def test_first_ctrl_c_stops_the_worker_and_leaves_the_job_to_finish(prefect_serv
     """The worker only follows its jobs: stopped, it exits at once, and a job in flight runs on
     (its engine reports its own end; a job that dies later is the zombie automation's)."""
     with slurm_cluster(prefect_server, tmp_path, f"{POOL}-stop", "slurm-stop") as own:
-        run = own.wait_running(own.start("outlives-its-worker", sleep=60))
+        run = own.wait_running(own.start("outlives-its-worker", sleep=40))
         own.worker.send_signal(signal.SIGINT)
         try:
-            own.worker.wait(25)  # a worker waiting for its job would still be here (the job runs a minute)
+            own.worker.wait(25)  # a worker waiting for its job would still be here (the job runs 40 s)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"worker still running after SIGINT:\n{own.worker_log.read_text()[-3000:]}") from None
         assert slurm_state(run.infrastructure_pid) in ("RUNNING", "COMPLETING", "COMPLETED")
