@@ -32,7 +32,8 @@ from flows.local import LocalStack  # noqa: E402
 from flows.naming import WAITING_STATE  # noqa: E402
 from flows.policy_server import fleet_from_resources  # noqa: E402
 from flows.postgres import LocalPostgres  # noqa: E402
-from flows.server import free_port, terminate_group  # noqa: E402
+from flows.process_groups import terminate_group  # noqa: E402
+from flows.server import free_port  # noqa: E402
 
 
 async def count_waiting() -> int:
@@ -99,7 +100,7 @@ def main() -> None:
                     calls = api_calls(server_log.read())
             finally:
                 os.killpg(campaign.pid, signal.SIGTERM)
-                terminate_group(campaign, timeout=10)
+                terminate_group(campaign, 10)
     finally:
         fleet.stop()
         if postgres is not None:
@@ -110,7 +111,7 @@ def main() -> None:
         "settings": vars(args),
         "seconds_until_all_waited": round(ready, 1),
         "cpu_cores_while_waiting": cores,
-        "server_cpu_ms_per_waiting_episode_per_second": round(1000 * cores["server"] / args.waiting, 2),
+        "server_cpu_ms_per_waiting_episode_per_second": round(1000 * cores["server"] / args.waiting, 2) if args.waiting else None,
         "api_calls_per_second": round(sum(calls.values()) / args.window, 2),
         "api_calls_by_route": dict(calls.most_common()),
     }

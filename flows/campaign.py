@@ -20,7 +20,7 @@ from typing import Callable
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateName
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Failed
 from prefect.variables import Variable
@@ -251,29 +251,34 @@ class CampaignRunner:
         self.dispatched_at[run.id] = time.monotonic()
 
     async def collect(self) -> None:
-        """Read the states of the runs in flight and act on those that finished."""
-        ids = list(self.in_flight)
-        for start in range(0, len(ids), POLL_BATCH):
-            runs = await self.client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[start:start + POLL_BATCH])),
-                sort=FlowRunSort.ID_DESC,
-                limit=POLL_BATCH,
-            )
-            for run in runs:
-                if run.state is None:
-                    continue
-                ticket = self.in_flight[run.id]
-                self.note_readiness(run.id, ticket, run.state.name)
-                if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
-                    self.dispatcher.landed(ticket, *slot)
-                last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
-                outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
-                                   await cancel_requested(self.client, run))
-                if outcome is not None:
-                    del self.in_flight[run.id]
-                    self.dispatched_at.pop(run.id, None)
-                    self.dispatcher.finished(ticket)
-                    self.settle(ticket, outcome, run.state.name, run.state.message or "")
+        """Read the states of the runs in flight and act on those that finished.
+
+        A run already seen ready is not read again while it waits for a server: fifty waiting
+        episodes would otherwise be serialized by the API at every tick (most of what waiting
+        cost the server, bench/README.md). Any change of its state brings it back."""
+        unseen = [run_id for run_id in self.in_flight if run_id in self.dispatched_at]
+        seen = [run_id for run_id in self.in_flight if run_id not in self.dispatched_at]
+        for ids, state in ((unseen, None), (seen, FlowRunFilterState(name=FlowRunFilterStateName(not_any_=[WAITING_STATE])))):
+            for start in range(0, len(ids), POLL_BATCH):
+                await self.collect_batch(FlowRunFilter(id=FlowRunFilterId(any_=ids[start:start + POLL_BATCH]), state=state))
+
+    async def collect_batch(self, flow_run_filter: FlowRunFilter) -> None:
+        runs = await self.client.read_flow_runs(flow_run_filter=flow_run_filter, sort=FlowRunSort.ID_DESC, limit=POLL_BATCH)
+        for run in runs:
+            if run.state is None:
+                continue
+            ticket = self.in_flight[run.id]
+            self.note_readiness(run.id, ticket, run.state.name)
+            if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
+                self.dispatcher.landed(ticket, *slot)
+            last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
+            outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
+                               await cancel_requested(self.client, run))
+            if outcome is not None:
+                del self.in_flight[run.id]
+                self.dispatched_at.pop(run.id, None)
+                self.dispatcher.finished(ticket)
+                self.settle(ticket, outcome, run.state.name, run.state.message or "")
 
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""

@@ -76,7 +76,9 @@ class Dispatcher:
         entry = _Entry(job, attempt)
         key = (0 if front else 1, self.alternatives(job), next(self._order))
         for pool in job.resource_types:
-            for server in self._servers_for(job, pool):
+            # No server of the pool can run it: dispatched all the same, the episode then stops the
+            # campaign with a configuration error instead of leaving it pending forever.
+            for server in self._servers_for(job, pool) or list(self.servers[pool])[:1]:
                 heapq.heappush(self._queues[(pool, server)], (key, entry))
         self.pending += 1
 

@@ -135,3 +135,11 @@ def test_an_episode_that_landed_elsewhere_frees_its_server_for_another():
     assert (second.job.id, second.server) == ("t/x/1", "W")
     d.finished(first)
     assert d.meant_for["R"] == 0 and d.in_flight == {"wide": 1, "lab": 0}
+
+
+def test_a_job_no_server_of_its_pool_can_run_is_still_dispatched():
+    """Its episode reports the configuration error; left queued, the campaign would never end."""
+    d = Dispatcher({"odd": 1}, prefetch=0, servers={"odd": {"S": 1}}, compatible=lambda job, pool: [])
+    d.add(job(0, ["odd"]))
+    ticket = d.next()
+    assert ticket is not None and ticket.server == "S" and d.pending == 0
