@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 from pydantic import BaseModel
@@ -53,11 +54,26 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def api_answers(api_url: str, timeout: float = 2.0) -> bool:
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether a GET of `url` answers 200."""
     try:
-        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+        return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def wait_until_answers(url: str, seconds: float, interval: float = 0.25, dead: Callable[[], bool] = lambda: False) -> bool:
+    """Poll `url` until it answers 200 (True), `seconds` pass or `dead()` says stop waiting (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not dead():
+        if answers(url):
+            return True
+        time.sleep(interval)
+    return False
+
+
+def api_answers(api_url: str, timeout: float = 2.0) -> bool:
+    return answers(f"{api_url.rstrip('/')}/health", timeout)
 
 
 def read_record(home: Path) -> ServerRecord | None:
@@ -237,16 +253,11 @@ class EmbeddedServer:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"Prefect server exited with code {self.process.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+        exited = lambda: self.process is not None and self.process.poll() is not None  # noqa: E731
+        if wait_until_answers(f"{self.api_url}/health", timeout, dead=exited):
+            return
+        if exited():
+            raise RuntimeError(f"Prefect server exited with code {self.process.returncode}; see {self.log_path}")
         self.stop()
         raise RuntimeError(f"Prefect server did not become ready in {timeout:.0f} s; see {self.log_path}")
 

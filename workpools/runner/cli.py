@@ -51,18 +51,9 @@ def preload_flow(entrypoint: str) -> None:
 
 def wait_for_pool(api_url: str, pool: str, seconds: float) -> None:
     """Return once the API answers and `pool` exists, or after `seconds` (check_api then says why)."""
-    import time
+    from flows.server import wait_until_answers
 
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{api_url.rstrip('/')}/work_pools/{pool}", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    wait_until_answers(f"{api_url.rstrip('/')}/work_pools/{pool}", seconds, interval=0.2)
 
 
 def serve(pool: str, work_queues: list[str], slots: int, idle_timeout: float | None, name: str | None,
