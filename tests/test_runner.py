@@ -193,7 +193,7 @@ def test_a_cancel_stops_that_episode_only_and_frees_its_slot(runner_pool, tmp_pa
     assert runner.returncode is not None
 
 
-def test_sigterm_stops_the_runner_in_seconds_and_its_episodes_are_requeued(runner_pool, tmp_path):
+def test_sigterm_stops_the_runner_without_waiting_for_its_episodes_which_are_requeued(runner_pool, tmp_path):
     """The first SIGTERM (or Ctrl-C) crashes the runs the runner holds, releasing their slots
     on the way out; the campaign requeues them and another runner completes them once."""
     busy = tmp_path / "busy.jsonl"
@@ -204,10 +204,8 @@ def test_sigterm_stops_the_runner_in_seconds_and_its_episodes_are_requeued(runne
 
     def stop_when_both_play():
         wait_for(lambda: sum(map(playing, asyncio.run(runs_of("sigterm")))) == 2, 120, "two episodes playing")
-        started = time.monotonic()
         runner.send_signal(signal.SIGTERM)
-        runner.wait(30)
-        outcome["stop_seconds"] = time.monotonic() - started
+        runner.wait(30)  # the stop's speed is a bench figure; its episodes ending early (retried) is asserted
         outcome["busy_after_stop"] = asyncio.run(limit_counts(resources))
         # (not start_worker: its PR_SET_PDEATHSIG would end the runner with this thread)
         outcome["second"] = start_runner(tmp_path, 4, "--name", "second")
@@ -225,7 +223,6 @@ def test_sigterm_stops_the_runner_in_seconds_and_its_episodes_are_requeued(runne
         terminate_group(runner)
         if "second" in outcome:
             terminate_group(outcome["second"])
-    assert outcome["stop_seconds"] < 10, outcome
     assert set(outcome["busy_after_stop"].values()) == {0}  # no lease waits for its expiry
     assert state.is_completed(), state.message
     summary = state.result()

@@ -49,7 +49,7 @@ def while_shown(handler: Callable[[EvalTui, M], None]) -> Callable[[EvalTui, M],
 
     @wraps(handler)
     def render(app: EvalTui, message: M) -> None:
-        if app.screen_stack:
+        if app.is_running and app.screen_stack:
             handler(app, message)
 
     return render
