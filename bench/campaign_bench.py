@@ -30,7 +30,7 @@ from flows.policy_server import fleet_from_resources  # noqa: E402
 from flows.postgres import LocalPostgres  # noqa: E402
 from flows.runner import run_campaign  # noqa: E402
 from flows.server import free_port  # noqa: E402
-from generate.models import Job  # noqa: E402
+from generate.models import Job, Resources  # noqa: E402
 
 
 def write_job(work: Path, team: str, task: str, i: int, pools: list[str]) -> Job:
@@ -129,7 +129,7 @@ def main() -> None:
     busy_log = work / "busy.jsonl"
     steps = 25
     options = {"load_seconds": args.load_seconds, "steps": steps, "step_seconds": args.episode_seconds / steps}
-    limit = sum(capacities.values()) + max(args.prefetch, args.max_prefetch) * len(resources)
+    limit = Resources.model_validate(resources).most_in_flight(max(args.prefetch, args.max_prefetch))
     fleet = fleet_from_resources(resources, busy_log).start()
     access_log = {"PREFECT_SERVER_LOGGING_LEVEL": "INFO"}  # one line per request: the API calls
     postgres = LocalPostgres().start() if args.database == "postgres" else None

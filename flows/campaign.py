@@ -1,7 +1,7 @@
 """The `campaign` flow: dispatch every job as an episode flow run, just in time.
 
-It keeps per pool at most `capacity + prefetch` episodes in flight (see `dispatch.py`), where
-prefetch starts at `prefetch` and follows the measured readiness of episodes up to
+It keeps per pool at most `capacity + prefetch x servers` episodes in flight (see `dispatch.py`),
+where prefetch starts at `prefetch` per server and follows the measured readiness of episodes up to
 `max_prefetch` (see `prefetch.py`),
 requeues Crashed/Failed episodes up to `max_attempts`, honours a pause switch (a Prefect
 Variable) and thresholds, logs a stats line every `stats_interval` seconds, and at the end
@@ -287,8 +287,9 @@ class CampaignRunner:
             self.retune(ticket.pool)
 
     def retune(self, pool: str) -> None:
-        prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool))
-        if prefetch != self.dispatcher.pool_prefetch.get(pool, self.s.prefetch):
+        servers = len(self.dispatcher.servers[pool])
+        prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), servers)
+        if prefetch != self.dispatcher.pool_prefetch.get(pool, self.s.prefetch * servers):
             self.logger.info("Pool %s: prefetch %d (episodes ready after %.1f s, hold servers %.1f s)", pool,
                              prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
             self.dispatcher.pool_prefetch[pool] = prefetch

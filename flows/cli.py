@@ -96,8 +96,8 @@ def campaign_run(
     name: str = typer.Option("campaign", "--name", help="Campaign name: tags, idempotency keys, artifact"),
     evaluator: str = typer.Option("sim", "--evaluator", help="sim | command:<argv template> | package.module:Class"),
     evaluator_option: List[str] = typer.Option([], "--evaluator-option", help="key=value, repeatable"),
-    prefetch: int = typer.Option(1, "--prefetch", min=0, help="Episodes per pool loading beyond its capacity (at least)"),
-    max_prefetch: int = typer.Option(3, "--max-prefetch", min=0, help="At most this many, when episodes are slow to load"),
+    prefetch: int = typer.Option(1, "--prefetch", min=0, help="Episodes per server loading ahead (at least)"),
+    max_prefetch: int = typer.Option(3, "--max-prefetch", min=0, help="At most this many per server, when episodes are slow to load"),
     max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", min=1, help="Stop dispatch at this many"),
     resume_below: Optional[int] = typer.Option(None, "--resume-below", min=0, help="Resume dispatch below this many"),
     submit_interval: float = typer.Option(0.0, "--submit-interval", min=0, help="Seconds between submissions"),
@@ -132,7 +132,7 @@ def campaign_run(
             resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts, timeout_seconds=episode_timeout,
             deployment=deployment, stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait,
         ),
-        worker_limit=sum(pools.capacity(p) + max(prefetch, max_prefetch) for p in pools.pools),
+        worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)),
         home=home,
     )
     raise typer.Exit(1 if summary["failed"] or summary.get("cancelled") else 0)

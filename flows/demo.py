@@ -24,6 +24,7 @@ from flows.local import LocalStack
 from flows.policy_server import fleet_from_resources
 from flows.runner import run_campaign
 from generate.errors import InputError
+from generate.models import Resources
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "challenge"
@@ -97,8 +98,7 @@ def run_demo(home: Path, keep: bool = False, port_base: int | None = None) -> in
     jobs = json.loads(jobs_file.read_text())
     resources = json.loads(resources_file.read_text())
     prefetch, max_prefetch = 1, 3
-    worker_limit = sum(int(s.get("capacity", 1)) for servers in resources.values() for s in servers)
-    worker_limit += max_prefetch * len(resources)
+    worker_limit = Resources.model_validate(resources).most_in_flight(max_prefetch)
     console.print(f"[bold]evalq demo[/]: {len(jobs)} episodes on {sum(map(len, resources.values()))} policy servers -> {run_dir}")
     try:
         fleet = fleet_from_resources(resources, log_path=run_dir / "busy.jsonl").start()

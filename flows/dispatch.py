@@ -1,7 +1,7 @@
 """Which episode to submit next: pure logic, no I/O.
 
-Per pool at most `capacity + prefetch` episodes are in flight, so simulators load while
-the servers are busy and nobody holds a GPU for hours waiting. The next job comes from
+Per pool at most `capacity + prefetch x servers` episodes are in flight: each server has its
+next episode loaded while it plays one, and nobody holds a GPU for hours waiting. The next job comes from
 the least-utilized pool, for the server of that pool with the fewest episodes meant for it
 (per slot): so a pool whose general server has constrained work queued still feeds its
 restricted server. For that server: requeued jobs first, then the most constrained (fewest
@@ -47,7 +47,7 @@ class Dispatcher:
     resume_below: int | None = None
     in_flight: dict[str, int] = field(default_factory=dict)
     pool_prefetch: dict[str, int] = field(default_factory=dict)
-    """Per-pool prefetch set by the campaign's tuner; `prefetch` where unset."""
+    """Per-pool prefetch set by the campaign's tuner; `prefetch` per server where unset."""
     alternatives: Callable[[Job], int] = lambda job: 1
     """How many servers could run a job: the fewer, the sooner it is dispatched."""
     servers: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -87,7 +87,7 @@ class Dispatcher:
         return sum(self.in_flight.values())
 
     def window(self, pool: str) -> int:
-        return self.capacity[pool] + self.pool_prefetch.get(pool, self.prefetch)
+        return self.capacity[pool] + self.pool_prefetch.get(pool, self.prefetch * len(self.servers[pool]))
 
     def utilization(self, pool: str) -> float:
         return self.in_flight[pool] / self.capacity[pool]

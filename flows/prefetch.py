@@ -2,9 +2,11 @@
 
 A new episode needs L seconds from dispatch to being ready (worker pick-up, process start,
 simulator load); a server is held H seconds per episode. To never leave a server idle, a
-pool needs about `capacity x L / H` episodes loading or waiting beyond its capacity. The
-tuner keeps moving averages of L and H per pool and answers that number, clamped to
-[floor, ceiling]: the ceiling bounds how many loaded simulators (GPU memory) may wait.
+pool needs about `capacity x L / H` episodes loading or waiting beyond its capacity, and at
+least one per server (a server's next episode is meant for it: a pool with one episode ahead
+for two servers leaves one of them to whoever comes first). The tuner keeps moving averages
+of L and H per pool and answers that number, clamped to [floor, ceiling] per server: the
+ceiling bounds how many loaded simulators (GPU memory) may wait.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ class PrefetchTuner:
         if seconds > 0:
             self.held.setdefault(pool, Average()).add(seconds)
 
-    def prefetch(self, pool: str, capacity: int) -> int:
+    def prefetch(self, pool: str, capacity: int, servers: int = 1) -> int:
         ready, held = self.ready.get(pool), self.held.get(pool)
         if ready is None or held is None or ready.value is None or held.value is None:
-            return self.floor
+            return self.floor * servers
         needed = math.ceil(capacity * ready.value / held.value)
-        return max(self.floor, min(self.ceiling, needed))
+        return max(self.floor * servers, min(self.ceiling * servers, needed))

@@ -11,7 +11,9 @@ slot, and then sleeps until one of them releases a slot (`flows/slotwatch.py`: r
 events, or a release in the same process) or `poll_seconds` pass (leases that expire
 without a release). Woken, it tries the released server directly; an episode with more
 alternatives lets the ones with fewer try first (`STAGGER_SECONDS` per extra server), so a
-server goes to the episode that can use nothing else. A quarantined server (limit 0, see
+server goes to the episode that can use nothing else. An episode the campaign meant for one
+server (`prefer[0]`) takes another only once that one has been free for `patience_seconds`:
+the episode meant for *it* may still be loading its simulator. A quarantined server (limit 0, see
 `flows/quarantine.py`) is never tried: the waiter probes it when its back-off is over and
 lifts the quarantine if it answers. Taking, renewing and giving back a lease is the
 lease engine's (`flows/leases.py`) under `EPISODE_SLOT`: a lost lease aborts the episode
@@ -43,6 +45,8 @@ EPISODE_SLOT = LeasePolicy(lost_error=LeaseLost)
 """An episode's lease: 60 s, renewed every 20 s; lost, it cancels the episode."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
+PATIENCE_SECONDS = 3.0
+"""How long a server must have been free before an episode meant for another server takes it."""
 
 
 class PoolNotApplied(Exception):
@@ -79,6 +83,7 @@ class SlotLeaser:
         watch: SlotWatch | None = None,
         give_up_seconds: float | None = None,
         policy: LeasePolicy | None = None,
+        patience_seconds: float = PATIENCE_SECONDS,
     ):
         self.client = client
         self.leases = Leases(client, policy or replace(EPISODE_SLOT, lease_seconds=max(float(lease_seconds), MIN_LEASE_SECONDS)))
@@ -89,6 +94,8 @@ class SlotLeaser:
         self.quarantine = Quarantine(client)
         self.give_up_seconds = give_up_seconds
         """How long to wait while every candidate is quarantined before `NoLiveServer`; None: forever."""
+        self.patience_seconds = patience_seconds
+        """How long another server must have been free before an episode meant for one takes it."""
         self.reads = 0
         """Occupancy reads made, for tests and benchmarks."""
 
@@ -131,24 +138,41 @@ class SlotLeaser:
             raise PoolNotApplied(f"{job.id}: no compatible server left in pools {job.resource_types}")
         started = time.monotonic()
         stagger = (len({c.server.address for c in options}) - 1) * STAGGER_SECONDS
+        meant_for = prefer[0] if prefer and prefer[0] in {c.server.address for c in options} else None
         all_sick_since: float | None = None
         while True:
             with self.watch.watching(c.server.address for c in options) as wakeup:
                 occupancy = await asyncio.gather(*(self._occupancy(candidate) for candidate in options))
-                for candidate in by_free_share(list(occupancy), prefer):
-                    if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
-                        return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
+                if any(c.server.address == meant_for and limit == 0 for c, _, limit in occupancy):
+                    meant_for = None  # quarantined: no episode will come for the others' sake
+                free = by_free_share(list(occupancy), prefer)
+                for candidate in free:
+                    if self._patient_for(candidate, meant_for, started) <= 0:
+                        if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
+                            return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
                 next_look, all_sick_since = await self._tend_quarantine(occupancy, all_sick_since)
                 if next_look is None:
                     continue  # a quarantined server answered its probe: look again at once
+                patience = [wait for c in free if (wait := self._patient_for(c, meant_for, started)) > 0]
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wakeup.event.wait(), min(self.poll_seconds * random.uniform(0.8, 1.2), next_look))
-            released = [c for c in options if c.server.address in wakeup.addresses]
+                    await asyncio.wait_for(wakeup.event.wait(),
+                                           min(self.poll_seconds * random.uniform(0.8, 1.2), next_look, *patience))
+            released = [c for c in options if c.server.address in wakeup.addresses
+                        and self._patient_for(c, meant_for, started) <= 0]
             if released:
                 await asyncio.sleep(stagger)  # the episodes with fewer alternatives try first
                 for candidate in released:
                     if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
                         return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
+
+    def _patient_for(self, candidate: Candidate, meant_for: str | None, started: float) -> float:
+        """Seconds before an episode meant for `meant_for` may take `candidate` (0 or less: now):
+        another server must have been free, as far as this loop saw, for `patience_seconds`."""
+        address = candidate.server.address
+        if meant_for is None or address == meant_for:
+            return 0.0
+        free_since = max(started, self.watch.released_at.get(address, started))
+        return free_since + self.patience_seconds - time.monotonic()
 
     async def _tend_quarantine(
         self, occupancy: list[tuple[Candidate, int, int]], all_sick_since: float | None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections import defaultdict
 from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
@@ -47,6 +48,8 @@ class SlotWatch:
         self._waiters: dict[str, set[Wakeup]] = defaultdict(set)
         self._listener: asyncio.Task | None = None
         self._reads: dict[str, tuple[float, asyncio.Future]] = {}
+        self.released_at: dict[str, float] = {}
+        """Server address -> when (time.monotonic) this loop last saw a slot there released."""
         self.events_seen = 0
         self.occupancy_reads = 0
         """Reads of a limit actually sent (for tests and benchmarks)."""
@@ -54,6 +57,7 @@ class SlotWatch:
     def released(self, address: str) -> None:
         """A slot on `address` was given back: wake whoever waits for it."""
         self._reads.pop(address, None)
+        self.released_at[address] = time.monotonic()
         for waiter in list(self._waiters.get(address, ())):
             waiter.set(address)
 

@@ -105,7 +105,9 @@ def test_the_most_constrained_jobs_go_first_and_requeues_before_them():
 
 def test_a_pool_feeds_its_restricted_server_too():
     """Pool `lab`: G runs everything, R only `reach`. Constrained `push` jobs (G only) come
-    first, but not all of them: R gets a `reach` job, and each ticket names its server."""
+    first, but not all of them: R gets a `reach` job, each server one more to load ahead (so a
+    flexible episode of another pool does not find R free while R's next one loads), and each
+    ticket names its server."""
     def compatible(job: Job, pool: str) -> list[str]:
         return ["G"] if job.id.startswith("push") else ["G", "R"]
 
@@ -114,11 +116,11 @@ def test_a_pool_feeds_its_restricted_server_too():
     for i in range(3):
         d.add(job(i, ["lab"]).model_copy(update={"id": f"push/{i}"}))
         d.add(job(i, ["lab"]).model_copy(update={"id": f"reach/{i}"}))
-    tickets = [d.next() for _ in range(3)]
-    assert d.next() is None
-    assert [(t.job.id, t.server) for t in tickets] == [("push/0", "G"), ("reach/0", "R"), ("push/1", "G")]
+    tickets = [d.next() for _ in range(4)]
+    assert d.next() is None  # capacity 2 + one ahead per server
+    assert [(t.job.id, t.server) for t in tickets] == [("push/0", "G"), ("reach/0", "R"), ("push/1", "G"), ("reach/1", "R")]
     d.finished(tickets[1])
-    assert (lambda t: (t.job.id, t.server))(d.next()) == ("reach/1", "R")
+    assert (lambda t: (t.job.id, t.server))(d.next()) == ("reach/2", "R")
 
 
 def test_an_episode_that_landed_elsewhere_frees_its_server_for_another():

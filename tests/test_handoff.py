@@ -12,9 +12,9 @@ from prefect import get_client
 from flows.episode import slot_event
 from flows.naming import SLOT_RELEASED
 from flows.pools import apply_pools
-from flows.slots import SlotLeaser
+from flows.slots import Slot, SlotLeaser
 from flows.slotwatch import SlotWatch
-from generate.models import Resources
+from generate.models import Job, Resources
 from kit import limit_counts, make_job
 
 NO_POLL = 600.0
@@ -30,6 +30,21 @@ def pool_of(*servers: dict) -> Resources:
 
     asyncio.run(apply())
     return resources
+
+
+def general_and_restricted(tmp_path, port: int, instance: int) -> tuple[Resources, Job, Job]:
+    """Pool `handoff_1`: S (port) serves every task, T (port + 1) only `open`; a `pick` job
+    (S only) and an `open` one (either)."""
+    resources = pool_of({"host": "127.0.0.1", "port": port},
+                        {"host": "127.0.0.1", "port": port + 1, "compatible_task": "open"})
+    return (resources, make_job(tmp_path, "handoff", "pick", instance, ["handoff_1"]),
+            make_job(tmp_path, "handoff", "open", instance, ["handoff_1"]))
+
+
+async def hold_both(holder: SlotLeaser, resources: Resources, only_s: Job, either: Job) -> tuple[Slot, Slot]:
+    """Take S and T, so that both are busy."""
+    on_s = await holder.acquire(only_s, resources)
+    return on_s, await holder.acquire(either, resources, excluded={on_s.server.address})
 
 
 def test_a_release_in_this_process_wakes_the_waiter_at_once(prefect_server, tmp_path):
@@ -96,17 +111,13 @@ def test_a_release_event_from_another_process_wakes_the_waiter(prefect_server, t
 def test_the_waiter_with_the_fewest_alternatives_gets_the_released_server(prefect_server, tmp_path):
     """S serves every task, T only `open`: the `pick` episode can use S alone, the `open` one
     either. When S frees up, the `pick` episode gets it; the `open` one waits for T."""
-    resources = pool_of({"host": "127.0.0.1", "port": 19103},
-                        {"host": "127.0.0.1", "port": 19104, "compatible_task": "open"})
-    only_s = make_job(tmp_path, "handoff", "pick", 3, ["handoff_1"])
-    either = make_job(tmp_path, "handoff", "open", 3, ["handoff_1"])
+    resources, only_s, either = general_and_restricted(tmp_path, 19103, 3)
     s_address, t_address = (server.address for server in resources.servers("handoff_1"))
 
     async def scenario():
         async with get_client() as client:
             holder = SlotLeaser(client, poll_seconds=NO_POLL)
-            on_s = await holder.acquire(only_s, resources)
-            on_t = await holder.acquire(either, resources, excluded={s_address})
+            on_s, on_t = await hold_both(holder, resources, only_s, either)
             flexible = asyncio.create_task(SlotLeaser(client, poll_seconds=NO_POLL).acquire(either, resources))
             constrained = asyncio.create_task(SlotLeaser(client, poll_seconds=NO_POLL).acquire(only_s, resources))
             await asyncio.sleep(1.0)
@@ -152,4 +163,36 @@ def test_waiters_in_one_loop_share_their_reads_of_a_busy_server(prefect_server, 
     assert looks >= 50
     assert sent <= 6, f"{sent} reads for {looks} looks"
     assert handed_on == 1
+    assert set(asyncio.run(limit_counts(resources)).values()) == {0}
+
+
+def test_an_episode_meant_for_one_server_leaves_another_to_its_own_episode_for_a_while(prefect_server, tmp_path):
+    """S serves every task, T only `open`. An `open` episode meant for S (the campaign's
+    choice) does not take T the moment T frees up: T's own episode, still loading, gets it a
+    second later. Once T has been free for the patience, the waiter takes it."""
+    resources, only_s, either = general_and_restricted(tmp_path, 19106, 6)
+    s_address, t_address = (server.address for server in resources.servers("handoff_1"))
+
+    async def scenario():
+        async with get_client() as client:
+            holder = SlotLeaser(client, poll_seconds=NO_POLL)
+            on_s, on_t = await hold_both(holder, resources, only_s, either)
+            patient = SlotLeaser(client, poll_seconds=NO_POLL, patience_seconds=3.0)
+            meant_for_s = asyncio.create_task(patient.acquire(either, resources, prefer=[s_address, t_address]))
+            await asyncio.sleep(0.5)
+            await holder.release(on_t)
+            await asyncio.sleep(1.0)
+            assert not meant_for_s.done()  # T is free, but not for it yet
+            own = await SlotLeaser(client, poll_seconds=NO_POLL).acquire(either, resources, prefer=[t_address])
+            assert own.server.address == t_address
+            await holder.release(own)  # nobody else comes for T this time
+            took = await asyncio.wait_for(meant_for_s, 20)
+            waited = took.waited_seconds
+            for slot in (on_s, took):
+                await holder.release(slot)
+            return took.server.address, waited
+
+    server, waited = asyncio.run(scenario())
+    assert server == t_address
+    assert waited >= 1.5 + 3.0 - 0.5  # the second release restarted T's patience
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}

@@ -25,6 +25,17 @@ def test_fast_loading_long_episodes_keep_the_floor():
     assert tuner.prefetch("p", 1) == 1
 
 
+def test_every_server_of_a_pool_gets_one_ahead():
+    """Two servers, each with its next episode loaded: a pool's floor and ceiling are per server."""
+    tuner = PrefetchTuner(floor=1, ceiling=2)
+    assert tuner.prefetch("p", 2, servers=2) == 2
+    tuner.ready_after("p", 3.0)
+    tuner.held_for("p", 60.0)
+    assert tuner.prefetch("p", 2, servers=2) == 2
+    tuner.ready_after("p", 600.0)
+    assert tuner.prefetch("p", 2, servers=2) == 4  # capped at 2 per server
+
+
 def test_moving_average_follows_new_samples():
     tuner = PrefetchTuner(floor=0, ceiling=10)
     tuner.held_for("p", 10.0)
