@@ -30,6 +30,7 @@ from flows.policy_server import fleet_from_resources  # noqa: E402
 from flows.postgres import LocalPostgres  # noqa: E402
 from flows.runner import run_campaign  # noqa: E402
 from flows.server import free_port  # noqa: E402
+from flows.slots import SAFETY_POLL_SECONDS  # noqa: E402
 from generate.models import Job, Resources  # noqa: E402
 
 
@@ -115,7 +116,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=2.0, help="simulator loading (prepare)")
     parser.add_argument("--prefetch", type=int, default=1)
     parser.add_argument("--max-prefetch", type=int, default=3)
-    parser.add_argument("--poll-seconds", type=float, default=5.0, help="waiting episodes' safety poll")
+    parser.add_argument("--poll-seconds", type=float, default=SAFETY_POLL_SECONDS, help="waiting episodes' safety poll")
     parser.add_argument("--worker", choices=["runner", "prefork"], default="runner")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="simple")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",

@@ -51,6 +51,7 @@ from flows.results_files import read_provenance
 from flows.retry import retrying
 from flows.retry_requests import RetryRequest, drop_request, pending_requests
 from flows.selection import select_jobs
+from flows.slots import SAFETY_POLL_SECONDS
 from flows.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
@@ -60,8 +61,9 @@ PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
 POLL_BATCH = 200
 DISPATCH_CONCURRENCY = 8
 """Run creations in flight at once within a tick (each is one API call, ~50-500 ms)."""
-PAUSE_READ_SECONDS = 2.0
-"""How often the pause switch is read: a pause takes effect within this, at one read per period."""
+PAUSE_READ_SECONDS = 5.0
+"""How often the pause switch and retry requests are read: they take effect within this."""
+
 VARIABLE_LIMIT = 5000
 """Prefect caps a variable's value at 5,000 characters."""
 
@@ -216,7 +218,7 @@ class CampaignRunner:
                 last_stats = time.monotonic()
                 self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
             if (self.dispatcher.pending or self.in_flight) and not self.stopped:
-                await asyncio.sleep(self.s.tick_seconds)
+                await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
         return self.tally
 
     async def dispatch(self, deployment_id: UUID) -> None:
@@ -375,7 +377,7 @@ async def campaign(
     stats_interval: float = 60.0,
     tick_seconds: float = 0.5,
     lease_seconds: float = 60.0,
-    poll_seconds: float = 5.0,
+    poll_seconds: float = SAFETY_POLL_SECONDS,
     timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
     server_wait_seconds: float | None = None,

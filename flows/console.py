@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows.campaign import PROGRESS_HOOKS
 from flows.pool_status import PoolStatus
 
 console = Console(stderr=True)
@@ -17,6 +16,8 @@ console = Console(stderr=True)
 @contextlib.contextmanager
 def campaign_progress():
     """A progress bar fed by the campaign's progress hook."""
+    from flows.campaign import PROGRESS_HOOKS  # Prefect: imported once a command runs a campaign
+
     progress = Progress(
         TextColumn("[bold]episodes"),
         BarColumn(),

@@ -44,7 +44,7 @@ from flows.naming import (
 from flows.quarantine import NoLiveServer, ServerFaults, quarantine_server
 from flows.results_files import EpisodeProvenance, metrics_document
 from flows.slot_events import SlotEvent
-from flows.slots import PoolNotApplied, Slot, SlotLeaser, candidates
+from flows.slots import SAFETY_POLL_SECONDS, PoolNotApplied, Slot, SlotLeaser, candidates
 from flows.videos import EpisodeVideo
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
@@ -109,7 +109,7 @@ async def evaluate_episode(
     campaign: str = "adhoc",
     force: bool = False,
     lease_seconds: float = 60.0,
-    poll_seconds: float = 5.0,
+    poll_seconds: float = SAFETY_POLL_SECONDS,
     timeout_seconds: float = 3600.0,
     prefer: list[str] | None = None,
     server_wait_seconds: float | None = None,

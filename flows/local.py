@@ -14,9 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prefect import get_client
-
-from flows.deployments import apply_deployments
 from flows.naming import EPISODE_ENTRYPOINT, LOCAL_WORK_POOL
 from flows.process_groups import terminate_group
 from flows.server import SERVER_FILE, EmbeddedServer, ServerRecord, die_with_parent, free_port
@@ -52,6 +49,10 @@ async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL, kind: str 
 async def prepare_api(kind: str = "runner", pools: tuple[tuple[str, str], ...] = ((LOCAL_WORK_POOL, "local"),)) -> None:
     """Each (work pool, prefect.yaml deployment name) of `pools` (a pool of `kind`, the
     deployments on it), and the zombie automation."""
+    from prefect import get_client
+
+    from flows.deployments import apply_deployments
+
     async with get_client() as client:
         for work_pool, deployment in pools:
             await ensure_local_pool(client, work_pool, kind)
@@ -143,6 +144,7 @@ class LocalStack:
             self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).launch()
             if self.worker_kind == "runner":  # its imports overlap the server's start
                 self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
+            import flows.deployments  # noqa: F401  and so does this process's import of Prefect (~2 s)
             self.server.wait_ready(STARTUP_WAIT_SECONDS)
             self.api_url = self.server.api_url
             record = ServerRecord(api_url=self.api_url, pid=self.server.process.pid)

@@ -6,13 +6,20 @@ pool needs about `capacity x L / H` episodes loading or waiting beyond its capac
 least one per server (a server's next episode is meant for it: a pool with one episode ahead
 for two servers leaves one of them to whoever comes first). The tuner keeps moving averages
 of L and H per pool and answers that number, clamped to [floor, ceiling] per server: the
-ceiling bounds how many loaded simulators (GPU memory) may wait.
+ceiling bounds how many loaded simulators (GPU memory) may wait. The same averages pace the
+campaign's reads of its runs (`tick`): long episodes need them less often.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+TICKS_PER_HOLD = 20
+"""The campaign reads its runs about this many times per episode: each read is one API call,
+and with every server's next episode loaded ahead, a finished one is replaced well within a
+twentieth of an episode."""
+MAX_TICK_SECONDS = 2.0
 
 
 @dataclass
@@ -41,6 +48,14 @@ class PrefetchTuner:
         """An episode held its server for `seconds`."""
         if seconds > 0:
             self.held.setdefault(pool, Average()).add(seconds)
+
+    def tick(self, floor: float) -> float:
+        """Seconds between the campaign's reads of its runs: TICKS_PER_HOLD per episode of the
+        shortest-holding pool, within [floor, MAX_TICK_SECONDS]; `floor` until one ended."""
+        held = [average.value for average in self.held.values() if average.value is not None]
+        if not held:
+            return floor
+        return max(floor, min(MAX_TICK_SECONDS, min(held) / TICKS_PER_HOLD))
 
     def prefetch(self, pool: str, capacity: int, servers: int = 1) -> int:
         ready, held = self.ready.get(pool), self.held.get(pool)

@@ -6,23 +6,26 @@ import asyncio
 import os
 from pathlib import Path
 
-from flows.campaign import campaign
-from flows.console import campaign_progress, console, summary_tables
 from flows.local import LocalStack
-from flows.zombies import heartbeating
 
 
 def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStack | None = None) -> dict:
     """Run the campaign flow in this process and print its summary.
 
     Without PREFECT_API_URL (and no `stack` given), an embedded server and a local worker
-    are started for the duration of the campaign.
+    are started for the duration of the campaign (started before this module imports Prefect).
     """
     if stack is None and not os.environ.get("PREFECT_API_URL"):
         with LocalStack(home, worker_limit=worker_limit) as own_stack:
+            from flows.console import console
+
             kind = "evalq server" if own_stack.shared_server else "Embedded Prefect server"
             console.print(f"{kind}: {own_stack.ui_url}")
             return run_campaign(settings, worker_limit, home, own_stack)
+    from flows.campaign import campaign
+    from flows.console import campaign_progress, console, summary_tables
+    from flows.zombies import heartbeating
+
     with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 90 s
         state = asyncio.run(campaign(**settings, return_state=True))
     if not state.is_completed():

@@ -45,6 +45,9 @@ EPISODE_SLOT = LeasePolicy(lost_error=LeaseLost)
 """An episode's lease: 60 s, renewed every 20 s; lost, it cancels the episode."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
+SAFETY_POLL_SECONDS = 10.0
+"""How often a waiter looks without being woken: for leases that expire without a release (60 s
+after their holder died) and releases whose event was lost."""
 PATIENCE_SECONDS = 3.0
 """How long a server must have been free before an episode meant for another server takes it."""
 
@@ -79,7 +82,7 @@ class SlotLeaser:
         self,
         client: PrefectClient,
         lease_seconds: float = MIN_LEASE_SECONDS,
-        poll_seconds: float = 5.0,
+        poll_seconds: float = SAFETY_POLL_SECONDS,
         watch: SlotWatch | None = None,
         give_up_seconds: float | None = None,
         policy: LeasePolicy | None = None,

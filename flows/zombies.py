@@ -11,11 +11,7 @@ watches every flow run that heartbeats, so every flow run of ours heartbeats eve
 from __future__ import annotations
 
 from datetime import timedelta
-
-from prefect.automations import Automation
-from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState
-from prefect.events.schemas.automations import EventTrigger, Posture
+from typing import TYPE_CHECKING
 
 from flows.naming import MISCONFIGURED_STATE, NOT_RETRYABLE_STATE, SKIPPED_STATE
 
@@ -26,6 +22,9 @@ HEARTBEAT_SECONDS = 30
 MISSED_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
 """How long a run may stay silent before it is marked Crashed: three heartbeats."""
 
+if TYPE_CHECKING:
+    from prefect.automations import Automation
+
 
 def heartbeating():
     """A context in which flow runs started by this process heartbeat every `HEARTBEAT_SECONDS`."""
@@ -34,7 +33,12 @@ def heartbeating():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS})
 
 
-def zombie_automation(missed_after: timedelta = MISSED_AFTER) -> Automation:
+def zombie_automation(missed_after: timedelta = MISSED_AFTER) -> "Automation":
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
     return Automation(
         name=AUTOMATION_NAME,
         description="Marks a flow run Crashed when its heartbeats stop without a final state.",
@@ -58,6 +62,8 @@ def zombie_automation(missed_after: timedelta = MISSED_AFTER) -> Automation:
 async def install_zombie_automation(missed_after: timedelta = MISSED_AFTER) -> bool:
     """Create the automation, or replace an older definition of it; True if it was (re)created.
     (Tests that wait for a crash install a shorter `missed_after`, then the default again.)"""
+    from prefect.automations import Automation
+
     wanted = zombie_automation(missed_after)
     try:
         existing = await Automation.aread(name=AUTOMATION_NAME)

@@ -30,6 +30,23 @@ def test_domain_modules_import_no_prefect(module):
     assert found.stdout.strip() == "[]", f"{module} imports {found.stdout.strip()}"
 
 
+def test_the_evalq_command_line_loads_without_prefect():
+    """Every command group (the entry points' too) loads without Prefect: a command that starts
+    an embedded server starts it before its own Prefect import, so the two overlap."""
+    probe = "import sys, flows.cli, flows.demo, flows.runner; print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    found = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", f"the command line imports {found.stdout.strip()}"
+
+
+def test_prefect_finds_every_worker_type_of_ours():
+    """The `prefect.collections` entry points name the modules that define the worker classes."""
+    from flows.work_pools import worker_class
+
+    for pool_type, module in declared_entry_points("prefect.collections").items():
+        if pool_type != "evalq-kubernetes":  # the kubernetes extra may be missing
+            assert worker_class(pool_type).type == pool_type, module
+
+
 def test_the_documented_domain_layer_is_the_one_tested():
     """Every module the Layers table puts in the domain row is in `PREFECT_FREE` (or is `outcomes`)."""
     text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")

@@ -45,3 +45,17 @@ def test_moving_average_follows_new_samples():
     assert tuner.prefetch("p", 1) == 4
     tuner.held_for("p", 0.0)  # no hold time recorded: ignored
     assert tuner.prefetch("p", 1) == 4
+
+
+def test_the_campaign_reads_its_runs_less_often_when_episodes_are_long():
+    tuner = PrefetchTuner()
+    assert tuner.tick(0.5) == 0.5  # nothing ended yet
+    tuner.held_for("short", 5.0)
+    assert tuner.tick(0.5) == 0.5  # 5 s / 20 is below the floor
+    tuner.held_for("short", 30.0)
+    tuner.held_for("long", 30.0)
+    assert tuner.tick(0.5) == 30.0 * 0.3 / 20 + 5.0 * 0.7 / 20  # the shorter pool's moving average, / 20
+    tuner.held_for("short", 1800.0)
+    assert tuner.tick(0.5) == 1.5  # the shortest pool sets the pace
+    tuner.held_for("long", 1800.0)
+    assert tuner.tick(0.5) == 2.0  # at most 2 s

@@ -24,7 +24,7 @@ import pytest
 from flows.server import terminate_group
 from workpools.slurm import WORK_POOL_TYPE, base_job_template, commands
 from workpools.slurm.variables import SlurmJobConfiguration
-from workpools.slurm.worker import SlurmWorker
+from workpools.slurm.worker import SETTLE_SECONDS, SlurmWorker
 
 
 def cluster_problem() -> str | None:
@@ -204,8 +204,12 @@ def assert_cancelling_scancels(cluster: Cluster, run_id: UUID) -> None:
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(run_id, Cancelling())
     run = cluster.wait_final(run_id)
-    assert run.state.is_cancelled(), run.state
     assert slurm_state(run.infrastructure_pid, "CANCELLED") == "CANCELLED"
+    # Once the job is gone: the engine, SIGTERMed by scancel, may have forced a bare Crashed over
+    # the worker's Cancelled, which the worker replaces while it settles the job's end.
+    run = cluster.wait(run_id, lambda run: run.state is not None and run.state.is_cancelled(),
+                       timeout=SETTLE_SECONDS + 20, what="Cancelled")
+    assert run.state.is_cancelled(), run.state
 
 
 def test_cancelling_in_prefect_scancels_the_job(cluster):

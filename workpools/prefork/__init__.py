@@ -8,13 +8,8 @@ from it (milliseconds), still one OS process per episode, so a killed episode is
 crashed run and nothing else.
 """
 
-from workpools.prefork.worker import PreforkWorker
+from flows.naming import PREFORK_POOL_TYPE as WORK_POOL_TYPE
+from workpools.lazy import lazy_worker
 
-WORK_POOL_TYPE = PreforkWorker.type
-
-
-def base_job_template() -> dict:
-    return PreforkWorker.get_default_base_job_template()
-
-
+__getattr__, base_job_template = lazy_worker(__name__, "workpools.prefork.worker", "PreforkWorker")
 __all__ = ["PreforkWorker", "WORK_POOL_TYPE", "base_job_template"]

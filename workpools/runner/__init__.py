@@ -12,13 +12,8 @@ Start one per node: `evalq runner --pool P --slots N [--idle-timeout S]`, or the
 way, `prefect worker start --pool P --type evalq-runner --limit N`.
 """
 
-from workpools.runner.worker import RunnerWorker
+from flows.naming import RUNNER_POOL_TYPE as WORK_POOL_TYPE
+from workpools.lazy import lazy_worker
 
-WORK_POOL_TYPE = RunnerWorker.type
-
-
-def base_job_template() -> dict:
-    return RunnerWorker.get_default_base_job_template()
-
-
+__getattr__, base_job_template = lazy_worker(__name__, "workpools.runner.worker", "RunnerWorker")
 __all__ = ["RunnerWorker", "WORK_POOL_TYPE", "base_job_template"]

@@ -32,6 +32,7 @@ from prefect.states import Crashed, Failed, Pending
 from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
+from flows.naming import RUNNER_POOL_TYPE
 from flows.retry import is_transient
 from workpools.runner.engine import ClaimedRuns, execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
@@ -65,7 +66,7 @@ class RunnerResult(BaseWorkerResult):
 
 
 class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerResult]):
-    type = "evalq-runner"
+    type = RUNNER_POOL_TYPE
     job_configuration = RunnerJobConfiguration
     job_configuration_variables = RunnerVariables
     _description = "Flow runs executed inside one long-lived process per node, several at once."

@@ -7,15 +7,8 @@ states), `commands` (sbatch/scontrol/sacct/scancel), `worker` (the Prefect worke
 and `runner-array.sbatch`: warm runners as one job array instead (`evalq workpools slurm-runners`).
 """
 
-from __future__ import annotations
+from flows.naming import SLURM_POOL_TYPE as WORK_POOL_TYPE
+from workpools.lazy import lazy_worker
 
-from typing import Any
-
-from workpools.slurm.worker import WORK_POOL_TYPE, SlurmWorker
-
+__getattr__, base_job_template = lazy_worker(__name__, "workpools.slurm.worker", "SlurmWorker")
 __all__ = ["WORK_POOL_TYPE", "SlurmWorker", "base_job_template"]
-
-
-def base_job_template() -> dict[str, Any]:
-    """Prefect's base job template for a SLURM work pool: job configuration and variables schema."""
-    return SlurmWorker.get_default_base_job_template()
