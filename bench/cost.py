@@ -16,7 +16,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ACCESS = re.compile(r'uvicorn\.access - [\d.:]+ - "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d+)')
+ACCESS = re.compile(r'(?:uvicorn\.access - |INFO: +)[\d.:]+ - "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d+)')
+"""uvicorn's access line, in Prefect's log format or in uvicorn's own (a server that skips loading
+Prefect's collections at start keeps uvicorn's)."""
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LIMIT_NAME = re.compile(r"/name/[^/?]+")
 
