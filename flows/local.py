@@ -139,6 +139,8 @@ class LocalStack:
         if self.api_url is None and not self.server_env and (record := running_server()) is not None:
             self.shared_server = True
             self.use(record.api_url)
+            if self.worker_kind == "runner":  # its start overlaps the pools' and deployments'
+                self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
         if self.api_url is None:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
             self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).launch()
