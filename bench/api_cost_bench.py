@@ -97,7 +97,7 @@ async def replay(stack: LocalStack, postgres: LocalPostgres | None, runs: int, w
                             "campaign": "cost", "prefer": [server.address]})
             ids[i] = run.id
 
-        async def phase(state_of: Callable[[], object]) -> Callable[[int], Awaitable[object]]:
+        def phase(state_of: Callable[[], object]) -> Callable[[int], Awaitable[object]]:
             return lambda i: client.set_flow_run_state(ids[i], state_of())
 
         async def take(i: int) -> None:
@@ -120,18 +120,18 @@ async def replay(stack: LocalStack, postgres: LocalPostgres | None, runs: int, w
 
         rows = [
             await measure("create_flow_run_from_deployment (campaign)", runs, create, cpu, idle_rate),
-            await measure("set_state Pending (runner's claim)", runs, await phase(Pending), cpu, idle_rate),
+            await measure("set_state Pending (runner's claim)", runs, phase(Pending), cpu, idle_rate),
             await measure(f"set_state Running {LOADING_STATE!r} (engine)", runs,
-                          await phase(lambda: Running(name=LOADING_STATE)), cpu, idle_rate),
+                          phase(lambda: Running(name=LOADING_STATE)), cpu, idle_rate),
             await measure(f"set_state Running {WAITING_STATE!r}", runs,
-                          await phase(lambda: Running(name=WAITING_STATE)), cpu, idle_rate),
+                          phase(lambda: Running(name=WAITING_STATE)), cpu, idle_rate),
             await measure("lease (increment-with-lease) + acquired event", runs, take, cpu, idle_rate),
             await measure(f"set_state Running {RUNNING_STATE!r} on a server", runs,
-                          await phase(lambda: Running(name=RUNNING_STATE, message=running_message(server.address, "cost_1"))),
+                          phase(lambda: Running(name=RUNNING_STATE, message=running_message(server.address, "cost_1"))),
                           cpu, idle_rate),
             await measure("release (decrement-with-lease) + released event", runs, give_back, cpu, idle_rate),
             await measure("log batch (6 lines)", runs, logs, cpu, idle_rate),
-            await measure("set_state Completed", runs, await phase(Completed), cpu, idle_rate),
+            await measure("set_state Completed", runs, phase(Completed), cpu, idle_rate),
             await measure("read_flow_runs of 10 runs (campaign's poll)", runs, read_in_flight, cpu, idle_rate),
         ]
         states = {run.state.type for run in await client.read_flow_runs(

@@ -289,9 +289,8 @@ class CampaignRunner:
             self.retune(ticket.pool)
 
     def retune(self, pool: str) -> None:
-        servers = len(self.dispatcher.servers[pool])
-        prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), servers)
-        if prefetch != self.dispatcher.pool_prefetch.get(pool, self.s.prefetch * servers):
+        prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), len(self.dispatcher.servers[pool]))
+        if prefetch != self.dispatcher.prefetch_for(pool):
             self.logger.info("Pool %s: prefetch %d (episodes ready after %.1f s, hold servers %.1f s)", pool,
                              prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
             self.dispatcher.pool_prefetch[pool] = prefetch

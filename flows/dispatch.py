@@ -86,8 +86,12 @@ class Dispatcher:
     def total_in_flight(self) -> int:
         return sum(self.in_flight.values())
 
+    def prefetch_for(self, pool: str) -> int:
+        """Episodes `pool` keeps loading ahead: the tuner's number, else `prefetch` per server."""
+        return self.pool_prefetch.get(pool, self.prefetch * len(self.servers[pool]))
+
     def window(self, pool: str) -> int:
-        return self.capacity[pool] + self.pool_prefetch.get(pool, self.prefetch * len(self.servers[pool]))
+        return self.capacity[pool] + self.prefetch_for(pool)
 
     def utilization(self, pool: str) -> float:
         return self.in_flight[pool] / self.capacity[pool]

@@ -139,13 +139,13 @@ class LocalStack:
         if self.api_url is None and not self.server_env and (record := running_server()) is not None:
             self.shared_server = True
             self.use(record.api_url)
-            if self.worker_kind == "runner":  # its start overlaps the pools' and deployments'
-                self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
         if self.api_url is None:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
             self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).launch()
-            if self.worker_kind == "runner":  # its imports overlap the server's start
-                self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
+        if self.worker_kind == "runner" and (self.shared_server or self.server is not None):
+            # Its start overlaps the server's and the pools' and deployments' (it waits for its pool).
+            self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
+        if self.server is not None:
             import flows.deployments  # noqa: F401  and so does this process's import of Prefect (~2 s)
             self.server.wait_ready(STARTUP_WAIT_SECONDS)
             self.api_url = self.server.api_url

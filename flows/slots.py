@@ -148,15 +148,14 @@ class SlotLeaser:
                 occupancy = await asyncio.gather(*(self._occupancy(candidate) for candidate in options))
                 if any(c.server.address == meant_for and limit == 0 for c, _, limit in occupancy):
                     meant_for = None  # quarantined: no episode will come for the others' sake
-                free = by_free_share(list(occupancy), prefer)
-                for candidate in free:
-                    if self._patient_for(candidate, meant_for, started) <= 0:
-                        if (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
-                            return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
+                waits = [(c, self._patient_for(c, meant_for, started)) for c in by_free_share(list(occupancy), prefer)]
+                for candidate, wait in waits:
+                    if wait <= 0 and (lease_id := await self.try_acquire(candidate, holder_id)) is not None:
+                        return Slot(candidate.pool, candidate.server, lease_id, time.time(), time.monotonic() - started)
                 next_look, all_sick_since = await self._tend_quarantine(occupancy, all_sick_since)
                 if next_look is None:
                     continue  # a quarantined server answered its probe: look again at once
-                patience = [wait for c in free if (wait := self._patient_for(c, meant_for, started)) > 0]
+                patience = [wait for _, wait in waits if wait > 0]
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wakeup.event.wait(),
                                            min(self.poll_seconds * random.uniform(0.8, 1.2), next_look, *patience))
