@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 from uuid import UUID
 
+import httpx
 from pydantic import BaseModel
 
 from flows.evaluators.base import ServerUnavailable
@@ -219,10 +220,16 @@ class Quarantine:
         The lease goes first, quietly (no waiter is woken): Prefect cannot release a slot of
         a limit at 0 (it divides by the limit), so a holder's slot must be back before. Other
         holders of a server with capacity > 1 get theirs back through Prefect's lease
-        repossessor once the quarantine is lifted.
+        repossessor once the quarantine is lifted. A holder that took its slot just before
+        another one closed the server (between that one's release and its limit 0) opens the
+        limit again to give its slot back, then closes it.
         """
         if lease_id is not None:
-            await self.client.release_concurrency_slots_with_lease(lease_id)
+            try:
+                await self.client.release_concurrency_slots_with_lease(lease_id)
+            except httpx.HTTPStatusError:  # another holder closed the server first
+                await set_server_limit(self.client, server, server.capacity)
+                await self.client.release_concurrency_slots_with_lease(lease_id)
         await set_server_limit(self.client, server, 0)
         record = self.backoff.enter(await read_record(self.client, server.address), server.address, reason, self.clock())
         await write_record(self.client, record)

@@ -153,6 +153,27 @@ def test_quarantine_refuses_leases_grows_while_probes_fail_and_lifts_when_one_an
     assert not final.active and final.failures == 2
 
 
+def test_a_holder_whose_server_another_holder_closed_still_gives_its_slot_back(prefect_server, tmp_path):
+    """Two episodes hold a slot each on a dead server: the first to fail closes it (limit 0), and
+    Prefect cannot release a slot of a closed limit; the second's slot still comes back."""
+    resources = Resources.model_validate({"qtwo_1": [{"host": "127.0.0.1", "port": 19121, "capacity": 2}]})
+    server = resources.servers("qtwo_1")[0]
+    job = make_job(tmp_path, "qtwo", "pick", 1, ["qtwo_1"])
+
+    async def scenario():
+        async with get_client() as client:
+            await apply_pools(client, resources)
+            first, second = SlotLeaser(client), SlotLeaser(client)
+            held = [await first.acquire(job, resources), await second.acquire(job, resources)]
+            for slot in held:
+                await Quarantine(client).enter(server, "cannot connect", slot.lease_id)
+            return await client.read_global_concurrency_limit_by_name(server_limit(server))
+
+    closed = asyncio.run(scenario())
+    assert closed.limit == 0
+    assert set(asyncio.run(limit_counts(resources)).values()) == {0}
+
+
 def test_the_quarantine_outlives_the_campaign_and_its_clients(prefect_server, tmp_path):
     """Applying the pools again (what a restarted campaign does) keeps the quarantine; a new
     client and leaser read it from the Prefect server and stay off the server."""
@@ -216,7 +237,8 @@ def test_a_dead_server_in_a_two_server_pool_costs_no_episode_anything(episode_wo
     assert servers == {live} and stats[live].episodes == len(jobs) and stats[live].violations == 0
     runs = asyncio.run(episode_runs("half-dead"))
     assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # one run each: no attempt charged
-    assert set(asyncio.run(limit_counts(resources)).values()) == {0}  # the failing holder gave its slot back
+    counts = asyncio.run(limit_counts(resources))
+    assert set(counts.values()) == {0}, (counts, "dead", dead)  # the failing holder gave its slot back
 
     async def record():
         async with get_client() as client:
