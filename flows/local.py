@@ -48,16 +48,18 @@ async def ensure_local_pool(client, work_pool: str = LOCAL_WORK_POOL, kind: str 
 
 async def prepare_api(kind: str = "runner", pools: tuple[tuple[str, str], ...] = ((LOCAL_WORK_POOL, "local"),)) -> None:
     """Each (work pool, prefect.yaml deployment name) of `pools` (a pool of `kind`, the
-    deployments on it), and the zombie automation."""
+    deployments on it), and the zombie automation, side by side."""
     from prefect import get_client
 
     from flows.deployments import apply_deployments
 
+    async def pool_and_deployments(client, work_pool: str, deployment: str) -> None:
+        await ensure_local_pool(client, work_pool, kind)
+        await apply_deployments(client, deployment, work_pool=work_pool)
+
     async with get_client() as client:
-        for work_pool, deployment in pools:
-            await ensure_local_pool(client, work_pool, kind)
-            await apply_deployments(client, deployment, work_pool=work_pool)
-    await install_zombie_automation()
+        await asyncio.gather(install_zombie_automation(),
+                             *(pool_and_deployments(client, work_pool, deployment) for work_pool, deployment in pools))
 
 
 def use_api(api_url: str):
@@ -142,11 +144,13 @@ class LocalStack:
         if self.api_url is None:
             port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
             self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).launch()
+        if self.server is not None:
+            import flows.deployments  # noqa: F401  this process's import of Prefect (~3 s) overlaps the server's start
         if self.worker_kind == "runner" and (self.shared_server or self.server is not None):
-            # Its start overlaps the server's and the pools' and deployments' (it waits for its pool).
+            # Its start overlaps the server's and the pools' and deployments' (it waits for its pool);
+            # launched after this process's import, so the server's (the longest) has a core to itself.
             self.worker = self._start_worker(wait=STARTUP_WAIT_SECONDS)
         if self.server is not None:
-            import flows.deployments  # noqa: F401  and so does this process's import of Prefect (~2 s)
             self.server.wait_ready(STARTUP_WAIT_SECONDS)
             self.api_url = self.server.api_url
             record = ServerRecord(api_url=self.api_url, pid=self.server.process.pid)

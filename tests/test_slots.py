@@ -59,6 +59,26 @@ def test_apply_is_idempotent_and_updates_capacity(prefect_server):
     asyncio.run(applied())
 
 
+def test_apply_reactivates_a_switched_off_limit_and_two_campaigns_can_apply_at_once(prefect_server):
+    """A limit someone switched off in the UI is switched on again; two campaigns applying the
+    same new pools at once both succeed (one creates, the other updates) with the right limits."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    resources = Resources.model_validate({"twice_1": [{"host": "127.0.0.1", "port": 19041, "capacity": 2}]})
+    name = server_limit(resources.servers("twice_1")[0])
+
+    async def scenario():
+        async with get_client() as first, get_client() as second:
+            outcomes = await asyncio.gather(apply_pools(first, resources), apply_pools(second, resources))
+            await first.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active=False))
+            again = await apply_pools(first, resources)
+            return outcomes, again, await first.read_global_concurrency_limit_by_name(name)
+
+    (one, two), again, limit = asyncio.run(scenario())
+    assert sorted([one[name], two[name]]) in (["created", "updated"], ["created", "unchanged"])
+    assert again[name] == "updated" and limit.active and limit.limit == 2
+
+
 def test_a_slot_counts_on_server_and_pool_and_is_released(prefect_server, tmp_path):
     asyncio.run(applied())
     job = make_job(tmp_path, "team", "pick", 1, ["team_1"])
