@@ -41,13 +41,39 @@ def cancel_requested(run_id: UUID) -> bool:
     return state is not None and state.type in STOP_STATES
 
 
+def cancelled_since_scheduled(states: list) -> bool:
+    """Whether a cancel came after the run's last Scheduled state (its history, oldest first)."""
+    since = [state.type for state in states]
+    if StateType.SCHEDULED in since:
+        since = since[len(since) - since[::-1].index(StateType.SCHEDULED):]
+    return any(kind in STOP_STATES for kind in since)
+
+
+def cancelled_before_start(run_id: UUID) -> bool:
+    """Whether its owner cancelled this run before it started. Prefect 3.8.8 lets the engine move
+    a run from Cancelled to Running: a cancel that lands between a worker's claim (Pending) and
+    the engine's start is in the history only."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return cancelled_since_scheduled(sorted(client.read_flow_run_states(run_id), key=lambda state: state.timestamp))
+
+
 @flow(name=GRADE_FLOW)
 def grade_solution(job: GradingJob):
     """Grade one solution; the run ends Completed, Failed (exit code, timeout) or Cancelled."""
     logger = get_run_logger()
     run_id = FlowRunContext.get().flow_run.id
+    if cancelled_before_start(run_id):
+        logger.info("cancelled by its owner before it started: not graded")
+        return Cancelled(message="cancelled by its owner before it started")
     workdir = store.work_dir(job.results_dir, job.user_id, run_id)
-    solution = store.take_upload(job.staged_solution, workdir)
+    try:
+        solution = store.take_upload(job.staged_solution, workdir)
+    except FileNotFoundError:
+        if cancel_requested(run_id):  # cancelled (and its upload discarded) while this run started
+            return Cancelled(message="cancelled by its owner before it started")
+        raise
     results = workdir / store.RESULTS
     argv = render_argv(job.grade_argv, {
         "solution": str(solution), "competition_id": job.competition_id,

@@ -3,10 +3,12 @@ runners, our own grader script, httpx (and curl, and `evalq grade`) as the clien
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -282,3 +284,35 @@ def test_a_cluster_node_joins_with_evalq_grader_node(service, tmp_path):
 
     asyncio.run(decommission())
     assert "gpu-a" not in {entry["node_id"] for entry in service.get("/api/nodes").json()["nodes"]}
+
+
+def test_a_job_cancelled_between_its_claim_and_its_start_is_not_graded(prefect_server, tmp_path):
+    """The cancel lands while a worker holds the run (Pending) and the API discards the upload:
+    Prefect 3.8.8 still lets the engine start the run (Cancelled -> Running). It ends Cancelled,
+    not Failed, and its command never runs."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Cancelled, Pending
+
+    from flows.grader import store
+    from flows.grader.models import GradingJob
+    from flows.grading import grade_solution
+
+    marker = tmp_path / "graded"
+    staged = store.stage_upload(tmp_path, "print('hi')\n")
+    job = GradingJob(user_id="alice", project_id="p", competition_id="titanic", expected_time=1, timeout_seconds=20,
+                     staged_solution=str(staged), results_dir=str(tmp_path),
+                     grade_argv=[sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+
+    async def claimed_then_cancelled():
+        async with get_client() as client:
+            run = await client.create_flow_run(grade_solution, parameters={"job": job.model_dump(mode="json")})
+            await client.set_flow_run_state(run.id, Pending())
+            await client.set_flow_run_state(run.id, Cancelled(message="cancelled by its owner before it started"))
+            return await client.read_flow_run(run.id)
+
+    run = asyncio.run(claimed_then_cancelled())
+    store.discard_upload(staged)
+    state = run_flow(grade_solution, flow_run=run, parameters={"job": job}, return_type="state")
+    assert state.type.value == "CANCELLED", state
+    assert not marker.exists() and not (tmp_path / "work" / "alice" / str(run.id)).exists()

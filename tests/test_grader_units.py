@@ -161,3 +161,20 @@ def test_runner_reports_the_exit_code(tmp_path):
                           timeout=30, should_stop=lambda: False)
     assert (outcome.returncode, outcome.timed_out, outcome.cancelled) == (3, False, False)
     assert os.path.getsize(tmp_path / "o") == 0
+
+
+def test_only_a_cancel_since_the_last_schedule_counts():
+    """A job cancelled, then retried from the Prefect UI (Scheduled again), is graded."""
+    from types import SimpleNamespace
+
+    from prefect.client.schemas.objects import StateType as T
+
+    from flows.grading import cancelled_since_scheduled
+
+    def history(*kinds):
+        return [SimpleNamespace(type=kind) for kind in kinds]
+
+    assert cancelled_since_scheduled(history(T.SCHEDULED, T.PENDING, T.CANCELLED, T.RUNNING))
+    assert cancelled_since_scheduled(history(T.SCHEDULED, T.CANCELLING))
+    assert not cancelled_since_scheduled(history(T.SCHEDULED, T.PENDING, T.RUNNING))
+    assert not cancelled_since_scheduled(history(T.SCHEDULED, T.PENDING, T.CANCELLED, T.SCHEDULED, T.PENDING, T.RUNNING))
