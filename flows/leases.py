@@ -37,6 +37,10 @@ MIN_LEASE_SECONDS = 60.0
 """The Prefect server rejects shorter leases."""
 NOT_NOW = (423, 422)
 """Answers to a take that mean "busy now": a full limit (423), a limit set to 0 (422)."""
+GIVE_BACK_WAIT_SECONDS = 5.0
+"""How long a cancelled take waits for its request's answer (to give back what it granted)
+before the cancel goes on; the give-back itself goes on until the request is answered."""
+_late_give_backs: set[asyncio.Future] = set()
 GONE = (404, 410)
 """Answers to a renewal that mean the server no longer knows the lease."""
 
@@ -89,10 +93,17 @@ class Leases:
         from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 
         holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_id) if holder_id else None
+        request = asyncio.ensure_future(retrying(lambda: self.client.increment_concurrency_slots_with_lease(
+            names=names, slots=1, mode="concurrency", lease_duration=self.policy.lease_seconds, holder=holder,
+        ), transient=self.policy.transient))
         try:
-            response = await retrying(lambda: self.client.increment_concurrency_slots_with_lease(
-                names=names, slots=1, mode="concurrency", lease_duration=self.policy.lease_seconds, holder=holder,
-            ), transient=self.policy.transient)
+            response = await asyncio.shield(request)
+        except asyncio.CancelledError:  # the server may grant it all the same: give it back, then stop
+            give_back = asyncio.ensure_future(self._give_back_if_granted(request))
+            _late_give_backs.add(give_back)
+            give_back.add_done_callback(_late_give_backs.discard)
+            await asyncio.wait({give_back}, timeout=GIVE_BACK_WAIT_SECONDS)  # then it goes on alone
+            raise
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code in NOT_NOW:
                 return None
@@ -104,6 +115,14 @@ class Leases:
             await self.release(lease_id)
             raise LimitsMissing(sorted(set(names) - granted))
         return lease_id
+
+    async def _give_back_if_granted(self, request: asyncio.Future) -> None:
+        """Release the lease `request` (a take cancelled meanwhile) brings, if it brings one."""
+        try:
+            response = await request
+        except Exception:  # noqa: BLE001 - refused or unreachable: nothing was granted
+            return
+        await self.release(UUID(response.json()["lease_id"]))
 
     async def release(self, lease_id: UUID, then: Callable[[], None] | None = None) -> bool:
         """Give the lease back (then call `then`); False if it could not be, after

@@ -166,3 +166,25 @@ def test_missing_limits_are_named_and_the_partial_lease_given_back():
     with pytest.raises(LimitsMissing, match=r"\['gpu-1'\]"):
         asyncio.run(Leases(client, GPU_LEASE).take(["gpu-0", "gpu-1"]))
     assert client.calls["release"] == 1
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_a_take_cancelled_while_its_answer_is_on_the_way_leaves_no_lease(granted):
+    # An episode cancelled while its lease request was in flight used to leave the slot taken
+    # until the lease expired: the server granted it, and nobody learned its id.
+    class SlowClient(ScriptedClient):
+        async def increment_concurrency_slots_with_lease(self, *args, **kwargs):
+            await asyncio.sleep(0.3)  # the request on its way when the take is cancelled
+            return await super().increment_concurrency_slots_with_lease(*args, **kwargs)  # granted, or refused
+
+    client = SlowClient(take=(200 if granted else 423,))
+
+    async def cancelled_take():
+        take = asyncio.create_task(Leases(client, EPISODE_SLOT).take(["a", "b"]))
+        await asyncio.sleep(0.1)
+        take.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await take
+
+    asyncio.run(cancelled_take())
+    assert client.calls["take"] == 1 and client.calls["release"] == (1 if granted else 0)
