@@ -8,6 +8,7 @@ second, and leaves job.json, the outputs and a results file in the results dir f
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Callable
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -28,17 +29,27 @@ class GradingFailed(RuntimeError):
     """The grading command exited non-zero or ran out of time."""
 
 
-def cancel_requested(run_id: UUID) -> bool:
-    """Whether someone asked Prefect to cancel this run (an unreachable API is not a cancel)."""
+def ask_prefect(question: Callable[[object], bool]) -> bool:
+    """`question(client)` asked through a short-lived client; an unreachable API answers False
+    (keep grading through an API hiccup: the watcher still sees a cancel later)."""
     from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
-            state = client.read_flow_run(run_id).state
-    except Exception as exc:  # noqa: BLE001 - keep grading through an API hiccup
+            return question(client)
+    except Exception as exc:  # noqa: BLE001
         get_run_logger().warning("could not read this run's state: %s", exc)
         return False
-    return state is not None and state.type in STOP_STATES
+
+
+def cancel_requested(run_id: UUID) -> bool:
+    """Whether someone asked Prefect to cancel this run (an unreachable API is not a cancel)."""
+
+    def cancelled(client) -> bool:
+        state = client.read_flow_run(run_id).state
+        return state is not None and state.type in STOP_STATES
+
+    return ask_prefect(cancelled)
 
 
 def cancelled_since_scheduled(states: list) -> bool:
@@ -53,10 +64,8 @@ def cancelled_before_start(run_id: UUID) -> bool:
     """Whether its owner cancelled this run before it started. Prefect 3.8.8 lets the engine move
     a run from Cancelled to Running: a cancel that lands between a worker's claim (Pending) and
     the engine's start is in the history only."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return cancelled_since_scheduled(sorted(client.read_flow_run_states(run_id), key=lambda state: state.timestamp))
+    return ask_prefect(lambda client: cancelled_since_scheduled(
+        sorted(client.read_flow_run_states(run_id), key=lambda state: state.timestamp)))
 
 
 @flow(name=GRADE_FLOW)

@@ -40,9 +40,10 @@ NOT_NOW = (423, 422)
 GIVE_BACK_WAIT_SECONDS = 5.0
 """How long a cancelled take waits for its request's answer (to give back what it granted)
 before the cancel goes on; the give-back itself goes on until the request is answered."""
-_late_give_backs: set[asyncio.Future] = set()
 GONE = (404, 410)
 """Answers to a renewal that mean the server no longer knows the lease."""
+_late_give_backs: set[asyncio.Future] = set()
+"""Give-backs still waiting for their take's answer (kept referenced until done)."""
 
 logger = logging.getLogger(__name__)
 

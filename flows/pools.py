@@ -61,7 +61,7 @@ async def apply_pools(client: PrefectClient, resources: Resources) -> dict[str, 
 
     async def apply(name: str, limit: int) -> str:
         current = existing.get(name)
-        if current is not None and current == (limit, True):
+        if current == (limit, True):
             return "unchanged"
         async with gate:
             if current is not None and current[0] == 0 and await quarantined(client, name):

@@ -220,9 +220,9 @@ class Quarantine:
         The lease goes first, quietly (no waiter is woken): Prefect cannot release a slot of
         a limit at 0 (it divides by the limit), so a holder's slot must be back before. Other
         holders of a server with capacity > 1 get theirs back through Prefect's lease
-        repossessor once the quarantine is lifted. A holder that took its slot just before
-        another one closed the server (between that one's release and its limit 0) opens the
-        limit again to give its slot back, then closes it.
+        repossessor once the quarantine is lifted. When two holders fail at once and the other
+        one has closed the server already, Prefect refuses our release: we open the limit
+        again, give our slot back, and close it.
         """
         if lease_id is not None:
             try:
