@@ -70,18 +70,22 @@ def test_dead_server_report_then_only_failed_completes_them(episode_worker, tmp_
         assert (board["dead", "pick"]["episodes"], board["dead", "pick"]["coverage"]) == (0, 0.0)
         assert asyncio.run(artifact_description("evalq-ops-dead-leaderboard")) == "Campaign ops-dead: leaderboard of success"
 
-        # One episode held the dead server and quarantined it; the other never got a slot on it.
+        # The first episode to hold the dead server quarantined it. The other one held it too only
+        # if it took the slot between the first one's release and its close (Prefect cannot release
+        # and close a limit in one call: docs/architecture.md): a run is counted on the server it held.
         report = settled_report("ops-dead", servers_with_failures=1, attributed=1)
         assert (report["done"], report["failed"], report["cancelled"], report["in_flight"]) == (2, 2, 0, 0)
         assert report["planned"] == 4 and not report["running"]
         assert len(report["reasons"]) == 1 and report["reasons"][0]["count"] == 2
         assert dead in report["reasons"][0]["reason"] and report["reasons"][0]["examples"] == ["dead/pick/1", "dead/pick/2"]
         assert [(p["name"], p["failed_attempts"]) for p in report["pools"]] == [("dead_1", 2)]
-        assert [(s["name"], s["failed_attempts"]) for s in report["servers"]] == [(dead, 1)]
-        assert report["servers"][0]["jobs"] in (["dead/pick/1"], ["dead/pick/2"])
+        [server] = report["servers"]
+        held = server["failed_attempts"]
+        assert server["name"] == dead and held in (1, 2) and len(server["jobs"]) == held
+        assert set(server["jobs"]) <= {"dead/pick/1", "dead/pick/2"}
         assert report["resubmit"] == ["dead/pick/1", "dead/pick/2"]
         text = evalq("campaign", "report", "ops-dead", env=api_env())
-        assert text.returncode == 0 and f"{dead}: 1 failed attempts, 1 jobs" in text.stdout
+        assert text.returncode == 0 and f"{dead}: {held} failed attempts, {held} jobs" in text.stdout
 
         fleet.start_server(dead)  # the server is back, on the same port
         jobs_file, resources_file = tmp_path / "jobs.json", tmp_path / "resources.json"
