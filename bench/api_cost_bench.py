@@ -28,10 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from campaign_bench import database_cpu_seconds, write_job  # noqa: E402
 from cost import group_cpu_seconds, write_result  # noqa: E402
 
-from flows.local import LocalStack  # noqa: E402
-from flows.naming import EPISODE_DEPLOYMENT, LOADING_STATE, RUNNING_STATE, WAITING_STATE, running_message  # noqa: E402
-from flows.postgres import LocalPostgres  # noqa: E402
-from flows.process_groups import terminate_group  # noqa: E402
+from flows.naming import (  # noqa: E402
+    EPISODE_DEPLOYMENT,
+    LOADING_STATE,
+    RUNNING_STATE,
+    WAITING_STATE,
+    running_message,
+)
+from flows.runtime.local_stack import LocalStack  # noqa: E402
+from flows.runtime.postgres import LocalPostgres  # noqa: E402
+from flows.runtime.process_groups import terminate_group  # noqa: E402
 from generate.models import Resources  # noqa: E402
 
 SETTLE_SECONDS = 3.0
@@ -67,10 +73,10 @@ async def replay(stack: LocalStack, postgres: LocalPostgres | None, runs: int, w
     from prefect.events import emit_event
     from prefect.states import Completed, Pending, Running
 
-    from flows.leases import Leases
     from flows.naming import pool_limit, server_limit
-    from flows.pools import apply_pools
-    from flows.slots import EPISODE_SLOT
+    from flows.runtime.lease_engine import Leases
+    from flows.slots.leaser import EPISODE_SLOT
+    from flows.slots.pools import apply_pools
 
     resources = Resources.model_validate({"cost_1": [{"host": "127.0.0.1", "port": 19999, "capacity": runs}]})
     server = resources.servers("cost_1")[0]

@@ -21,16 +21,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flows.busy import summarize  # noqa: E402
 from bounds import lower_bound  # noqa: E402
 from cost import api_calls, children_cpu_seconds, group_cpu_seconds, write_result  # noqa: E402
 
-from flows.local import LocalStack  # noqa: E402
-from flows.policy_server import fleet_from_resources  # noqa: E402
-from flows.postgres import LocalPostgres  # noqa: E402
-from flows.runner import run_campaign  # noqa: E402
-from flows.server import free_port  # noqa: E402
-from flows.slots import SAFETY_POLL_SECONDS  # noqa: E402
+from flows.cli.launch import run_campaign  # noqa: E402
+from flows.demo.busy import summarize  # noqa: E402
+from flows.demo.policy_server import fleet_from_resources  # noqa: E402
+from flows.runtime.host import free_port  # noqa: E402
+from flows.runtime.local_stack import LocalStack  # noqa: E402
+from flows.runtime.postgres import LocalPostgres  # noqa: E402
+from flows.slots.leaser import SAFETY_POLL_SECONDS  # noqa: E402
 from generate.models import Job, Resources  # noqa: E402
 
 
@@ -79,7 +79,7 @@ def build(work: Path, scenario: str, teams: int, per_team: int) -> tuple[Path, P
 
 def constrained_bound(jobs: list[Job], resources_file: Path, episode_seconds: float) -> float:
     """The span lower bound given which servers can run which job (bench/bounds.py)."""
-    from flows.steering import ExclusiveDemand
+    from flows.slots.steering import ExclusiveDemand
     from generate.jsonio import read_model
     from generate.models import Resources
 

@@ -3,7 +3,7 @@
     python bench/scale_bench.py run --early 400 --late 400 [--hold]
 
 One campaign of 50,000 jobs (25 teams x 8 tasks x 250 instances, one capacity-1 demo policy
-server per team, ~1 s episodes) on a throwaway PostgreSQL (`flows/postgres.py`) with the warm
+server per team, ~1 s episodes) on a throwaway PostgreSQL (`flows/runtime/postgres.py`) with the warm
 runner. The box cannot run 50,000 episodes (each costs the server ~0.8 CPU-s), so:
 
 1. **early**: the campaign starts with all 50,000 jobs pending on an empty runs table and is
@@ -49,7 +49,7 @@ BULK = 100
 
 def build(work: Path, instances: int = INSTANCES) -> tuple[Path, Path, list]:
     """jobs.json (25 x 8 x `instances` jobs: 50,000 by default) and resources.json (a capacity-1 server per team)."""
-    from flows.server import free_port
+    from flows.runtime.host import free_port
     from generate.models import Job
 
     resources, jobs = {}, []
@@ -83,7 +83,8 @@ def campaign_child(settings_file: Path, stop_after: int, log_file: Path) -> None
     """Run the campaign flow in this process; halt dispatch after `stop_after` completions, exit once drained."""
     from prefect.client.orchestration import PrefectClient
 
-    from flows import campaign as campaign_module
+    from flows.campaign import loop as campaign_loop
+    from flows.campaign.flow import campaign
 
     started = time.monotonic()
     settings = json.loads(settings_file.read_text())
@@ -116,8 +117,8 @@ def campaign_child(settings_file: Path, stop_after: int, log_file: Path) -> None
                 log.close()
                 os._exit(0)
 
-    campaign_module.PROGRESS_HOOKS.append(hook)
-    asyncio.run(campaign_module.campaign(**settings))
+    campaign_loop.PROGRESS_HOOKS.append(hook)
+    asyncio.run(campaign(**settings))
 
 
 def rss_mb() -> float:
@@ -213,7 +214,12 @@ async def fill(jobs: list, results_dir: Path, pg, reserved_from: int, api_runs: 
     import asyncpg
     from prefect.client.orchestration import get_client
 
-    from flows.naming import EPISODE_DEPLOYMENT, episode_run_name, episode_tags, idempotency_key
+    from flows.naming import (
+        EPISODE_DEPLOYMENT,
+        episode_run_name,
+        episode_tags,
+        idempotency_key,
+    )
 
     todo = [job for job in jobs if not job.metrics_path(results_dir).exists() and job.payload.instance_id < reserved_from]
     body_of = lambda job: {  # noqa: E731
@@ -295,9 +301,9 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def run(args) -> None:
-    from flows.local import LocalStack
-    from flows.policy_server import fleet_from_resources
-    from flows.postgres import LocalPostgres
+    from flows.demo.policy_server import fleet_from_resources
+    from flows.runtime.local_stack import LocalStack
+    from flows.runtime.postgres import LocalPostgres
 
     work = Path(tempfile.mkdtemp(prefix="evalq-scale-"))
     jobs_file, resources_file, jobs = build(work, args.instances)

@@ -168,7 +168,7 @@ def main() -> None:
     if args.command == "serve":
         import os
 
-        from flows.server import EmbeddedServer
+        from flows.runtime.embedded_server import EmbeddedServer
 
         if args.quiet:
             os.environ.update({f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in QUIET_SERVICES})

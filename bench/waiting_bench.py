@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from campaign_bench import database_cpu_seconds, wait_until_started, write_job  # noqa: E402
 from cost import api_calls, group_cpu_seconds, write_result  # noqa: E402
 
-from flows.local import LocalStack  # noqa: E402
+from flows.demo.policy_server import fleet_from_resources  # noqa: E402
 from flows.naming import WAITING_STATE  # noqa: E402
-from flows.policy_server import fleet_from_resources  # noqa: E402
-from flows.postgres import LocalPostgres  # noqa: E402
-from flows.process_groups import terminate_group  # noqa: E402
-from flows.server import free_port  # noqa: E402
+from flows.runtime.host import free_port  # noqa: E402
+from flows.runtime.local_stack import LocalStack  # noqa: E402
+from flows.runtime.postgres import LocalPostgres  # noqa: E402
+from flows.runtime.process_groups import terminate_group  # noqa: E402
 
 
 async def count_waiting() -> int:

@@ -5,7 +5,7 @@
 4. play the episode, lease renewed (state Running)   5. write metrics atomically
 6. release the slot, on every way out
 
-Failures: an unreachable policy server is quarantined (`flows/quarantine.py`) and the episode
+Failures: an unreachable policy server is quarantined (`flows/slots/quarantine.py`) and the episode
 leases another compatible server, or waits for one, in the same run (no attempt is charged);
 after `MAX_FAULTS_PER_RUN` failing servers it raises (Failed: the campaign retries it). A broken
 evaluator or instance ends in Failed named NotRetryable; pools that do not fit the job (no
@@ -27,7 +27,13 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, Running, State
 
 from flows.cloudlogging.attach import attach_cloud_logging
-from flows.evaluators import EvaluationError, Metrics, ServerUnavailable, call, load_evaluator
+from flows.evaluators import (
+    EvaluationError,
+    Metrics,
+    ServerUnavailable,
+    call,
+    load_evaluator,
+)
 from flows.naming import (
     EPISODE_FLOW,
     LOADING_STATE,
@@ -41,17 +47,19 @@ from flows.naming import (
     WAITING_STATE,
     running_message,
 )
-from flows.quarantine import NoLiveServer, ServerFaults, quarantine_server
-from flows.results_files import EpisodeProvenance, metrics_document
-from flows.slot_events import SlotEvent
-from flows.slots import SAFETY_POLL_SECONDS, PoolNotApplied, Slot, SlotLeaser, candidates
-from flows.videos import EpisodeVideo
+from flows.results.metrics_files import EpisodeProvenance, metrics_document
+from flows.results.videos import EpisodeVideo
+from flows.slots.events import SlotEvent
+from flows.slots.leaser import SAFETY_POLL_SECONDS, PoolNotApplied, Slot, SlotLeaser
+from flows.slots.quarantine import quarantine_server
+from flows.slots.quarantine_policy import NoLiveServer, ServerFaults
+from flows.slots.steering import candidates
 from generate.jsonio import dump_json, write_atomic, write_new_atomic
 from generate.models import Job, Resources
 
 
 def slot_event(name: str, slot: Slot, job: Job, campaign: str, run_id: UUID | None, waited_seconds: float | None = None) -> None:
-    """Record who holds which server: the only holder list Prefect will have (`flows/slot_events.py`)."""
+    """Record who holds which server: the only holder list Prefect will have (`flows/slots/events.py`)."""
     emit_event(**SlotEvent(
         name=name, address=slot.server.address, pool=slot.pool, job_id=job.id, lease_id=str(slot.lease_id),
         campaign=campaign, flow_run_id=str(run_id) if run_id else None, waited_seconds=waited_seconds,

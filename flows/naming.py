@@ -1,7 +1,8 @@
 """Names shared by everything that reads or writes Prefect objects for evalq, and their parsers.
 
 The episode and campaign flows write them; `evaltui`, `evalq pools status` and the work pools
-read them; the grading service and the local queue have sections of their own. Every name is
+read them; the grading service has a section of its own (the local GPU queue's names live
+in `workpools/local/naming.py`). Every name is
 built here and parsed back here (as rq's `keys.py` does), so no other module splits strings.
 """
 
@@ -19,7 +20,7 @@ EPISODE_DEPLOYMENT = f"{EPISODE_FLOW}/local"
 
 # Work-pool (worker) types, as `prefect worker start --type` knows them: the worker classes in
 # workpools/ declare them and register with Prefect (pyproject's `prefect.collections` entry
-# points, named after the type); flows find them through Prefect's registry (flows/work_pools.py).
+# points, named after the type); flows find them through Prefect's registry (flows/runtime/work_pools.py).
 RUNNER_POOL_TYPE = "evalq-runner"
 """Warm runners: flow runs in one long-lived process (`workpools/runner/`)."""
 PREFORK_POOL_TYPE = "evalq-prefork"
@@ -113,7 +114,7 @@ QUARANTINE_VARIABLE_PREFIX = "evalq_quarantine_"
 
 
 def quarantine_variable(address: str) -> str:
-    """Prefect Variable holding a policy server's quarantine record (`flows/quarantine.py`)."""
+    """Prefect Variable holding a policy server's quarantine record (`flows/slots/quarantine.py`)."""
     from slugify import slugify
 
     return f"{QUARANTINE_VARIABLE_PREFIX}{slugify(address, separator='_')}"
@@ -212,7 +213,7 @@ RETRY_REQUEST_TAG = "evalq-retry-request"
 
 
 def retry_request_variable(request_id: str) -> str:
-    """Prefect Variable holding one retry request (`flows/retry_requests.py`); found by its
+    """Prefect Variable holding one retry request (`flows/campaign/rerun_requests.py`); found by its
     tags (`RETRY_REQUEST_TAG` and the campaign's tag), not by its name."""
     return f"evalq_retry_{request_id}"
 
@@ -220,6 +221,24 @@ def retry_request_variable(request_id: str) -> str:
 def campaign_of_plan_variable(name: str) -> str | None:
     """`campaign_plan_variable` in reverse, as far as a slug goes (the plan's `name` is exact)."""
     return name.removeprefix(PLAN_VARIABLE_PREFIX) if name.startswith(PLAN_VARIABLE_PREFIX) else None
+
+
+def artifact_key(campaign: str) -> str:
+    """The campaign's table artifact (its result at a glance); Prefect artifact keys allow
+    lowercase letters, digits and dashes only."""
+    from slugify import slugify
+
+    return slugify(f"evalq-{campaign}")
+
+
+def plan_artifact_key(campaign: str) -> str:
+    """The campaign's planned episodes per (team, task) (`flows/campaign/plan.py`)."""
+    return f"{artifact_key(campaign)}-plan"
+
+
+def leaderboard_artifact_key(campaign: str) -> str:
+    """The campaign's leaderboard (markdown)."""
+    return f"{artifact_key(campaign)}-leaderboard"
 
 
 def key_tag(key: str, value: object) -> str:
@@ -236,14 +255,16 @@ def tag_value(tags: list[str], key: str) -> str | None:
     return None
 
 
-# -- the grading service (flows/grading.py, flows/grader/) ----------------------------------
+# -- the grading service (flows/grader/) ----------------------------------
 GRADE_FLOW = "grade-solution"
 GRADER_POOL = "evalq-grader"
 GRADER_DEPLOYMENT_NAME = "grader"
 GRADER_DEPLOYMENT = f"{GRADE_FLOW}/{GRADER_DEPLOYMENT_NAME}"
 GRADER_TAG = "evalq-grader"
 NODE_PREFIX = "node-"
-GRADER_ENTRYPOINT = "flows.grading.grade_solution"
+GRADER_ENTRYPOINT = "flows.grader.flow:grade_solution"
+"""New grader deployments name the flow so; deployments made before still say
+`flows.grading.grade_solution` (kept importable: `flows/grader/flow.py`)."""
 EPISODE_ENTRYPOINT = "flows.episode:evaluate_episode"
 """The episode flow, as prefect.yaml's deployments name it (a warm runner preloads it)."""
 """A module path, so runners import the installed package."""
@@ -262,75 +283,3 @@ def grader_worker_name(node: str, pid: int) -> str:
 user_tag = partial(key_tag, "grader-user")
 node_tag = partial(key_tag, "grader-node")
 competition_tag = partial(key_tag, "competition")
-
-
-# -- the local GPU queue (workpools/local/: `evalq submit`, `evalq queue`) --------------------
-RUN_COMMAND_FLOW = "run-command"
-RUN_COMMAND_DEPLOYMENT_NAME = "local"
-RUN_COMMAND_DEPLOYMENT = f"{RUN_COMMAND_FLOW}/{RUN_COMMAND_DEPLOYMENT_NAME}"
-COMMAND_TAG = "evalq-command"
-
-# Named Running states a job passes through (non-forced, so a user's cancel always wins)
-AWAITING_DEPENDENCIES_STATE = "AwaitingDependencies"
-AWAITING_GPUS_STATE = "AwaitingGPUs"
-"""Running: dependencies met, in the GPU queue (first in, first out)."""
-COMMAND_STATE = "Running"
-"""Running: the command runs on its leased GPUs (labels say which, and since when)."""
-
-# Flow-run labels
-HOST_LABEL = "evalq.queue.host"
-"""The machine whose GPUs the job queues for (set when the job starts waiting)."""
-GPUS_LABEL = "evalq.queue.gpus"
-"""The GPU indices the command holds, e.g. "0,1" ("" for none)."""
-STARTED_LABEL = "evalq.queue.started"
-"""When the command started (seconds since the epoch)."""
-NONCE_LABEL = "evalq.queue.nonce"
-"""Which `evalq submit` created the run (tells a won queue id from an idempotent replay)."""
-
-QUEUE_ID_TAG_PREFIX = "queue-id:"
-LAST_ID_VARIABLE = "evalq_queue_last_id"
-"""Prefect Variable: the highest queue id handed out (a hint; idempotency keys decide)."""
-
-
-gpus_tag = partial(key_tag, "gpus")
-seed_tag = partial(key_tag, "seed")
-label_tag = partial(key_tag, "label")
-
-
-def queue_id_tag(queue_id: int) -> str:
-    return f"{QUEUE_ID_TAG_PREFIX}{queue_id}"
-
-
-def queue_id_from_tags(tags: list[str]) -> int | None:
-    """The queue id in a run's tags (None for runs queued before ids existed)."""
-    for tag in tags:
-        if tag.startswith(QUEUE_ID_TAG_PREFIX) and tag[len(QUEUE_ID_TAG_PREFIX):].isdigit():
-            return int(tag[len(QUEUE_ID_TAG_PREFIX):])
-    return None
-
-
-def queue_idempotency_key(queue_id: int) -> str:
-    """One flow run per queue id: the server hands back the existing run for a taken id."""
-    return f"evalq-queue-{queue_id}"
-
-
-def format_indices(indices: list[int]) -> str:
-    return ",".join(map(str, indices))
-
-
-def parse_held_gpus(labels: dict) -> list[int] | None:
-    """The GPUs a run's command holds, from its labels; None if it has not started one."""
-    value = labels.get(GPUS_LABEL)
-    if value is None:
-        return None
-    return [int(part) for part in str(value).split(",") if part.strip().isdigit()]
-
-
-def gpu_limit(host: str, index: int) -> str:
-    """Global concurrency limit (limit 1) standing for one GPU of one machine."""
-    return f"evalq:gpu:{host}:{index}"
-
-
-def slots_limit(host: str) -> str:
-    """Global concurrency limit: how many queued commands run at once on one machine (`evalq queue slots`)."""
-    return f"evalq:queue-slots:{host}"

@@ -131,7 +131,7 @@ class Resources(RootModel[dict[str, list[Server]]]):
 
     def most_in_flight(self, prefetch: int) -> int:
         """Episodes a campaign may have in flight at once, each server with `prefetch` of them
-        loading ahead (flows/dispatch.py): the runner slots it can use."""
+        loading ahead (flows/campaign/dispatch.py): the runner slots it can use."""
         return sum(self.capacity(pool) + prefetch * len(servers) for pool, servers in self.root.items())
 
 

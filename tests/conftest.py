@@ -1,7 +1,7 @@
 """Session fixtures: one real Prefect server and one local worker for the whole session.
 
 `--backend sqlite` (default) keeps each server's database in its home; `--backend postgres`
-gives each server a database of its own in one throwaway PostgreSQL cluster (flows/postgres.py).
+gives each server a database of its own in one throwaway PostgreSQL cluster (flows/runtime/postgres.py).
 CI runs the tests marked `backends` a second time on PostgreSQL, and the main pass in two
 pytest-xdist workers (`-n 2 --dist loadgroup`), each with its own session server and worker.
 """
@@ -52,7 +52,7 @@ def new_database(request):
         return
     import itertools
 
-    from flows.postgres import LocalPostgres
+    from flows.runtime.postgres import LocalPostgres
 
     numbers = itertools.count(1)
     with LocalPostgres() as cluster:
@@ -62,8 +62,8 @@ def new_database(request):
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory, new_database):
     """A real Prefect server on loopback; this process and its children talk to it."""
-    from flows.local import use_api
-    from flows.server import EmbeddedServer
+    from flows.runtime.api import use_api
+    from flows.runtime.embedded_server import EmbeddedServer
 
     server = EmbeddedServer(tmp_path_factory.mktemp("prefect-home"), ui=False, extra_env=new_database())
     server.start()
@@ -90,8 +90,9 @@ def episode_worker(prefect_server, tmp_path_factory):
     """The `evalq-local` process work pool, the `local` deployments and a running worker."""
     import asyncio
 
-    from flows.local import prepare_api, start_worker
-    from flows.server import terminate_group
+    from flows.runtime.provisioning import prepare_api
+    from flows.runtime.local_stack import start_worker
+    from flows.runtime.process_groups import terminate_group
 
     asyncio.run(prepare_api())
     log = tmp_path_factory.mktemp("worker") / "worker.log"

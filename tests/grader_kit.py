@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 from flows.grader.auth import hash_token
-from flows.server import die_with_parent, free_port
+from flows.runtime.host import die_with_parent, free_port
 
 FINAL = {"completed", "failed", "cancelled"}
 TOKENS = {"alice": "alice-token-123", "bob": "bob-token-456", "../Evil User": "evil-token-789"}

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from flows.policy_server import PolicyServer, PolicyServerFleet
-from flows.server import free_port
+from flows.demo.policy_server import PolicyServer, PolicyServerFleet
+from flows.runtime.host import free_port
 from generate.models import Job, Resources
 
 
@@ -53,7 +53,7 @@ async def limit_counts(resources: Resources) -> dict[str, int]:
     """Busy slots of every pool and server limit."""
     from prefect import get_client
 
-    from flows.pools import wanted_limits
+    from flows.slots.pools import wanted_limits
 
     async with get_client() as client:
         return {
@@ -66,8 +66,8 @@ async def apply_runner_pool(pool: str, spec: str, as_name: str) -> None:
     """A work pool of type evalq-runner and prefect.yaml's `spec` deployments on it, renamed `as_name`."""
     from prefect import get_client
 
-    from flows.deployments import apply_deployments
-    from flows.work_pools import apply_work_pool
+    from flows.runtime.deployments import apply_deployments
+    from flows.runtime.work_pools import apply_work_pool
     from workpools.runner import WORK_POOL_TYPE, base_job_template
 
     async with get_client() as client:

@@ -10,7 +10,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import FlowRunSort
 
-from flows.campaign import campaign
+from flows.campaign.flow import campaign
 from flows.naming import campaign_tag
 from kit import limit_counts, make_fleet, make_job, write_inputs
 
@@ -44,7 +44,7 @@ async def artifact_description(key: str) -> str:
 
 
 async def planned(name: str) -> dict:
-    from flows.plan import read_plan
+    from flows.campaign.plan import read_plan
 
     async with get_client() as client:
         return await read_plan(client, name)

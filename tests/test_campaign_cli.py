@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from flows.server import free_port
+from flows.runtime.host import free_port
 from kit import make_fleet, make_job, write_inputs
 
 

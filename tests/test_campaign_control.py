@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from flows.campaign import campaign
+from flows.campaign.flow import campaign
 from generate.models import Resources
 from kit import make_fleet, make_job, write_inputs
 from test_campaign import FAST_SIM, campaign_runs, run_campaign
@@ -61,8 +61,8 @@ def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path
 
     from prefect import get_client
 
-    from flows.local import use_api
-    from flows.retry_requests import pending_requests
+    from flows.runtime.api import use_api
+    from flows.campaign.rerun_requests import pending_requests
     from tui.source import Source
 
     fleet, resources = make_fleet({"gate_1": [2]})

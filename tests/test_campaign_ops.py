@@ -176,7 +176,7 @@ def test_a_cancelled_episode_is_reported_not_requeued_and_only_brings_it_back(ep
 
 async def start_episode_by_hand(job, resources, name: str, results_dir: str, options: dict):
     """An episode run as an earlier invocation of campaign `name` would have created it."""
-    from flows.pools import apply_pools
+    from flows.slots.pools import apply_pools
 
     pool = job.resource_types[0]
     async with get_client() as client:

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFi
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
-from flows.campaign import campaign
+from flows.campaign.flow import campaign
 from flows.naming import CAMPAIGN_FLOW, campaign_tag
 from kit import limit_counts, make_fleet, make_job, wait_for, write_inputs
 
@@ -102,7 +102,7 @@ def test_the_campaign_process_heartbeats_well_within_the_zombie_window(prefect_s
     from prefect import flow
     from prefect.settings import get_current_settings
 
-    from flows.zombies import heartbeating, zombie_automation
+    from flows.runtime.zombies import heartbeating, zombie_automation
 
     @flow
     def frequency_seen_by_the_engine() -> int:

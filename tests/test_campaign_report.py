@@ -4,8 +4,8 @@ import dataclasses
 
 from prefect.client.schemas.objects import StateType
 
-from flows.campaign_report import build_report, report_text
-from flows.history import EpisodeRecord
+from flows.reports.report import build_report, report_text
+from flows.campaign.history import EpisodeRecord
 
 DEAD = "Failed: Flow run encountered an exception: ServerUnavailable: policy server 127.0.0.1:9 unavailable"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.root import app
 from flows.cloudlogging.severity import parse_severity
 from logging_endpoint import LoggingEndpoint
 
@@ -115,7 +115,7 @@ class TestStreamLogs:
         assert endpoint.texts() == ["INFO:root:first", "INFO:root:second", "INFO:root:third"]
 
     def test_unwritable_entries_are_reported_with_exit_1(self, endpoint, monkeypatch):
-        from flows.server import free_port
+        from flows.runtime.host import free_port
 
         monkeypatch.setenv("EVALQ_LOGGING_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nobody listens
         process = stream_logs("jobqueue", "--interval", "3600")
@@ -196,7 +196,7 @@ def test_episode_entries_carry_the_episode_labels(prefect_server, endpoint, monk
     from prefect import get_client
 
     from flows.cloudlogging.attach import close_cloud_logging
-    from flows.pools import apply_pools
+    from flows.slots.pools import apply_pools
     from kit import make_fleet, make_job
     from test_episode import episode
 

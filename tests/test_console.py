@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from flows.console import summary_tables
+from flows.cli.console import summary_tables
 
 LONG_WORD = "/results/team_with_a_long_name/metrics/" + "x" * 70 + ".json"
 REASON = (

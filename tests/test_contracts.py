@@ -7,8 +7,8 @@ import json
 from uuid import uuid4
 
 from flows import naming
-from flows.results_files import EpisodeProvenance, metrics_document, read_provenance
-from flows.slot_events import SlotEvent, holders_from_events
+from flows.results.metrics_files import EpisodeProvenance, metrics_document, read_provenance
+from flows.slots.events import SlotEvent, holders_from_events
 from generate.models import Server
 
 NOW = dt.datetime(2026, 11, 22, 5, 0, tzinfo=dt.timezone.utc)
@@ -60,7 +60,7 @@ def test_the_metrics_files_evalq_block_reads_back(tmp_path):
 
 
 def test_the_campaign_plan_reads_what_it_wrote_and_nothing_else():
-    from flows.campaign import CampaignPlan, plan_value
+    from flows.campaign.plan import CampaignPlan, plan_value
     from generate.models import Resources
 
     resources = Resources.model_validate({"p_1": [{"host": "h", "port": 1}, {"host": "h", "port": 2}]})

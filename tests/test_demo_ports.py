@@ -8,8 +8,8 @@ import sys
 
 from test_policy_server import taken_port
 
-from flows.demo import RESOURCES_RAW, demo_inputs, demo_resources_raw
-from flows.server import free_port
+from flows.cli.demo import RESOURCES_RAW, demo_inputs, demo_resources_raw
+from flows.runtime.host import free_port
 
 
 def test_port_base_gives_the_ith_server_port_base_plus_i_and_keeps_the_rest(tmp_path):

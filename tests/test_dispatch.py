@@ -1,6 +1,6 @@
 """The dispatcher's rules: windows per pool, least-utilized first, thresholds, requeue order."""
 
-from flows.dispatch import Dispatcher
+from flows.campaign.dispatch import Dispatcher
 from generate.models import Job
 
 

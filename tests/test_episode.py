@@ -16,7 +16,7 @@ from prefect import get_client
 
 from flows.episode import evaluate_episode
 from flows.naming import NOT_RETRYABLE_STATE, SKIPPED_STATE
-from flows.pools import apply_pools
+from flows.slots.pools import apply_pools
 from kit import limit_counts, make_fleet, make_job, pool_params
 
 HERE = Path(__file__).resolve().parent

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.root import app
 from tests.grader_kit import FINAL, TOKENS, GraderService, config, process_gone, solution
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -296,7 +296,7 @@ def test_a_job_cancelled_between_its_claim_and_its_start_is_not_graded(prefect_s
 
     from flows.grader import store
     from flows.grader.models import GradingJob
-    from flows.grading import grade_solution
+    from flows.grader.flow import grade_solution
 
     marker = tmp_path / "graded"
     staged = store.stage_upload(tmp_path, "print('hi')\n")

@@ -169,7 +169,7 @@ def test_only_a_cancel_since_the_last_schedule_counts():
 
     from prefect.client.schemas.objects import StateType as T
 
-    from flows.grading import cancelled_since_scheduled
+    from flows.grader.flow import cancelled_since_scheduled
 
     def history(*kinds):
         return [SimpleNamespace(type=kind) for kind in kinds]

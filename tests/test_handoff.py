@@ -11,9 +11,9 @@ from prefect import get_client
 
 from flows.episode import slot_event
 from flows.naming import SLOT_RELEASED
-from flows.pools import apply_pools
-from flows.slots import Slot, SlotLeaser
-from flows.slotwatch import SlotWatch
+from flows.slots.pools import apply_pools
+from flows.slots.leaser import Slot, SlotLeaser
+from flows.slots.wakeups import SlotWatch
 from generate.models import Job, Resources
 from kit import limit_counts, make_job
 

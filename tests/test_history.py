@@ -6,7 +6,7 @@ import datetime as dt
 
 from prefect.client.schemas.objects import StateType
 
-from flows.history import EpisodeRecord, latest_attempts, resume_plan
+from flows.campaign.history import EpisodeRecord, latest_attempts, resume_plan
 from flows.naming import attempt_of, job_id_of_run_name
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

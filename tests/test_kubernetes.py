@@ -233,7 +233,7 @@ def test_apply_creates_then_updates_the_kubernetes_pool(prefect_server):
     from prefect.client.orchestration import get_client
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.root import app
 
     runner = CliRunner()
     first = runner.invoke(app, ["workpools", "apply", "--kind", "kubernetes", "--name", "k8s-test"])

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 pytest.importorskip("prefect_kubernetes")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-from flows.cli import app  # noqa: E402
+from flows.cli.root import app  # noqa: E402
 from workpools.kubernetes.configmap import MOUNT_PATH  # noqa: E402
 
 CONFIG = """\

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-from flows.cli import app  # noqa: E402
+from flows.cli.root import app  # noqa: E402
 
 BASE = ["k8s", "runners", "--image", "ghcr.io/challenge/evalq:2026.11", "--pool", "gpu-runners",
         "--replicas", "3", "--slots", "4", "--idle-timeout", "120"]

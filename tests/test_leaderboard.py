@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from flows.leaderboard import build_board, mean_interval, Sample, t_critical
-from flows.results_files import board_from_results
+from flows.results.leaderboard import build_board, mean_interval, Sample, t_critical
+from flows.results.metrics_files import board_from_results
 from kit import make_job, write_inputs
 from test_campaign_cli import assert_one_line_error, evalq
 

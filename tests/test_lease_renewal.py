@@ -14,8 +14,8 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from flows.leases import LeaseLost, LeasePolicy, Leases, LimitsMissing
-from flows.slots import EPISODE_SLOT, Slot
+from flows.runtime.lease_engine import LeaseLost, LeasePolicy, Leases, LimitsMissing
+from flows.slots.leaser import EPISODE_SLOT, Slot
 from generate.models import Server
 from workpools.local.leases import GPU_LEASE
 
@@ -123,7 +123,7 @@ def test_a_lost_gpu_lease_is_logged_once_and_the_command_goes_on(caplog):
     # The GPU queue used to log a warning on every renewal forever, renewing a lease the
     # server had said was gone, and then to fail releasing it.
     client = ScriptedClient(410)
-    with caplog.at_level(logging.WARNING, logger="flows.leases"):
+    with caplog.at_level(logging.WARNING, logger="flows.runtime.lease_engine"):
         assert hold(GPU_LEASE, client, seconds=0.6) == "finished"
     assert client.calls == {"renew": 1, "release": 0, "take": 0}
     assert [record.getMessage() for record in caplog.records] == [

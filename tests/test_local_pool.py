@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.root import app
 from workpools.local.allocation import choose_gpus, parse_indices
 from workpools.local.command import run_argv
 from workpools.local.gpus import Gpu, GpuQueryError, free_indices, parse_nvidia_smi, query_gpus
@@ -189,7 +189,7 @@ class TestLeaseHolding:
     def test_renewed_while_held_and_released_on_error(self):
         from dataclasses import replace
 
-        from flows.leases import Leases
+        from flows.runtime.lease_engine import Leases
         from workpools.local.leases import GPU_LEASE
 
         client = FakeLeaseClient()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.root import app
 from workpools.local.entries import QueueEntry, Status, find_entry
 from workpools.local.job import gpu_limit
 from workpools.local.output import LineTail, clean_line
@@ -174,8 +174,8 @@ class TestPlaceInLine:
 @pytest.fixture(scope="module")
 def queue_worker(prefect_server, tmp_path_factory):
     """`prefect worker start` on a pool of its own, with the fake nvidia-smi on its PATH."""
-    from flows.local import start_worker
-    from flows.server import terminate_group
+    from flows.runtime.local_stack import start_worker
+    from flows.runtime.process_groups import terminate_group
 
     log = tmp_path_factory.mktemp("queue-worker") / "worker.log"
     with pytest.MonkeyPatch.context() as patch:

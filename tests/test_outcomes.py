@@ -4,7 +4,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from flows.naming import MISCONFIGURED_STATE, NOT_RETRYABLE_STATE, SKIPPED_STATE
-from flows.outcomes import Outcome, classify
+from flows.campaign.outcomes import Outcome, classify
 
 
 @pytest.mark.parametrize(

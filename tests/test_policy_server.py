@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from flows.policy_server import PolicyServer, PolicyServerFleet
-from flows.server import free_port
+from flows.demo.policy_server import PolicyServer, PolicyServerFleet
+from flows.runtime.host import free_port
 from generate.errors import InputError
 
 

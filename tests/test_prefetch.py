@@ -1,6 +1,6 @@
 """The prefetch tuner: enough episodes ahead to cover their loading time, within bounds."""
 
-from flows.prefetch import PrefetchTuner
+from flows.campaign.prefetch import PrefetchTuner
 
 
 def test_floor_until_both_latencies_are_known():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.outcomes import Outcome, classify
-from flows.server import terminate_group
+from flows.campaign.outcomes import Outcome, classify
+from flows.runtime.process_groups import terminate_group
 
 SLEEPY_FLOW = '''
 import os, sys, time
@@ -57,7 +57,7 @@ def sleepy_deployment(prefect_server, tmp_path):
     """A prefork work pool of its own and a deployment of a flow that sleeps 10 minutes."""
     from prefect import get_client
 
-    from flows.local import ensure_local_pool
+    from flows.runtime.provisioning import ensure_local_pool
 
     pool = f"prefork-stop-{tmp_path.name}"[:60]
     (tmp_path / "sleepy.py").write_text(SLEEPY_FLOW)
@@ -78,7 +78,7 @@ def sleepy_deployment(prefect_server, tmp_path):
 def test_first_signal_stops_the_worker_and_its_run_ends_crashed(prefect_server, sleepy_deployment, tmp_path, signum):
     from prefect import get_client
 
-    from flows.local import start_worker
+    from flows.runtime.local_stack import start_worker
 
     pool, deployment_id = sleepy_deployment
     pid_file = tmp_path / "run.pid"

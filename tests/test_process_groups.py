@@ -1,4 +1,4 @@
-"""Ending process groups (`flows/process_groups.py`) with real processes: the whole group
+"""Ending process groups (`flows/runtime/process_groups.py`) with real processes: the whole group
 goes, not only its leader; one process alone leaves its group be; zombies do not count."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.process_groups import group_alive, terminate, terminate_async, terminate_group
+from flows.runtime.process_groups import group_alive, terminate, terminate_async, terminate_group
 
 STUBBORN_CHILD = (
     "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

@@ -13,19 +13,19 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags, LogFilter, LogFilterFlowRunId
 
-from flows.campaign import campaign
+from flows.campaign.flow import campaign
 from flows.naming import CAMPAIGN_FLOW, campaign_tag, server_limit
-from flows.pools import apply_pools, pool_status, quarantine_warnings
-from flows.quarantine import (
+from flows.slots.pools import apply_pools, pool_status, quarantine_warnings
+from flows.slots.quarantine_policy import (
     Backoff,
     NoLiveServer,
-    Quarantine,
     QuarantineRecord,
     ServerFaults,
     pool_warnings,
-    read_record,
 )
-from flows.slots import Candidate, SlotLeaser
+from flows.slots.quarantine import Quarantine, read_record
+from flows.slots.steering import Candidate
+from flows.slots.leaser import SlotLeaser
 from generate.models import Resources
 from kit import limit_counts, make_fleet, make_job, write_inputs
 from test_campaign_cli import evalq

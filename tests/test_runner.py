@@ -23,15 +23,15 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelling
 
-from flows.campaign import campaign
-from flows.deployments import apply_deployments
-from flows.local import start_worker
-from flows.pools import apply_pools
+from flows.campaign.flow import campaign
+from flows.runtime.deployments import apply_deployments
+from flows.runtime.local_stack import start_worker
+from flows.slots.pools import apply_pools
 from flows.naming import RUNNING_STATE, campaign_tag
-from flows.server import terminate_group
-from flows.zombies import HEARTBEAT_SECONDS, heartbeating, install_zombie_automation
+from flows.runtime.process_groups import terminate_group
+from flows.runtime.zombies import HEARTBEAT_SECONDS, heartbeating, install_zombie_automation
 from kit import limit_counts, make_fleet, make_job, pool_params, wait_for, write_inputs
-from flows.work_pools import apply_work_pool
+from flows.runtime.work_pools import apply_work_pool
 from workpools.runner import WORK_POOL_TYPE, base_job_template
 
 POOL = "evalq-runner-test"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flows.selection import parse_id_lines, read_only_file, select_jobs
+from flows.campaign.selection import parse_id_lines, read_only_file, select_jobs
 from generate.errors import InputError
 from kit import make_job
 

@@ -12,7 +12,8 @@ import sys
 import httpx
 import pytest
 
-from flows.server import free_port, terminate_group
+from flows.runtime.host import free_port
+from flows.runtime.process_groups import terminate_group
 from kit import make_fleet, make_job, wait_for, write_inputs
 
 pytestmark = pytest.mark.backends

@@ -13,9 +13,12 @@ import time
 
 import pytest
 
-from flows.campaign import campaign
-from flows.local import prepare_api, start_worker, use_api
-from flows.server import EmbeddedServer, terminate_group
+from flows.campaign.flow import campaign
+from flows.runtime.provisioning import prepare_api
+from flows.runtime.local_stack import start_worker
+from flows.runtime.api import use_api
+from flows.runtime.embedded_server import EmbeddedServer
+from flows.runtime.process_groups import terminate_group
 from kit import limit_counts, make_fleet, make_job, write_inputs
 
 pytestmark = pytest.mark.backends

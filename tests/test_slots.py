@@ -10,11 +10,13 @@ import pytest
 from prefect import get_client
 
 from flows.episode import slot_event
-from flows.local import use_api
+from flows.runtime.api import use_api
 from flows.naming import SLOT_ACQUIRED, SLOT_RELEASED, pool_limit, server_limit
-from flows.pools import apply_pools, pool_status, wanted_limits
-from flows.server import EmbeddedServer
-from flows.slots import EPISODE_SLOT, Candidate, LeaseLost, PoolNotApplied, SlotLeaser, by_free_share, candidates
+from flows.slots.pools import apply_pools, pool_status, wanted_limits
+from flows.runtime.embedded_server import EmbeddedServer
+from flows.slots.leaser import EPISODE_SLOT, PoolNotApplied, SlotLeaser, by_free_share
+from flows.slots.steering import Candidate, candidates
+from flows.runtime.lease_engine import LeaseLost
 from generate.models import Resources, Server
 from kit import limit_counts, make_job
 

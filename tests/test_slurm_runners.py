@@ -30,7 +30,7 @@ def evalq_here(*args: str, env: dict | None = None):
     """The command in this process (no interpreter start): exit code and stderr."""
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.root import app
 
     return CliRunner().invoke(app, list(args), env=env)
 
@@ -118,7 +118,7 @@ def task_state(job_id: str, task: int, timeout: float) -> tuple[str, int]:
 @pytest.mark.slurm
 @pytest.mark.skipif(cluster_problem() is not None, reason=cluster_problem() or "")
 def test_a_runner_array_plays_a_campaign_and_exits_when_idle(slurm_runner_pool, prefect_server, tmp_path):
-    from flows.campaign import campaign
+    from flows.campaign.flow import campaign
     from kit import make_fleet, make_job, write_inputs
     from test_runner import claims, runs_of
 

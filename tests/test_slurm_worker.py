@@ -21,7 +21,7 @@ from uuid import UUID
 
 import pytest
 
-from flows.server import terminate_group
+from flows.runtime.process_groups import terminate_group
 from workpools.slurm import WORK_POOL_TYPE, base_job_template, commands
 from workpools.slurm.variables import SlurmJobConfiguration
 from workpools.slurm.worker import SETTLE_SECONDS, SlurmWorker
@@ -253,8 +253,8 @@ def test_campaign_runs_through_slurm_and_requeues_a_scancelled_episode(cluster, 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from flows.campaign import campaign
-    from flows.deployments import apply_deployments, load_specs
+    from flows.campaign.flow import campaign
+    from flows.runtime.deployments import apply_deployments, load_specs
     from flows.naming import LOADING_STATE, campaign_tag
     from kit import make_fleet, make_job, write_inputs
 

@@ -1,5 +1,5 @@
 """Colliding writes on the embedded server wait their turn instead of failing with 503
-(flows/prefect_serve.py: Prefect's SQLite transactions begin IMMEDIATE)."""
+(flows/runtime/prefect_serve.py: Prefect's SQLite transactions begin IMMEDIATE)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Steering flexible episodes toward the servers that no constrained episode needs."""
 
-from flows.steering import ExclusiveDemand
+from flows.slots.steering import ExclusiveDemand
 from generate.models import Resources
 from kit import make_job
 

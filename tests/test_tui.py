@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flows import naming
-from flows.slot_events import holders_from_events
+from flows.slots.events import holders_from_events
 from tui import aggregate, seed
 from tui.models import LogLine
 
@@ -225,7 +225,7 @@ class TestSource:
 
     @pytest.mark.anyio
     async def test_rows_show_the_plan_before_any_run(self, prefect_server):
-        from flows.plan import publish_plan
+        from flows.campaign.plan import publish_plan
         from tui.source import Source
 
         campaign = "tui-plan"
@@ -398,7 +398,7 @@ class TestPanels:
 
     @pytest.mark.anyio
     async def test_unreachable_api_shows_banner_and_keeps_running(self, monkeypatch):
-        from flows.server import free_port
+        from flows.runtime.host import free_port
         from tui.app import EvalTui
         from tui.widgets.banner import Banner
 
@@ -437,7 +437,7 @@ def no_api_configured(monkeypatch):
 
 class TestDiscovery:
     def test_local_server_only_when_its_process_lives_and_it_answers(self, prefect_server, tmp_path):
-        from flows.server import free_port
+        from flows.runtime.host import free_port
         from tui.discover import local_server_url
 
         home = tmp_path / ".evalq"
@@ -502,7 +502,7 @@ class TestActions:
                 return None if variable is None else variable.value
 
         async def requested() -> list[str]:
-            from flows.retry_requests import pending_requests
+            from flows.campaign.rerun_requests import pending_requests
 
             async with client() as c:
                 return [request.job_id for _, request in await pending_requests(c, campaign)]

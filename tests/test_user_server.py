@@ -8,7 +8,8 @@ import sys
 
 import httpx
 
-from flows.server import free_port, process_alive, read_record
+from flows.runtime.host import free_port, process_alive
+from flows.runtime.server_record import read_record
 from kit import make_fleet, make_job, write_inputs
 
 

@@ -14,13 +14,13 @@ from prefect import get_client
 from prefect.states import Running
 from prefect.variables import Variable
 
-from flows.campaign import plan_value
+from flows.campaign.plan import plan_value
 from flows.episode import evaluate_episode, slot_event
 from flows.naming import LOADING_STATE, SLOT_ACQUIRED, WAITING_STATE, campaign_plan_variable, episode_run_name, episode_tags
-from flows.pools import apply_pools
-from flows.quarantine import Quarantine
-from flows.slots import SlotLeaser
-from flows.waiting import ServerView, Waiter, ahead_of, explain
+from flows.slots.pools import apply_pools
+from flows.slots.quarantine import Quarantine
+from flows.slots.leaser import SlotLeaser
+from flows.slots.waiting import ServerView, Waiter, ahead_of, explain
 from generate.models import Resources
 from kit import make_job, pool_params
 from test_campaign_cli import evalq

@@ -16,9 +16,9 @@ async def retry(gateway: Gateway, flow_run_id: UUID) -> str:
     """Ask the episode's campaign to run a failed, crashed or cancelled episode again.
 
     Through the campaign, not by forcing the run's state: its tally and `failed.txt` stay true
-    (`flows/retry_requests.py`)."""
-    from flows.campaign_admin import campaign_flow_runs
-    from flows.retry_requests import RetryRequest, request_retry
+    (`flows/campaign/rerun_requests.py`)."""
+    from flows.campaign.rerun_requests import RetryRequest, request_retry
+    from flows.reports.runs import campaign_flow_runs
 
     client = await gateway.client()
     run = await client.read_flow_run(flow_run_id)

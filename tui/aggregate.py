@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from tui.models import LogLine
 

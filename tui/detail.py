@@ -1,5 +1,5 @@
 """The episode screen's data: the run, its states and attempts, the server it held, its logs and
-metrics, and why it is not playing yet (through `flows/campaign_admin.py`, the same as
+metrics, and why it is not playing yet (through `flows/reports/`, the same as
 `evalq campaign status`).
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from uuid import UUID
 
 from flows import naming
-from flows.slot_events import SlotEvent
-from flows.waiting import WaitExplanation
+from flows.slots.events import SlotEvent
+from flows.slots.waiting import WaitExplanation
 from tui.gateway import Gateway, episode_row, flow_run_url, run_filter
 from tui.logs import LogReads
 from tui.models import EpisodeDetail, StateChange
@@ -71,7 +71,7 @@ def read_metrics(parameters: dict) -> tuple[dict | None, str | None]:
 async def why_waiting(client, run) -> WaitExplanation | None:
     """Why the episode run does not play yet (None when it plays, ended, or on any error:
     the detail screen shows the rest)."""
-    from flows.campaign_admin import campaign_status
+    from flows.reports.status import campaign_status
 
     campaign = naming.tag_value(run.tags, "campaign")
     if not campaign or run.state is None or run.state.is_final():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flows.server import SERVER_FILE, live_record
+from flows.runtime.server_record import SERVER_FILE, live_record
 
 DEFAULT_HOME = Path(".evalq")
 
@@ -32,7 +32,7 @@ def local_server_url(home: Path | str = DEFAULT_HOME) -> str | None:
 
 def find_api_url(home: Path | str = DEFAULT_HOME) -> str | None:
     """The configured API, else a running local `evalq` command's server, else `evalq server`'s, else None."""
-    from flows.userserver import server_home
+    from flows.runtime.user_server import server_home
 
     return configured_api_url() or local_server_url(home) or local_server_url(server_home())
 

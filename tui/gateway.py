@@ -188,7 +188,7 @@ class Gateway:
     async def plan(self):
         """The campaign's plan variable (`flows.campaign.CampaignPlan`), reused for `PLAN_SECONDS`;
         empty without a campaign or a plan."""
-        from flows.campaign import CampaignPlan
+        from flows.campaign.plan import CampaignPlan
 
         campaign = self.campaign
         if not campaign:
@@ -197,8 +197,8 @@ class Gateway:
             await self._plan.get("variable", lambda: self.variable(naming.campaign_plan_variable(campaign))))
 
     async def plan_rows(self) -> dict[tuple[str, str], int] | None:
-        """Planned episodes per (team, task) (`flows/plan.py`), reused for `PLAN_SECONDS`."""
-        from flows.plan import read_plan
+        """Planned episodes per (team, task) (`flows/campaign/plan.py`), reused for `PLAN_SECONDS`."""
+        from flows.campaign.plan import read_plan
 
         client, campaign = await self.client(), self.campaign
         return await self._plan.get("rows", lambda: read_plan(client, campaign))

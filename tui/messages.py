@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from tui.models import EpisodeDetail, EpisodesPage, LogLine, PoolsSnapshot, QueueSnapshot, RowsPage
+from tui.models import (
+    EpisodeDetail,
+    EpisodesPage,
+    LogLine,
+    PoolsSnapshot,
+    QueueSnapshot,
+    RowsPage,
+)
 
 
 class Coalesced(Message):

@@ -2,7 +2,7 @@
 
 The data modules (`tui.queue`, `tui.pools`, `tui.logs`, `tui.detail`) build them from the Prefect API, `tui.aggregate` derives figures from
 them, the widgets only display them. Tests feed widgets fixed instances. A pool's status
-(`PoolStatus`, `ServerStatus`) is the pool-status service's own model (`flows/pool_status.py`).
+(`PoolStatus`, `ServerStatus`) is the pool-status service's own model (`flows/slots/pool_status.py`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from flows.results_files import PROVENANCE_KEY
-from flows.pool_status import PoolStatus, ServerStatus  # noqa: F401  (the pools snapshot's parts, shared with `evalq pools status`)
-from flows.slot_events import Holder  # noqa: F401  (part of the snapshots' vocabulary; no Prefect import)
-from flows.waiting import WaitExplanation
+from flows.results.metrics_files import PROVENANCE_KEY
+from flows.slots.events import Holder  # noqa: F401  (part of the snapshots' vocabulary; no Prefect import)
+from flows.slots.pool_status import PoolStatus, ServerStatus  # noqa: F401  (the pools snapshot's parts, shared with `evalq pools status`)
+from flows.slots.waiting import WaitExplanation
 
 ACTIVE_BUCKETS: tuple[str, ...] = ("scheduled", "pending", "loading", "waiting", "running")
 """Buckets of runs that have not ended yet."""

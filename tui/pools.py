@@ -1,4 +1,4 @@
-"""The pools panel's data: the pool-status service (`flows/pools.py`, the same as `evalq pools
+"""The pools panel's data: the pool-status service (`flows/slots/pools.py`, the same as `evalq pools
 status`) read through the gateway's client, the servers placed in the pools the campaign's plan
 names, plus what only evaltui shows: how many of the campaign's episodes wait per pool.
 """
@@ -20,7 +20,7 @@ class PoolReads:
         self.gateway = gateway
 
     async def snapshot(self) -> PoolsSnapshot:
-        from flows.pools import pool_status
+        from flows.slots.pools import pool_status
 
         gateway = self.gateway
         await gateway.ensure_campaign()

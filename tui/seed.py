@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 from flows import naming
-from flows.slot_events import SlotEvent
+from flows.slots.events import SlotEvent
 from generate.models import Job, JobPayload
 
 FINAL_STATES: dict[str, tuple[str, str]] = {

@@ -61,7 +61,7 @@ def apply(
 async def _apply(kinds: list[str], name: str | None, explicit: bool) -> None:
     from prefect.client.orchestration import get_client
 
-    from flows.work_pools import apply_work_pool
+    from flows.runtime.work_pools import apply_work_pool
     from workpools.local.deployment import apply_run_command_deployment
     from workpools.registry import KINDS
 
@@ -118,7 +118,12 @@ def submit(
 async def _submit(jobs, depends_on: list[str], home: Path) -> list:
     from prefect.client.orchestration import get_client
 
-    from workpools.local.submit import find_deployment, online_workers, queue_jobs, resolve_dependencies
+    from workpools.local.submit import (
+        find_deployment,
+        online_workers,
+        queue_jobs,
+        resolve_dependencies,
+    )
 
     async with get_client() as client:
         deployment = await find_deployment(client)

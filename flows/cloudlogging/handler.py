@@ -14,7 +14,6 @@ from google.cloud.logging.handlers import CloudLoggingHandler
 
 from flows.cloudlogging.client import global_resource
 
-
 MAX_RUNS = 10_000
 """Runs remembered at once: a long-lived process forgets the oldest (they have long finished)."""
 

@@ -2,6 +2,8 @@
 
 `load_evaluator(spec, options)` accepts `sim`, `command:<argv template>` or
 `package.module:Class` (constructed with the options as keyword arguments).
+
+May import: `flows/naming.py` only (docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ An episode calls `prepare(job)` once (load the simulator: may take minutes, hold
 no policy-server slot), then `run(job, server)` while it holds a slot on `server`.
 `run` returns the metrics as a JSON-able dict. Either method may be sync or async.
 An evaluator that records videos declares an attribute `video_path`: the episode sets it
-before `prepare` to the (temporary) file to write the MP4 to (`flows/videos.py`).
+before `prepare` to the (temporary) file to write the MP4 to (`flows/results/videos.py`).
 An evaluator whose `run` can be called again after a `ServerUnavailable` (on another server)
 declares `replayable = True`; otherwise the episode calls `prepare` again first.
 """

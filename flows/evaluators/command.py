@@ -4,7 +4,7 @@ The template is split like a shell would (it is the organizer's, not user data) 
 argument is filled in with `{job_id} {team_slug} {team} {task} {instance_id}
 {instance_path} {metrics_path} {video_path}` and, when present, `{host} {port} {url}`.
 No shell runs. A program given `{video_path}` may write the episode's video (MP4) there;
-it is moved beside the metrics once the episode succeeds (`flows/videos.py`).
+it is moved beside the metrics once the episode succeeds (`flows/results/videos.py`).
 
 Protocol (line based, UTF-8):
 1. If the template names no server (`{host}`, `{port}`, `{url}`), the program starts during

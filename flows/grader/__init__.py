@@ -1,10 +1,11 @@
 """The grading service: researchers submit a solution file over HTTP and get a score back.
 
-Every submission is a `grade-solution` flow run (`flows/grading.py`) on a node, a work queue
+Every submission is a `grade-solution` flow run (`flow.py`) on a node, a work queue
 of the `evalq-grader` pool that one runner serves. The API keeps no state of its own: jobs
 live in Prefect (parameters, tags, state, work queue) and in the results dir. Its Prefect
 names (pool, deployment, tags, node queues) live in `flows/naming.py`.
 
+    flow       the `grade-solution` flow: one solution graded on the node that took it
     models     pydantic contracts: the config YAML, the flow's job, every HTTP answer
     auth       TOKENS.yaml: user -> token or salted hash, constant-time checks
     command    the grading argv from its template; the job's timeout
@@ -15,4 +16,7 @@ names (pool, deployment, tags, node queues) live in `flows/naming.py`.
     nodes      the node runners (`start_node_runner`) and the grader deployment
     app        the FastAPI app (`evalq grader serve`)
     cli        `evalq grader serve` and the `evalq grade ...` client
+
+A front end: may import `flows/runtime/` and `flows/naming.py` (docs/architecture.md,
+"Layers"); `flows/cli/` adds its commands.
 """

@@ -25,8 +25,18 @@ from flows.grader import jobs, nodes, placement, store
 from flows.grader.auth import TokenBook
 from flows.grader.command import timeout_for
 from flows.grader.models import (
-    CancelAnswer, GradingConfig, GradingJob, JobResults, JobsAnswer, JobStatus, JobSummary, NodeInfo,
-    NodesAnswer, Status, SubmitAccepted, SubmitOutcome,
+    CancelAnswer,
+    GradingConfig,
+    GradingJob,
+    JobResults,
+    JobsAnswer,
+    JobStatus,
+    JobSummary,
+    NodeInfo,
+    NodesAnswer,
+    Status,
+    SubmitAccepted,
+    SubmitOutcome,
 )
 from generate.jsonio import describe_validation_error
 

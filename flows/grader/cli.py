@@ -10,7 +10,11 @@ from typing import Optional
 
 import typer
 
-from flows.grader.command import DEFAULT_GRADE_COMMAND, DEFAULT_TIMEOUT_FACTOR, DEFAULT_TIMEOUT_FLOOR
+from flows.grader.command import (
+    DEFAULT_GRADE_COMMAND,
+    DEFAULT_TIMEOUT_FACTOR,
+    DEFAULT_TIMEOUT_FLOOR,
+)
 from generate.errors import InputError, exit_on_input_error
 
 grader_app = typer.Typer(no_args_is_help=True, help="The solution-grading HTTP API.")
@@ -20,7 +24,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 def require_api() -> str:
     """PREFECT_API_URL, checked to answer: the jobs live there, not in this process."""
-    from flows.cli import check_api
+    from flows.runtime.api import check_api
 
     api_url = os.environ.get("PREFECT_API_URL")
     if not api_url:
@@ -54,7 +58,7 @@ def serve(
     from flows.grader.app import GraderSettings, create_app
     from flows.grader.auth import load_tokens
     from flows.grader.command import split_template
-    from flows.zombies import install_zombie_automation
+    from flows.runtime.zombies import install_zombie_automation
 
     try:
         argv = split_template(grade_command)

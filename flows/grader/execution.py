@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flows.process_groups import group_alive, terminate_group
+from flows.runtime.process_groups import group_alive, terminate_group
 
 KILL_GRACE_SECONDS = 3.0
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from prefect.client.schemas.filters import (
-    FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
@@ -17,9 +20,15 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
 from flows.grader.models import GradingJob, Status
-from flows.naming import GRADER_DEPLOYMENT, GRADER_TAG, competition_tag, node_tag, user_tag
 from flows.grader.placement import ActiveJob
 from flows.grader.store import user_slug
+from flows.naming import (
+    GRADER_DEPLOYMENT,
+    GRADER_TAG,
+    competition_tag,
+    node_tag,
+    user_tag,
+)
 
 STATE_TYPES: dict[str, list[StateType]] = {
     "pending": [StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED],

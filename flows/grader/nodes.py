@@ -17,11 +17,19 @@ from prefect.client.schemas.objects import WorkQueue
 from prefect.exceptions import ObjectAlreadyExists
 
 from flows.naming import (
-    GRADE_FLOW, GRADER_DEPLOYMENT_NAME, GRADER_ENTRYPOINT, GRADER_POOL, PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE, TAG,
-    grader_worker_name, node_name,
+    GRADE_FLOW,
+    GRADER_DEPLOYMENT_NAME,
+    GRADER_ENTRYPOINT,
+    GRADER_POOL,
+    PREFORK_LEAVE_RUNS,
+    PREFORK_POOL_TYPE,
+    TAG,
+    grader_worker_name,
+    node_name,
 )
-from flows.local import ensure_local_pool, worker_environment
-from flows.server import die_with_parent
+from flows.runtime.host import die_with_parent
+from flows.runtime.local_stack import worker_environment
+from flows.runtime.provisioning import ensure_local_pool
 
 LOCAL_IP = "127.0.0.1"
 STATUS = {"READY": "online", "NOT_READY": "offline", "PAUSED": "paused"}
@@ -31,7 +39,7 @@ async def apply_grader_deployment(client) -> None:
     """The `evalq-grader` pool and the `grade-solution/grader` deployment on it."""
     from prefect.utilities.callables import parameter_schema
 
-    from flows.grading import grade_solution
+    from flows.grader.flow import grade_solution
 
     await ensure_local_pool(client, GRADER_POOL)
     flow_id = await client.create_flow_from_name(GRADE_FLOW)

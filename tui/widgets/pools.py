@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from flows.slots.quarantine_policy import QuarantineRecord
 from tui.aggregate import History, duration, sparkline
-from flows.quarantine import QuarantineRecord
 from tui.models import PoolsSnapshot, ServerStatus
 
 SPARK_WIDTH = 12

@@ -93,7 +93,8 @@ def submit(
     """Queue CONFIG as a flow run on the Kubernetes pool, tagged with its provenance; print its URL."""
     from workpools.cli import with_prefect_api
     from workpools.kubernetes.evaluation import flow_run_tags
-    from workpools.kubernetes.provenance import DIRTY_TAG, config_version as find_version
+    from workpools.kubernetes.provenance import DIRTY_TAG
+    from workpools.kubernetes.provenance import config_version as find_version
     from workpools.local.job import CommandJob
 
     version = find_version(config, config_version, allow_dirty)

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration, KubernetesWorkerVariables
+from prefect_kubernetes.worker import (
+    KubernetesWorker,
+    KubernetesWorkerJobConfiguration,
+    KubernetesWorkerVariables,
+)
 from pydantic import Field
 
 from flows.naming import KUBERNETES_POOL_TYPE as WORK_POOL_TYPE
-from workpools.kubernetes.configmap import config_map_manifest, config_map_name, mount_config_map, owner_reference
+from workpools.kubernetes.configmap import (
+    config_map_manifest,
+    config_map_name,
+    mount_config_map,
+    owner_reference,
+)
 
 
 class EvaluationJobConfiguration(KubernetesWorkerJobConfiguration):

@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass
 from typing import IO
 
-from flows.process_groups import terminate_async
+from flows.runtime.process_groups import terminate_async
 
 KILL_GRACE_SECONDS = 10.0
 """Between SIGTERM and SIGKILL of the command's process group."""

@@ -122,7 +122,12 @@ def sort_key(entry: QueueEntry) -> tuple:
 
 async def read_entries(client, state_types: list[str] | None = None, tags: list[str] | None = None) -> list[QueueEntry]:
     """Every `run-command` run (optionally only in these state types), in queue order."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 

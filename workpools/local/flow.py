@@ -24,7 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Abort
 from prefect.states import Cancelled, Running, State
 
-from flows.leases import Leases
+from flows.runtime.lease_engine import Leases
 from workpools.local import leases
 from workpools.local.command import KILL_GRACE_SECONDS, Outcome, run_argv
 from workpools.local.entries import QueueEntry, Status, read_entries
@@ -46,7 +46,12 @@ from workpools.local.job import (
 from workpools.local.output import LogForwarder
 from workpools.local.scheduling import Holding, Waiting, plan_starts
 from workpools.local.slots import read_slots
-from workpools.local.stopping import Stopped, StopRequested, run_unless_stopped, stop_reason
+from workpools.local.stopping import (
+    Stopped,
+    StopRequested,
+    run_unless_stopped,
+    stop_reason,
+)
 
 POLL_SECONDS = float(os.environ.get("EVALQ_POLL_SECONDS", "1.0"))
 """How often a job checks its own flow run, its dependencies and its turn."""

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from workpools.local.job import LAST_ID_VARIABLE, NONCE_LABEL, CommandJob, queue_idempotency_key
+from workpools.local.job import (
+    LAST_ID_VARIABLE,
+    NONCE_LABEL,
+    CommandJob,
+    queue_idempotency_key,
+)
 
 MAX_TRIES = 1000
 

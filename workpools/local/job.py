@@ -1,6 +1,6 @@
 """One queued command: what `evalq submit` creates and the `run-command` flow runs. Every name
 the local queue writes into Prefect (tags, labels, state names, limits) is built and parsed in
-`flows/naming.py` (re-exported here for the queue's modules)."""
+`workpools/local/naming.py` (re-exported here for the queue's modules)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,30 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from flows.naming import (  # noqa: F401  (re-exported)
-    TAG,
-    gpus_tag,
-    seed_tag,
-    RUN_COMMAND_FLOW,
-    RUN_COMMAND_DEPLOYMENT_NAME,
-    RUN_COMMAND_DEPLOYMENT,
-    COMMAND_TAG,
+from flows.naming import TAG  # noqa: F401  (re-exported)
+from workpools.local.naming import (  # noqa: F401  (re-exported)
     AWAITING_DEPENDENCIES_STATE,
     AWAITING_GPUS_STATE,
     COMMAND_STATE,
-    HOST_LABEL,
+    COMMAND_TAG,
     GPUS_LABEL,
-    STARTED_LABEL,
+    HOST_LABEL,
+    LAST_ID_VARIABLE,
     NONCE_LABEL,
     QUEUE_ID_TAG_PREFIX,
-    LAST_ID_VARIABLE,
-    label_tag,
-    queue_id_tag,
-    queue_id_from_tags,
-    queue_idempotency_key,
+    RUN_COMMAND_DEPLOYMENT,
+    RUN_COMMAND_DEPLOYMENT_NAME,
+    RUN_COMMAND_FLOW,
+    STARTED_LABEL,
     format_indices,
-    parse_held_gpus,
     gpu_limit,
+    gpus_tag,
+    label_tag,
+    parse_held_gpus,
+    queue_id_from_tags,
+    queue_id_tag,
+    queue_idempotency_key,
+    seed_tag,
     slots_limit,
 )
 

@@ -1,14 +1,14 @@
 """GPU leases on Prefect global concurrency limits: one limit (of 1) per GPU.
 
 Acquiring several GPUs (and a slot of the machine, `slots.py`) is one lease taken by the
-lease engine (`flows/leases.py`) under `GPU_LEASE`: all or none, renewed while held, released
+lease engine (`flows/runtime/lease_engine.py`) under `GPU_LEASE`: all or none, renewed while held, released
 on every exit path; if the holder dies, the server takes the slots back when the lease
 expires. The server silently ignores unknown limit names, so the limits are created first.
 """
 
 from __future__ import annotations
 
-from flows.leases import LeasePolicy
+from flows.runtime.lease_engine import LeasePolicy
 
 GPU_LEASE = LeasePolicy(lost_error=None)
 """A command's GPUs: 60 s, renewed every 20 s. A lost lease is logged and the command keeps

@@ -13,7 +13,13 @@ import asyncio
 from pathlib import Path
 
 from generate.errors import InputError
-from workpools.local.entries import QueueEntry, Status, entry_from_run, find_entry, read_entries
+from workpools.local.entries import (
+    QueueEntry,
+    Status,
+    entry_from_run,
+    find_entry,
+    read_entries,
+)
 
 FINAL_STATE_TYPES = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 WAIT_POLL_SECONDS = 0.25

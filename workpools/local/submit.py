@@ -8,7 +8,12 @@ from uuid import UUID
 
 from generate.errors import InputError
 from workpools.local.allocation import parse_indices
-from workpools.local.job import COMMAND_TAG, RUN_COMMAND_DEPLOYMENT, CommandJob, label_tag
+from workpools.local.job import (
+    COMMAND_TAG,
+    RUN_COMMAND_DEPLOYMENT,
+    CommandJob,
+    label_tag,
+)
 from workpools.local.seeds import parse_seeds, substitute
 
 DEFAULT_HOME = Path("~/.evalq/queue")

@@ -21,14 +21,14 @@ from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables
 
-from flows.process_groups import terminate_async
+from flows.runtime.process_groups import terminate_async
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 from flows.naming import PREFORK_LEAVE_RUNS, PREFORK_POOL_TYPE
 
-PRELOAD = ["prefect", "prefect.engine", "prefect.flow_engine", "flows.episode", "flows.campaign", "flows.grading"]
+PRELOAD = ["prefect", "prefect.engine", "prefect.flow_engine", "flows.episode", "flows.campaign.flow", "flows.grader.flow"]
 _context: multiprocessing.context.BaseContext | None = None
 
 

@@ -26,7 +26,7 @@ def runner(
     """Run the flow runs of a work pool inside this process, several at once (a warm runner)."""
     import os
 
-    from flows.cli import check_api
+    from flows.runtime.api import check_api
 
     if not os.environ.get("PREFECT_API_URL"):
         raise InputError(None, "PREFECT_API_URL is not set: which Prefect server should the runner take work from?")
@@ -51,7 +51,7 @@ def preload_flow(entrypoint: str) -> None:
 
 def wait_for_pool(api_url: str, pool: str, seconds: float) -> None:
     """Return once the API answers and `pool` exists, or after `seconds` (check_api then says why)."""
-    from flows.server import wait_until_answers
+    from flows.runtime.api import wait_until_answers
 
     wait_until_answers(f"{api_url.rstrip('/')}/work_pools/{pool}", seconds, interval=0.2)
 

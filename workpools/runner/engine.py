@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass
-
+from pathlib import Path
 from uuid import UUID
 
 from anyio import CancelScope
@@ -24,7 +23,6 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.flow_engine import AsyncFlowRunEngine, _flow_parameters
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.states import Cancelled, Crashed, Running, State
-
 
 CANCELLED_MESSAGE = "Cancelled while running on an evalq runner."
 FIRST_RUNNING_STATE = "first_running_state"

@@ -30,10 +30,15 @@ from prefect.exceptions import Abort, ObjectNotFound
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 from prefect.states import Crashed, Failed, Pending
 from prefect.utilities.engine import propose_state
-from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+from prefect.workers.base import (
+    BaseJobConfiguration,
+    BaseVariables,
+    BaseWorker,
+    BaseWorkerResult,
+)
 
 from flows.naming import RUNNER_POOL_TYPE
-from flows.retry import is_transient
+from flows.runtime.api_retry import is_transient
 from workpools.runner.engine import ClaimedRuns, execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
 

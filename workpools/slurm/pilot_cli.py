@@ -50,8 +50,8 @@ def slurm_runners(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the batch script; submit nothing."),
 ) -> None:
     """Submit warm runners as one SLURM job array: the queue wait is paid once per node, not per episode."""
-    from workpools.slurm.pilot import log_path, render, submit
     from workpools.slurm.commands import SlurmError
+    from workpools.slurm.pilot import log_path, render, submit
 
     values = dict(
         pool=pool, work_queues=work_queue, nodes=nodes, slots=slots, idle_timeout=idle_timeout, gres=gres,

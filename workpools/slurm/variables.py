@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from prefect.utilities.processutils import command_to_string
 from prefect.workers.base import BaseJobConfiguration, BaseVariables
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 FORMATS = {
     "time_limit": (

@@ -1,0 +1,22 @@
+"""The campaign: from a jobs list to one episode flow run per job, just in time.
+
+Read in this order: `settings.py` (the flow's parameters), `inputs.py` and `selection.py`
+(jobs.json, resources.json, `--only`), `plan.py` (what the campaign announces), `dispatch.py`
+(which job next, pure) with `prefetch.py` (how far ahead), `history.py` (what a new invocation
+does with old runs), `loop.py` (dispatch, read the runs, settle them: `outcomes.py`; rerun
+requests: `rerun_requests.py`), `outputs.py` (stats line, failed.txt, artifacts), `flow.py`.
+
+May import: `flows/slots/`, `flows/results/`, `flows/runtime/`, `flows/cloudlogging/`,
+`flows/naming.py` (docs/architecture.md, "Layers"). Not the episode flow: episodes are
+created from their deployment by name.
+"""
+
+
+def __getattr__(name: str):
+    """`flows.campaign:campaign`, the entrypoint stored by deployments (prefect.yaml), without
+    loading the flow (and Prefect) for a reader of the contracts in this package."""
+    if name == "campaign":
+        from flows.campaign.flow import campaign
+
+        return campaign
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

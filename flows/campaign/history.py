@@ -1,0 +1,221 @@
+"""A campaign's past episode runs, and what a new invocation does with them.
+
+Running a campaign again must retry what failed, adopt what still runs and leave alone what a
+user cancelled. The idempotency keys (campaign, job, attempt) alone would hand back the old
+failed runs, so a new invocation starts each failed job at the attempt after its highest one,
+with a fresh budget. `resume_plan` decides (pure); `read_episode_records` reads the runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from prefect.client.schemas.objects import StateType
+
+from flows.campaign.outcomes import is_cancelled
+from flows.naming import (
+    EPISODE_TAG,
+    attempt_of,
+    campaign_tag,
+    job_id_of_run_name,
+    tag_value,
+)
+from generate.models import metrics_path
+
+PAGE = 200
+"""Prefect's largest page of flow runs."""
+FINAL_TYPES = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """One episode flow run of a campaign, as much of it as reports and reruns need."""
+
+    run_id: str
+    job_id: str
+    attempt: int
+    pool: str
+    state_type: StateType | None
+    state_name: str
+    message: str
+    created: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+    results_dir: str | None = None
+    """The `results_dir` the run was given."""
+    cancel_requested: bool = False
+    """It went through Cancelling (checked for the latest failed attempts only)."""
+    metrics_parts: tuple[str, str, int] | None = None
+    """(team slug, task, instance id) of its metrics file, from the run's job parameter."""
+
+    def metrics_path(self, results_dir: str | None = None) -> Path | None:
+        """Where the job's metrics file lives, under `results_dir` or the run's own."""
+        folder = results_dir or self.results_dir
+        return metrics_path(folder, *self.metrics_parts) if folder and self.metrics_parts else None
+
+    @property
+    def final(self) -> bool:
+        return self.state_type in FINAL_TYPES
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state_type is not None and is_cancelled(self.state_type, self.message, self.cancel_requested)
+
+    @property
+    def reason(self) -> str:
+        """`<state name>: <message>`, what a failure is grouped by."""
+        return f"{self.state_name}: {self.message}" if self.message else self.state_name
+
+
+def record_of(run) -> EpisodeRecord:
+    """A Prefect `FlowRun` of an episode as a record."""
+    state = run.state
+    parameters = run.parameters or {}
+    return EpisodeRecord(
+        run_id=str(run.id),
+        job_id=job_id_of_run_name(run.name),
+        attempt=attempt_of(run.tags),
+        pool=tag_value(run.tags, "pool") or "",
+        state_type=state.type if state else None,
+        state_name=state.name if state else "",
+        message=(state.message or "") if state else "",
+        created=run.created,
+        end_time=run.end_time,
+        results_dir=parameters.get("results_dir"),
+        metrics_parts=metrics_parts_of(parameters.get("job")),
+    )
+
+
+def metrics_parts_of(job: object) -> tuple[str, str, int] | None:
+    """(team slug, task, instance id) from an episode's `job` parameter, if it has them."""
+    payload = job.get("payload") if isinstance(job, dict) else None
+    try:
+        return str(payload["team_slug"]), str(payload["task"]), int(payload["instance_id"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def latest_attempts(records: Iterable[EpisodeRecord]) -> dict[str, EpisodeRecord]:
+    """Per job, its run with the highest attempt number (the newest one on a tie)."""
+    latest: dict[str, EpisodeRecord] = {}
+    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    for record in records:
+        seen = latest.get(record.job_id)
+        if seen is None or (record.attempt, record.created or oldest) > (seen.attempt, seen.created or oldest):
+            latest[record.job_id] = record
+    return latest
+
+
+@dataclass
+class ResumePlan:
+    """What a new invocation does with the jobs that have no metrics yet."""
+
+    start_attempt: dict[str, int] = field(default_factory=dict)
+    """Job id -> the attempt to dispatch first (jobs never run are absent: attempt 1); for a
+    cancelled job, the attempt a retry request would start at."""
+    adopted: list[str] = field(default_factory=list)
+    """In flight from an earlier invocation: dispatched first under their own attempt, which the
+    idempotency key resolves to the running run (never a duplicate)."""
+    fresh: list[str] = field(default_factory=list)
+    """Ended without metrics (failed, crashed): a new attempt with a fresh budget."""
+    cancelled: dict[str, str] = field(default_factory=dict)
+    """Job id -> why: cancelled by a user, not run again (unless asked for by name)."""
+
+    def first_attempt(self, job_id: str) -> int:
+        return self.start_attempt.get(job_id, 1)
+
+    def summary(self) -> str | None:
+        parts = []
+        if self.fresh:
+            parts.append(f"{len(self.fresh)} failed episodes get new attempts")
+        if self.adopted:
+            parts.append(f"{len(self.adopted)} still in flight from an earlier run are adopted")
+        if self.cancelled:
+            parts.append(f"{len(self.cancelled)} cancelled episodes are left alone (rerun them with --only)")
+        return "; ".join(parts) or None
+
+
+def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive_cancelled: bool = False) -> ResumePlan:
+    """For each pending job id (no metrics file), from the campaign's past runs:
+    never run -> attempt 1; latest run not final -> adopt it; latest cancelled -> leave it
+    (unless `revive_cancelled`); latest ended otherwise -> attempt N+1 with a fresh budget."""
+    latest = latest_attempts(records)
+    plan = ResumePlan()
+    for job_id in pending:
+        record = latest.get(job_id)
+        if record is None:
+            continue
+        if not record.final:
+            plan.start_attempt[job_id] = record.attempt
+            plan.adopted.append(job_id)
+        elif record.cancelled and not revive_cancelled:
+            plan.cancelled[job_id] = record.reason
+            plan.start_attempt[job_id] = record.attempt + 1  # should a retry request revive it
+        else:
+            plan.start_attempt[job_id] = record.attempt + 1
+            plan.fresh.append(job_id)
+    return plan
+
+
+FAILED_TYPES = (StateType.FAILED, StateType.CRASHED)
+CONCURRENT_READS = 8
+
+
+async def went_through_cancelling(client, run_id) -> bool:
+    """Whether someone asked to cancel the run: a Cancelling state in its history."""
+    return any(state.type == StateType.CANCELLING for state in await client.read_flow_run_states(run_id))
+
+
+async def cancel_requested(client, run) -> bool:
+    """Whether a Failed or Crashed run was asked to cancel (no call for other states)."""
+    if run.state is None or run.state.type not in FAILED_TYPES:
+        return False
+    return await went_through_cancelling(client, run.id)
+
+
+async def mark_cancel_requests(client, records: list[EpisodeRecord]) -> list[EpisodeRecord]:
+    """The records, the latest failed attempt of each job checked for a cancel request."""
+    import asyncio
+    from dataclasses import replace
+    from uuid import UUID
+
+    latest = [r for r in latest_attempts(records).values() if r.state_type in FAILED_TYPES]
+    gate = asyncio.Semaphore(CONCURRENT_READS)
+
+    async def check(record: EpisodeRecord) -> bool:
+        async with gate:
+            return await went_through_cancelling(client, UUID(record.run_id))
+
+    flags = await asyncio.gather(*(check(r) for r in latest))
+    asked = {r.run_id for r, flag in zip(latest, flags) if flag}
+    return [replace(r, cancel_requested=True) if r.run_id in asked else r for r in records]
+
+
+async def read_episode_records(client, campaign: str) -> list[EpisodeRecord]:
+    """Every episode run of the campaign (by its tag), page by page; the latest failed attempt
+    of each job checked for a cancel request."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(campaign)]))
+    records: list[EpisodeRecord] = []
+    offset = 0
+    while True:
+        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
+        records.extend(record_of(run) for run in page)
+        if len(page) < PAGE:
+            return await mark_cancel_requests(client, records)
+        offset += PAGE
+
+
+async def plan_rerun(client, campaign: str, pending: list, revive_cancelled: bool, logger) -> ResumePlan:
+    """The resume plan of `pending` jobs from the campaign's past runs, said in the log."""
+    if not pending:
+        return ResumePlan()
+    records = await read_episode_records(client, campaign)
+    plan = resume_plan(records, [job.id for job in pending], revive_cancelled)
+    if plan.summary():
+        logger.warning("Campaign %r ran before: %s", campaign, plan.summary())
+    return plan

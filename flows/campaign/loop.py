@@ -1,0 +1,292 @@
+"""The campaign's loop: dispatch every job as an episode flow run, just in time, and settle
+what each run ends as.
+
+Per pool at most `capacity + prefetch x servers` episodes are in flight (`dispatch.py`); prefetch
+starts at `prefetch` per server and follows the measured readiness of episodes up to
+`max_prefetch` (`prefetch.py`). Crashed/Failed episodes are requeued up to `max_attempts`
+(`outcomes.py`); the loop honours a pause switch (a Prefect Variable) and thresholds, reads
+rerun requests, and logs a stats line every `stats_interval` seconds. Flow-run idempotency keys
+(campaign, job, attempt) make running it again pick up where it stopped; failed jobs get new
+attempts and cancelled ones are left alone (`history.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Callable
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+)
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.variables import Variable
+
+from flows.campaign.dispatch import Dispatcher, Ticket
+from flows.campaign.history import ResumePlan, cancel_requested, plan_rerun
+from flows.campaign.outcomes import Outcome, Tally, classify
+from flows.campaign.outputs import stats_line
+from flows.campaign.plan import plan_value
+from flows.campaign.prefetch import PrefetchTuner
+from flows.campaign.rerun_requests import RetryRequest, drop_request, pending_requests
+from flows.campaign.settings import CampaignSettings
+from flows.naming import (
+    RUNNING_STATE,
+    WAITING_STATE,
+    campaign_plan_variable,
+    episode_run_name,
+    episode_tags,
+    idempotency_key,
+    pause_variable,
+    slot_of_running_message,
+)
+from flows.results.metrics_files import read_provenance
+from flows.runtime.api_retry import retrying
+from flows.slots.steering import ExclusiveDemand
+from generate.models import Job, Resources
+
+PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
+"""Called after every tick with the running totals (the CLI's progress bar listens here)."""
+
+POLL_BATCH = 200
+DISPATCH_CONCURRENCY = 8
+"""Run creations in flight at once within a tick (each is one API call, ~50-500 ms)."""
+PAUSE_READ_SECONDS = 5.0
+"""How often the pause switch and retry requests are read: they take effect within this."""
+
+
+class CampaignLoop:
+    """One invocation of a campaign: its dispatcher, tally and runs in flight."""
+
+    def __init__(self, jobs: list[Job], resources: Resources, settings: CampaignSettings, client):
+        self.jobs = jobs
+        self.resources = resources
+        self.s = settings
+        self.client = client
+        self.logger = get_run_logger()
+        self.demand = ExclusiveDemand(resources)
+        self.dispatcher = Dispatcher(
+            {pool: resources.capacity(pool) for pool in resources.pools},
+            prefetch=settings.prefetch,
+            max_in_flight=settings.max_in_flight,
+            resume_below=settings.resume_below,
+            alternatives=lambda job: len(self.demand.servers(job)),
+            servers={pool: {s.address: s.capacity for s in resources.servers(pool)} for pool in resources.pools},
+            compatible=self.demand.servers_in,
+        )
+        self.tally = Tally(total=len(jobs))
+        self.tuner = PrefetchTuner(floor=settings.prefetch, ceiling=max(settings.prefetch, settings.max_prefetch))
+        self.in_flight: dict[UUID, Ticket] = {}
+        self.dispatched_at: dict[UUID, float] = {}
+        """Runs not yet seen ready, with when they were created (monotonic)."""
+        self.paused = False
+        self.resumed = ResumePlan()
+        self.by_id = {job.id: job for job in jobs}
+        self.last_attempt: dict[str, int] = {}
+        """Job id -> the attempt it settled with (what a retry request continues from)."""
+        self.stopped: str | None = None
+        """Why the campaign stopped early (a configuration error), None while it goes on."""
+
+    def episode_parameters(self, ticket: Ticket) -> dict:
+        job = ticket.job
+        return {
+            "job": job.model_dump(mode="json"),
+            "resources": {pool: [s.model_dump(mode="json") for s in self.resources.servers(pool)] for pool in job.resource_types},
+            "results_dir": str(Path(self.s.results_dir).resolve()),
+            "evaluator": self.s.evaluator,
+            "evaluator_options": self.s.evaluator_options,
+            "campaign": self.s.name,
+            "lease_seconds": self.s.lease_seconds,
+            "poll_seconds": self.s.poll_seconds,
+            "timeout_seconds": self.s.timeout_seconds,
+            "prefer": self.demand.preference(job, first=ticket.server),
+            "server_wait_seconds": self.s.server_wait_seconds,
+        }
+
+    async def run(self) -> Tally:
+        deployment = await self.client.read_deployment_by_name(self.s.deployment)
+        pending = []
+        for job in self.jobs:
+            if job.metrics_path(self.s.results_dir).exists():
+                self.tally.already_done += 1
+            else:
+                pending.append(job)
+        # -- history (flows/campaign/history.py): failed jobs get fresh attempts, runs in flight are adopted,
+        # cancelled ones are left alone unless named with --only.
+        self.resumed = await plan_rerun(self.client, self.s.name, pending, self.s.only is not None, self.logger)
+        self.tally.cancelled.update(self.resumed.cancelled)
+        self.tally.fresh_attempts = len(self.resumed.fresh)
+        for job in pending:
+            if job.id not in self.resumed.cancelled:
+                self.dispatcher.add(job, self.resumed.first_attempt(job.id), front=job.id in self.resumed.adopted)
+                self.demand.add(job)
+        await self.read_retry_requests()  # e.g. for jobs cancelled in an earlier invocation
+        # -- end history
+        self.logger.info(
+            "Campaign %r: %d episodes, %d already done, %d pools, deployment %s",
+            self.s.name, len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s.deployment,
+        )
+        await Variable.aset(
+            campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
+        )
+        last_stats, last_pause_read = time.monotonic(), float("-inf")
+        while (self.dispatcher.pending or self.in_flight) and not self.stopped:
+            await self.collect()
+            if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
+                last_pause_read = time.monotonic()
+                await self.read_pause()
+                await self.read_retry_requests()
+            if not self.paused:
+                await self.dispatch(deployment.id)
+            for hook in PROGRESS_HOOKS:
+                hook(self.tally, self.dispatcher)
+            if time.monotonic() - last_stats >= self.s.stats_interval:
+                last_stats = time.monotonic()
+                self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
+            if (self.dispatcher.pending or self.in_flight) and not self.stopped:
+                await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
+        return self.tally
+
+    async def dispatch(self, deployment_id: UUID) -> None:
+        """Create a run for every ticket the windows allow: `DISPATCH_CONCURRENCY` creations at a
+        time (one at a time with a submit interval), so a tick that opens many windows (the
+        start, a resume) costs a few round trips rather than one per run."""
+        if self.s.submit_interval:
+            while (ticket := self.dispatcher.next()) is not None:
+                await self.create_run(deployment_id, ticket)
+                await asyncio.sleep(self.s.submit_interval)
+            return
+        tickets = []
+        while (ticket := self.dispatcher.next()) is not None:
+            tickets.append(ticket)
+        gate = asyncio.Semaphore(DISPATCH_CONCURRENCY)
+
+        async def create(ticket: Ticket) -> None:
+            async with gate:
+                await self.create_run(deployment_id, ticket)
+
+        await asyncio.gather(*(create(ticket) for ticket in tickets))
+
+    async def create_run(self, deployment_id: UUID, ticket: Ticket) -> None:
+        run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
+            deployment_id,
+            parameters=self.episode_parameters(ticket),
+            name=episode_run_name(ticket.job, ticket.attempt),
+            tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
+            idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
+        ))
+        self.in_flight[run.id] = ticket
+        self.dispatched_at[run.id] = time.monotonic()
+
+    async def collect(self) -> None:
+        """Read the states of the runs in flight and act on those that finished.
+
+        A run already seen ready is not read again while it waits for a server: fifty waiting
+        episodes would otherwise be serialized by the API at every tick (most of what waiting
+        cost the server, bench/README.md). Any change of its state brings it back."""
+        unseen = [run_id for run_id in self.in_flight if run_id in self.dispatched_at]
+        seen = [run_id for run_id in self.in_flight if run_id not in self.dispatched_at]
+        for ids, state in ((unseen, None), (seen, FlowRunFilterState(name=FlowRunFilterStateName(not_any_=[WAITING_STATE])))):
+            for start in range(0, len(ids), POLL_BATCH):
+                await self.collect_batch(FlowRunFilter(id=FlowRunFilterId(any_=ids[start:start + POLL_BATCH]), state=state))
+
+    async def collect_batch(self, flow_run_filter: FlowRunFilter) -> None:
+        runs = await self.client.read_flow_runs(flow_run_filter=flow_run_filter, sort=FlowRunSort.ID_DESC, limit=POLL_BATCH)
+        for run in runs:
+            if run.state is None:
+                continue
+            ticket = self.in_flight[run.id]
+            self.note_readiness(run.id, ticket, run.state.name)
+            if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
+                self.dispatcher.landed(ticket, *slot)
+            last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
+            outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
+                               await cancel_requested(self.client, run))
+            if outcome is not None:
+                del self.in_flight[run.id]
+                self.dispatched_at.pop(run.id, None)
+                self.dispatcher.finished(ticket)
+                self.settle(ticket, outcome, run.state.name, run.state.message or "")
+
+    def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
+        """The first time a run is seen waiting for (or holding) a server, it was ready."""
+        if run_id in self.dispatched_at and state_name in (WAITING_STATE, RUNNING_STATE):
+            self.tuner.ready_after(ticket.pool, time.monotonic() - self.dispatched_at.pop(run_id))
+            self.retune(ticket.pool)
+
+    def retune(self, pool: str) -> None:
+        prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), len(self.dispatcher.servers[pool]))
+        if prefetch != self.dispatcher.prefetch_for(pool):
+            self.logger.info("Pool %s: prefetch %d (episodes ready after %.1f s, hold servers %.1f s)", pool,
+                             prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
+            self.dispatcher.pool_prefetch[pool] = prefetch
+
+    def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> None:
+        job = ticket.job
+        self.last_attempt[job.id] = ticket.attempt
+        if outcome is not Outcome.RETRY:
+            self.demand.settled(job)
+        if outcome is Outcome.DONE:
+            self.tally.done += 1
+            held = held_seconds(job.metrics_path(self.s.results_dir))
+            self.tally.held_seconds[ticket.pool] = self.tally.held_seconds.get(ticket.pool, 0.0) + held
+            self.tuner.held_for(ticket.pool, held)
+            self.retune(ticket.pool)
+        elif outcome is Outcome.RETRY:
+            self.tally.retried += 1
+            self.logger.warning("%s attempt %d ended %s (%s); requeued", job.id, ticket.attempt, state_name, message)
+            self.dispatcher.add(job, ticket.attempt + 1, front=True)
+        elif outcome is Outcome.STOP:
+            self.tally.failures[job.id] = f"{state_name}: {message}"
+            self.stopped = f"{job.id}: {message}"
+        elif outcome is Outcome.CANCELLED:
+            self.tally.cancelled[job.id] = f"{state_name}: {message}"
+            self.logger.warning("%s attempt %d was cancelled (%s); not requeued", job.id, ticket.attempt, message)
+        else:
+            self.tally.failures[job.id] = f"{state_name}: {message}"
+            self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
+
+    async def read_pause(self) -> None:
+        paused = bool(await Variable.aget(pause_variable(self.s.name), default=False))
+        if paused != self.paused:
+            self.logger.warning("Dispatch %s", "paused" if paused else "resumed")
+            self.paused = paused
+
+
+    async def read_retry_requests(self) -> None:
+        """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
+        cancelled; a request for a job still queued or in flight waits until it settles."""
+        for name, request in await pending_requests(self.client, self.s.name):
+            job_id = request.job_id
+            if job_id in self.by_id and job_id not in self.tally.failures and job_id not in self.tally.cancelled \
+                    and not self.by_id[job_id].metrics_path(self.s.results_dir).exists():
+                continue  # not settled yet
+            await drop_request(self.client, name)
+            self.retry(request)
+
+    def retry(self, request: RetryRequest) -> None:
+        """Run a settled job again with a fresh budget, counted by this campaign's tally."""
+        job = self.by_id.get(request.job_id)
+        if job is None or not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
+            self.logger.warning("Retry of %s requested by %s ignored: not a failed or cancelled job of this campaign",
+                                request.job_id, request.requested_by)
+            return
+        attempt = self.last_attempt[job.id] + 1 if job.id in self.last_attempt else self.resumed.first_attempt(job.id)
+        self.resumed.start_attempt[job.id] = attempt  # a fresh budget of max_attempts from here
+        self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
+        self.demand.add(job)
+        self.dispatcher.add(job, attempt, front=True)
+
+
+def held_seconds(metrics_file: Path) -> float:
+    """How long the episode held its server, from its metrics file (0 if unknown)."""
+    provenance = read_provenance(metrics_file)
+    return provenance.held_seconds if provenance else 0.0
+
+

@@ -1,0 +1,199 @@
+"""`evalq campaign run | report | status | purge | list`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from flows.runtime.api import check_api
+from generate.errors import InputError, exit_on_input_error
+
+campaign_app = typer.Typer(no_args_is_help=True, help="Run evaluation campaigns.")
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`90s`, `15m`, `12h`, `7d`, `2w` -> a timedelta; else `InputError` naming the option."""
+    match = DURATION.match(text)
+    if not match:
+        raise InputError(None, f"--older-than {text!r}: expected a number and a unit s, m, h, d or w (e.g. 7d)")
+    return dt.timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+
+
+def with_api(action):
+    """Run `action(client)` against PREFECT_API_URL (one-line errors when unset or down)."""
+    import asyncio
+    import os
+
+    from prefect import get_client
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the campaign?")
+    check_api(os.environ["PREFECT_API_URL"])
+
+    async def go():
+        async with get_client() as client:
+            return await action(client)
+
+    return asyncio.run(go())
+
+
+@exit_on_input_error
+def campaign_report(
+    name: str = typer.Argument(..., help="Campaign name (its --name)"),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where its metrics are (default: as the runs were told)"),
+    as_json: bool = typer.Option(False, "--json", help="The report as JSON"),
+) -> None:
+    """Done / failed / cancelled / in flight, failures by reason, pool and server, ids to resubmit."""
+    from flows.reports.report import report_text
+    from flows.reports.runs import gather_report
+
+    report = with_api(lambda client: gather_report(client, name, results_dir))
+    if not report.runs:
+        raise InputError(None, f"campaign {name!r}: no episode runs on this Prefect server")
+    typer.echo(report.model_dump_json(indent=2) if as_json else report_text(report), nl=as_json)
+
+
+@exit_on_input_error
+def campaign_status(
+    name: str = typer.Argument(..., help="Campaign name (its --name)"),
+    episode: list[str] = typer.Option([], "--episode", help="Only this job id (team/task/instance); repeatable"),
+    most: int = typer.Option(20, "--most", min=1, help="Explain at most this many episodes"),
+    as_json: bool = typer.Option(False, "--json", help="As JSON"),
+) -> None:
+    """Episodes in flight, quarantined servers, and why each episode not playing waits."""
+    from flows.reports.status import campaign_status as read_status
+    from flows.reports.status import status_text
+
+    status = with_api(lambda client: read_status(client, name, job_ids=set(episode) or None, most=most))
+    typer.echo(status.model_dump_json(indent=2) if as_json else status_text(status), nl=as_json)
+
+
+@exit_on_input_error
+def campaign_purge(
+    name: str = typer.Argument(..., help="Campaign name (its --name)"),
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Only runs finished before this long ago (e.g. 7d, 12h)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, delete nothing"),
+    force: bool = typer.Option(False, "--force", help="Purge finished runs even while the campaign runs"),
+) -> None:
+    """Delete the campaign's finished flow runs (and its variables once none is left); never results."""
+    from flows.reports.purge import CampaignRunning, purge_campaign
+
+    age = parse_duration(older_than) if older_than else None
+
+    async def purge(client):
+        try:
+            return await purge_campaign(client, name, age, dry_run, force)
+        except CampaignRunning as exc:
+            raise InputError(None, str(exc)) from None
+
+    result = with_api(purge)
+    verb = "would delete" if dry_run else "deleted"
+    episodes = sum(result.episode_runs.values())
+    states = ", ".join(f"{n} {state}" for state, n in result.episode_runs.items())
+    typer.echo(f"Campaign {name}: {verb} {episodes} episode runs" + (f" ({states})" if states else "")
+               + f" and {result.campaign_runs} campaign flow runs; {result.kept_runs} runs kept")
+    for variable in result.variables:
+        typer.echo(f"  {verb} variable {variable}")
+    for artifact in result.artifacts:
+        typer.echo(f"  {verb} artifact {artifact}")
+    typer.echo("Metrics and results files are never touched.")
+
+
+@exit_on_input_error
+def campaign_list(as_json: bool = typer.Option(False, "--json", help="As JSON")) -> None:
+    """Campaigns on the Prefect server with their totals and state."""
+    from flows.reports.listing import list_campaigns
+
+    campaigns = with_api(list_campaigns)
+    if as_json:
+        typer.echo(json.dumps([c.model_dump(mode="json") for c in campaigns], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Campaigns (episode runs by state)")
+    for column in ("campaign", "state", "planned", "completed", "failed attempts", "cancelled", "in flight", "runs", "updated"):
+        table.add_column(column)
+    for c in campaigns:
+        updated = f"{c.updated:%Y-%m-%d %H:%M}" if c.updated else "-"
+        table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.completed),
+                      str(c.failed_attempts), str(c.cancelled), str(c.in_flight), str(c.runs), updated)
+    Console(width=160).print(table)
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """`k=v` pairs; values are JSON when they parse (numbers, booleans), else strings."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(None, f"--evaluator-option {pair!r}: expected key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@campaign_app.command("run")
+@exit_on_input_error
+def campaign_run(
+    jobs: Path = typer.Option(Path("jobs.json"), "--jobs", help="jobs.json from `evalq generate`"),
+    resources: Path = typer.Option(Path("resources.json"), "--resources", help="resources.json from `evalq generate`"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    name: str = typer.Option("campaign", "--name", help="Campaign name: tags, idempotency keys, artifact"),
+    evaluator: str = typer.Option("sim", "--evaluator", help="sim | command:<argv template> | package.module:Class"),
+    evaluator_option: List[str] = typer.Option([], "--evaluator-option", help="key=value, repeatable"),
+    prefetch: int = typer.Option(1, "--prefetch", min=0, help="Episodes per server loading ahead (at least)"),
+    max_prefetch: int = typer.Option(3, "--max-prefetch", min=0, help="At most this many per server, when episodes are slow to load"),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", min=1, help="Stop dispatch at this many"),
+    resume_below: Optional[int] = typer.Option(None, "--resume-below", min=0, help="Resume dispatch below this many"),
+    submit_interval: float = typer.Option(0.0, "--submit-interval", min=0, help="Seconds between submissions"),
+    max_attempts: int = typer.Option(3, "--max-attempts", min=1),
+    episode_timeout: float = typer.Option(3600.0, "--episode-timeout", min=1, help="Seconds an episode may play on its server"),
+    deployment: str = typer.Option("evaluate-episode/local", "--deployment", help="flow/deployment of the episodes"),
+    stats_interval: float = typer.Option(60.0, "--stats-interval", min=1),
+    home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
+    only: Optional[Path] = typer.Option(None, "--only", help="Run only the job ids listed in this file (failed.txt's format)"),
+    server_wait: Optional[float] = typer.Option(None, "--server-wait", min=0, help="Seconds an episode waits while every server it may use is quarantined, then fails (default: until one is back)"),
+) -> None:
+    """Evaluate every job: on PREFECT_API_URL if set, else on an embedded server with a local worker."""
+    import os
+
+    from flows.campaign.inputs import load_campaign_inputs
+    from flows.campaign.selection import read_only_file
+    from flows.cli.launch import run_campaign
+
+    jobs_list, pools = load_campaign_inputs(jobs, resources)
+    only_ids = read_only_file(only, {job.id for job in jobs_list}) if only else None
+    options = parse_options(evaluator_option)
+    selected = [job for job in jobs_list if only_ids is None or job.id in only_ids]
+    if all(job.metrics_path(results_dir).exists() for job in selected):
+        typer.echo(f"Campaign {name!r}: all {len(selected)} episodes already have metrics in {results_dir}; nothing to run.")
+        raise typer.Exit(0)
+    if os.environ.get("PREFECT_API_URL"):
+        check_api(os.environ["PREFECT_API_URL"])
+    summary = run_campaign(
+        dict(
+            jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
+            name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
+            resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts, timeout_seconds=episode_timeout,
+            deployment=deployment, stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait,
+        ),
+        worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)),
+        home=home,
+    )
+    raise typer.Exit(1 if summary["failed"] or summary.get("cancelled") else 0)
+
+
+campaign_app.command("report")(campaign_report)
+campaign_app.command("status")(campaign_status)
+campaign_app.command("purge")(campaign_purge)
+campaign_app.command("list")(campaign_list)

@@ -1,0 +1,103 @@
+"""Terminal output of campaigns: a progress bar while running, tables at the end."""
+
+from __future__ import annotations
+
+import contextlib
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from flows.slots.pool_status import PoolStatus
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def campaign_progress():
+    """A progress bar fed by the campaign's progress hook."""
+    from flows.campaign.loop import (
+        PROGRESS_HOOKS,  # Prefect: imported once a command runs a campaign
+    )
+
+    progress = Progress(
+        TextColumn("[bold]episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("episodes", total=None, detail="")
+
+    def hook(tally, dispatcher) -> None:
+        detail = f"failed {len(tally.failures)} | cancelled {len(tally.cancelled)} | in flight {dispatcher.total_in_flight} | retried {tally.retried}"
+        progress.update(task, total=tally.total, completed=tally.finished, detail=detail)
+
+    PROGRESS_HOOKS.append(hook)
+    try:
+        with progress:
+            yield progress
+    finally:
+        PROGRESS_HOOKS.remove(hook)
+
+
+def summary_tables(summary: dict) -> list[Table]:
+    totals = Table(title=f"Campaign {summary['campaign']}", show_header=False)
+    totals.add_row("episodes", str(summary["total"]))
+    totals.add_row("done now / before", f"{summary['done']} / {summary['already_done']}")
+    totals.add_row("failed", f"[red]{len(summary['failed'])}[/]" if summary["failed"] else "0")
+    totals.add_row("cancelled (not retried)", str(len(summary.get("cancelled", {}))))
+    totals.add_row("requeued attempts", str(summary["retried"]))
+    if summary.get("fresh_attempts"):
+        totals.add_row("failed before, new attempts", str(summary["fresh_attempts"]))
+    totals.add_row("wall time", f"{summary['wall_seconds']} s")
+    totals.add_row("results", summary["results_dir"])
+    totals.add_row("failed job ids", summary["failed_file"])
+    pools = Table(title="Pool utilization (held time / capacity x wall time)")
+    pools.add_column("pool")
+    pools.add_column("utilization", justify="right")
+    for pool, share in summary["utilization"].items():
+        pools.add_row(pool, f"{share:.0%}")
+    tables = [totals, pools]
+    if summary["failed"]:
+        failed = Table(title="Failed episodes")
+        failed.add_column("job", no_wrap=True)
+        failed.add_column("last state", overflow="fold")  # wrapped whole: a cut reason hides the cause
+        for job_id, reason in summary["failed"].items():
+            failed.add_row(job_id, reason)
+        tables.append(failed)
+    return tables
+
+
+def pool_status_table(pools: list[PoolStatus]) -> Table:
+    import time
+
+    from flows.slots.quarantine_policy import quarantine_note
+
+    table = Table(title="Policy-server pools")
+    for column in ("pool", "server", "busy / capacity", "holders", "health"):
+        table.add_column(column)
+    for pool in pools:
+        health = "[bold red]no live server: episodes wait" if pool.all_quarantined else ""
+        table.add_row(f"[bold]{pool.name}", "", f"{pool.busy}/{pool.capacity}", "", health)
+        for server in pool.servers:
+            holders = ", ".join(f"{h.job_id} (since {h.since:%H:%M:%S})" for h in server.holders) or "-"
+            health = f"[red]{quarantine_note(server.quarantine, time.time())}" if server.quarantine else "ok"
+            table.add_row("", server.address, f"{server.busy}/{server.capacity}", holders, health)
+    return table
+
+
+def pool_warnings_text(pools: list[PoolStatus]) -> list[str]:
+    """A line per pool whose servers are all quarantined."""
+    return [f"WARNING: pool {pool.name}: all {len(pool.servers)} servers quarantined; its episodes wait until a probe "
+            f"finds one back" for pool in pools if pool.all_quarantined]
