@@ -1,7 +1,7 @@
 """`python -m flows.runtime.prefect_serve server start ...`: Prefect's own server command, with its SQLite
 transactions taking the write lock when they begin.
 
-Prefect 3.8.8 opens SQLite transactions DEFERRED unless a route asks for a row lock. Two requests
+Prefect (3.8.8, and 3.9.1 still) opens SQLite transactions DEFERRED unless a route asks for a row lock. Two requests
 that each read, then write (a flow-run creation, a slot lease, a state proposal) collide: the
 second one's read-to-write upgrade fails with SQLITE_BUSY at once (SQLite's busy timeout does
 not apply to an upgrade, which could deadlock), the API answers 503, and Prefect's client
