@@ -1,0 +1,163 @@
+"""The `kubernetes-job` flow: the organizers' image runs as it is and Prefect stays outside the pod.
+
+Against a real Prefect server and the session's warm runner (`evalq runner`, the `episode_worker`
+fixture), with the Kubernetes API mocked by kmock on loopback (`kube_cluster.py`: no API server
+can run here). `evalq k8s submit` queues a run of prefect.yaml's `kubernetes-job` deployment;
+the runner runs it; the flow creates the ConfigMap and the Job, streams the pod's lines into the
+run's log, ends Completed or Failed with the Job, and deletes the Job when the run is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("prefect_kubernetes")
+pytest.importorskip("kmock")
+
+from flows.cli import app  # noqa: E402
+from kit import wait_for  # noqa: E402
+from kube_cluster import Cluster, kubeconfig  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data_kubernetes"
+DEPLOYMENT = "kubernetes-job/k8s-job-test"
+COMMIT = "10abfb1bf8a0fd1ff65751521daaa0cd76fbc85d"
+LINES = ["INFO loading model from /scratch/model/model", "HELM boolq: 10 instances", "exact_match 0.62"]
+
+
+@pytest.fixture(scope="module")
+def job_deployment(episode_worker):
+    """prefect.yaml's `kubernetes-job/runner`, on the pool the session's runner serves."""
+    from prefect import get_client
+
+    from flows.deployments import apply_deployments
+    from flows.naming import LOCAL_WORK_POOL
+
+    async def apply():
+        async with get_client() as client:
+            return await apply_deployments(client, "runner", work_pool=LOCAL_WORK_POOL, as_name="k8s-job-test")
+
+    assert DEPLOYMENT in asyncio.run(apply())
+    return DEPLOYMENT
+
+
+@pytest.fixture
+def cluster(prefect_server):
+    """The emulated cluster, and a KubernetesCredentials block (saved on the Prefect server) reaching it."""
+    from prefect_kubernetes.credentials import KubernetesClusterConfig, KubernetesCredentials
+
+    with Cluster(LINES) as cluster:
+        cluster.block = f"kmock-{uuid.uuid4().hex[:8]}"
+        credentials = KubernetesCredentials(cluster_config=KubernetesClusterConfig(config=kubeconfig(cluster.url), context_name="kmock"))
+        credentials.save(cluster.block)
+        yield cluster
+
+
+@pytest.fixture
+def old_config(tmp_path) -> tuple[Path, Path]:
+    """The old GKE tool's documented example config and its run specs, as its users keep them."""
+    for name in ("example.mlflow.job_config.yml", "pythia_run_specs.conf"):
+        shutil.copy(DATA / name, tmp_path / name)
+    return tmp_path / "example.mlflow.job_config.yml", tmp_path / "pythia_run_specs.conf"
+
+
+def submit(cluster, config: Path, run_specs: Path, namespace: str, *extra: str) -> tuple[str, str]:
+    result = CliRunner().invoke(app, [
+        "k8s", "submit", str(config), str(run_specs), "--config-version", COMMIT, "--deployment", DEPLOYMENT,
+        "--credentials", cluster.block, "--poll-seconds", "1", "--namespace", namespace, *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    job_name, url = result.output.strip().split("\t")
+    return job_name, url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def read_run(run_id: str):
+    from prefect import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(run_id)
+
+    return asyncio.run(read())
+
+
+def final_state(run_id: str, timeout: float = 120):
+    return wait_for(lambda: (state := read_run(run_id).state) and state.is_final() and state, timeout, f"run {run_id} to end")
+
+
+def log_messages(run_id: str) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+
+    return [log.message for log in asyncio.run(read())]
+
+
+def test_a_submitted_run_creates_the_configmap_and_job_and_completes_with_it(job_deployment, cluster, old_config):
+    config, run_specs = old_config
+    job_name, run_id = submit(cluster, config, run_specs, "eval-ok")
+    wait_for(lambda: cluster.started(job_name), 120, "the Job to be created")
+    assert read_run(run_id).state.is_running()
+    posts = [(path, body) for method, path, body in cluster.requests() if method == "POST"]
+    assert [path for path, _ in posts] == ["/api/v1/namespaces/eval-ok/configmaps", "/apis/batch/v1/namespaces/eval-ok/jobs"]
+    config_map, job = posts[0][1], posts[1][1]
+    assert config_map["data"]["eval_config.yml"] == config.read_text()
+    assert config_map["data"]["pythia_run_specs.conf"] == run_specs.read_text()
+    assert job["metadata"]["name"] == job_name and job_name.startswith("eval-")
+    assert job["metadata"]["labels"]["evalq.io/flow-run-id"] == run_id
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["CONFIG_VERSION"], env["JOB_NAME"]) == (COMMIT, job_name)
+    owner = cluster.objects("v1/configmaps", "eval-ok")[f"{job_name}-configs"]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("Job", job_name)
+
+    wait_for(lambda: all(line in log_messages(run_id) for line in LINES[:2]), 60, "the pod's lines in the run's log")
+    cluster.finish("eval-ok", job_name, succeeded=True)
+    state = final_state(run_id)
+    assert state.is_completed(), state.message
+    assert all(line in log_messages(run_id) for line in LINES)
+    run = read_run(run_id)
+    assert run.name == job_name
+    assert {"experiment:eval-test-debug", "creator:Jasper", "model-run-id:3969f731d3f74fd19cfed62a9aa26d69",
+            "accelerator:nvidia-tesla-t4", "image-tag:latest", f"config-commit:{COMMIT[:12]}"} <= set(run.tags)
+    assert job_name in cluster.objects("batch/v1/jobs", "eval-ok")  # its TTL removes it, not the flow
+
+
+def test_a_failed_job_fails_the_run(job_deployment, cluster, old_config):
+    config, run_specs = old_config
+    job_name, run_id = submit(cluster, config, run_specs, "eval-fail")
+    wait_for(lambda: cluster.started(job_name), 120, "the Job to be created")
+    cluster.finish("eval-fail", job_name, succeeded=False)
+    state = final_state(run_id)
+    assert state.is_failed()
+    assert "BackoffLimitExceeded" in state.message
+    wait_for(lambda: LINES[-1] in log_messages(run_id), 30, "the failed pod's lines in the run's log")
+
+
+def test_cancelling_the_run_deletes_the_job_and_its_configmap(job_deployment, cluster, old_config):
+    from prefect import get_client
+    from prefect.states import Cancelling
+
+    config, run_specs = old_config
+    job_name, run_id = submit(cluster, config, run_specs, "eval-cancel")
+    wait_for(lambda: cluster.started(job_name), 120, "the Job to be created")
+    wait_for(lambda: LINES[0] in log_messages(run_id), 60, "the pod's first line")
+
+    async def cancel():
+        async with get_client() as client:
+            await client.set_flow_run_state(run_id, Cancelling(), force=True)
+
+    asyncio.run(cancel())
+    state = final_state(run_id)
+    assert state.is_cancelled(), state
+    deleted = [path for method, path, _ in cluster.requests() if method == "DELETE"]
+    assert f"/apis/batch/v1/namespaces/eval-cancel/jobs/{job_name}" in deleted
+    assert job_name not in cluster.objects("batch/v1/jobs", "eval-cancel")
+    assert f"{job_name}-configs" not in cluster.objects("v1/configmaps", "eval-cancel")
