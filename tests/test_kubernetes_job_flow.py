@@ -161,3 +161,80 @@ def test_cancelling_the_run_deletes_the_job_and_its_configmap(job_deployment, cl
     assert f"/apis/batch/v1/namespaces/eval-cancel/jobs/{job_name}" in deleted
     assert job_name not in cluster.objects("batch/v1/jobs", "eval-cancel")
     assert f"{job_name}-configs" not in cluster.objects("v1/configmaps", "eval-cancel")
+
+
+def test_the_pods_lines_reach_cloud_logging_and_read_back_by_job_name(prefect_server, cluster, old_config, tmp_path, monkeypatch):
+    """With EVALQ_CLOUD_LOGGING=1 where the flow runs (here: in this process), the pod's lines also go to
+    Cloud Logging labelled with the Job's name, and `evalq k8s logs JOB_NAME` reads them back."""
+    import json
+    import threading
+
+    from flows.cloudlogging.attach import close_cloud_logging
+    from logging_endpoint import LoggingEndpoint
+    from workpools.kubernetes.flow import kubernetes_job
+    from workpools.kubernetes.submission import JobRequest, read_job_spec
+
+    config, run_specs = old_config
+    spec = tmp_path / "spec.yml"
+    result = CliRunner().invoke(app, ["k8s", "render", str(config), str(run_specs), "--output", str(spec),
+                                      "--namespace", "eval-gcl", "--job-name", "eval-cloud-lines", "--config-version", COMMIT])
+    assert result.exit_code == 0, result.output
+    job, config_map = read_job_spec(spec)
+    request = JobRequest(job=job, config_map=config_map, credentials=cluster.block, poll_seconds=1)
+
+    def end_the_pod():
+        wait_for(lambda: cluster.started("eval-cloud-lines"), 60, "the Job")
+        cluster.finish("eval-gcl", "eval-cloud-lines", succeeded=True)
+
+    with LoggingEndpoint() as endpoint:
+        for name, value in {"EVALQ_LOGGING_ENDPOINT": endpoint.url, "GOOGLE_CLOUD_PROJECT": "evalq-test",
+                            "EVALQ_CLOUD_LOGGING": "1", "EVALQ_CLOUD_LOGGING_NAME": "evaluations"}.items():
+            monkeypatch.setenv(name, value)
+        ender = threading.Thread(target=end_the_pod)
+        ender.start()
+        try:
+            state = asyncio.run(kubernetes_job(request, return_state=True))
+        finally:
+            ender.join(60)
+            close_cloud_logging()
+        assert state.is_completed(), state.message
+        entries = [e for e in endpoint.entries if (e.get("labels") or {}).get("job_name") == "eval-cloud-lines"]
+        assert [line for line in LINES if any(e.get("textPayload") == line for e in entries)] == LINES
+        assert {e["logName"] for e in entries} == {"projects/evalq-test/logs/evaluations"}
+        output = tmp_path / "logs.json"
+        result = CliRunner().invoke(app, ["k8s", "logs", "eval-cloud-lines", "--since", "3d", "--output", str(output)])
+        assert result.exit_code == 0, result.output
+        assert set(LINES) <= {entry["payload"] for entry in json.loads(output.read_text())}
+
+
+def test_a_rerun_follows_its_own_job_and_never_takes_another_runs(cluster, old_config, tmp_path):
+    """A run whose process died (a runner restarted) runs again: its Job exists already, labelled with
+    the run's id, and is followed, not created twice; a Job of the same name from another run is refused."""
+    import logging
+
+    from prefect_kubernetes.credentials import KubernetesCredentials
+    from prefect_kubernetes.jobs import KubernetesJob
+
+    from workpools.kubernetes.flow import JobExists, labelled, start
+    from workpools.kubernetes.submission import read_job_spec
+
+    config, run_specs = old_config
+    spec = tmp_path / "spec.yml"
+    CliRunner().invoke(app, ["k8s", "render", str(config), str(run_specs), "--output", str(spec), "--namespace", "eval-rerun",
+                             "--job-name", "eval-second-try", "--config-version", COMMIT])
+    manifest, config_map = read_job_spec(spec)
+    credentials = KubernetesCredentials.load(cluster.block)
+    logger = logging.getLogger("test.rerun")
+
+    async def attempt(run_id):
+        job = KubernetesJob(v1_job=labelled(manifest, run_id), credentials=credentials, namespace="eval-rerun")
+        return await start(job, labelled(config_map, run_id), run_id, logger)
+
+    run_id = uuid.uuid4()
+    first, again = asyncio.run(attempt(run_id)), asyncio.run(attempt(run_id))
+    assert first.v1_job_model["metadata"]["name"] == again.v1_job_model["metadata"]["name"] == "eval-second-try"
+    created = [path for method, path, _ in cluster.requests() if method == "POST"]
+    assert created.count("/apis/batch/v1/namespaces/eval-rerun/jobs") == 2  # the second POST met the first Job (409)
+    assert list(cluster.objects("batch/v1/jobs", "eval-rerun")) == ["eval-second-try"]
+    with pytest.raises(JobExists, match="ConfigMap named eval-second-try-configs already exists"):
+        asyncio.run(attempt(uuid.uuid4()))
