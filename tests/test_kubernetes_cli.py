@@ -195,7 +195,7 @@ def read_run(url: str):
 def submitted(result) -> tuple[str, object]:
     """The Job's name and the run `evalq k8s submit` printed (`JOB_NAME<TAB>URL`)."""
     assert result.exit_code == 0, result.output
-    job_name, url = result.output.strip().split("\t")
+    job_name, url = result.stdout.strip().split("\t")
     return job_name, read_run(url)
 
 
@@ -206,8 +206,9 @@ def container_env(job: dict) -> dict[str, str]:
 class TestSubmit:
     def test_queues_a_kubernetes_job_run_with_its_manifests_and_provenance(self, job_deployment, committed):
         folder, sha = committed
-        job_name, run = submitted(evalq("k8s", "submit", str(folder / "eval.yaml"), str(folder / "tasks.yaml"),
-                                        "--deployment", job_deployment, "--credentials", "cluster-a"))
+        result = evalq("k8s", "submit", str(folder / "eval.yaml"), str(folder / "tasks.yaml"),
+                       "--deployment", job_deployment, "--credentials", "cluster-a")
+        job_name, run = submitted(result)
         assert run.name == job_name and job_name.startswith("eval-")
         assert set(run.tags) >= {
             "image:ghcr.io/challenge/sim-eval", "image-tag:2026.11.3", "accelerator:nvidia-l4", "cpu:8",
@@ -221,6 +222,8 @@ class TestSubmit:
         assert (env["CONFIG_VERSION"], env["JOB_NAME"], env["CONFIG_PATH_GIT_REPO"]) == (sha, job_name, "eval.yaml")
         assert request["job"]["metadata"]["labels"]["evalq.io/config-commit"] == sha
         assert run.deployment_id is not None and run.work_pool_name == "k8s-submit-runner"
+        assert "warning: no runner or worker polls work pool k8s-submit-runner" in result.stderr
+
 
     def test_without_its_deployment_says_how_to_create_it(self, prefect_server, committed):
         folder, _ = committed

@@ -224,7 +224,7 @@ class TestJobSpec:
         config_map, job = yaml.safe_load_all(spec.read_text())
         result = evalq("k8s", "submit", "--job-spec", spec, "--config-version", sha, "--deployment", job_deployment)
         assert result.exit_code == 0, result.output
-        job_name, url = result.output.strip().split("\t")
+        job_name, url = result.stdout.strip().split("\t")
         run = read_run(url)
         assert job_name == run.name == "eval-kept-spec"
         request = run.parameters["request"]

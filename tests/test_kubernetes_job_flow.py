@@ -42,7 +42,14 @@ def job_deployment(episode_worker):
         async with get_client() as client:
             return await apply_deployments(client, "runner", work_pool=LOCAL_WORK_POOL, as_name="k8s-job-test")
 
+    async def runners() -> int:
+        from workpools.local.submit import online_workers
+
+        async with get_client() as client:
+            return await online_workers(client, LOCAL_WORK_POOL)
+
     assert DEPLOYMENT in asyncio.run(apply())
+    wait_for(lambda: asyncio.run(runners()), 60, "the session's runner to poll its pool")
     return DEPLOYMENT
 
 
@@ -72,7 +79,8 @@ def submit(cluster, config: Path, run_specs: Path, namespace: str, *extra: str) 
         "--credentials", cluster.block, "--poll-seconds", "1", "--namespace", namespace, *extra,
     ])
     assert result.exit_code == 0, result.output
-    job_name, url = result.output.strip().split("\t")
+    assert result.stderr == ""  # the session's runner polls the pool: no warning
+    job_name, url = result.stdout.strip().split("\t")
     return job_name, url.rstrip("/").rsplit("/", 1)[-1]
 
 

@@ -4,6 +4,8 @@ flow follows its Job from outside the pod), or for `prefect_in_pod` a `run-comma
 
 from __future__ import annotations
 
+import sys
+
 from generate.errors import InputError
 
 DEFAULT_JOB_DEPLOYMENT = "kubernetes-job/runner"
@@ -26,9 +28,20 @@ async def create_job_run(deployment_name: str, request, tags: list[str]):
             deployment = await client.read_deployment_by_name(deployment_name)
         except ObjectNotFound:
             raise InputError(None, f"no deployment {deployment_name}: {JOB_DEPLOYMENT_HINT}") from None
-        return await client.create_flow_run_from_deployment(
+        run = await client.create_flow_run_from_deployment(
             deployment.id, parameters={"request": request.model_dump(mode="json")}, name=request.name, tags=tags,
         )
+        await warn_without_workers(client, deployment.work_pool_name)
+        return run
+
+
+async def warn_without_workers(client, pool: str | None) -> None:
+    """A run nobody picks up waits silently: say so once, on stderr."""
+    from workpools.local.submit import online_workers
+
+    if pool and not await online_workers(client, pool):
+        print(f"warning: no runner or worker polls work pool {pool}; the run waits until one does "
+              f"(`evalq runner --pool {pool}` where the cluster is reachable)", file=sys.stderr)
 
 
 async def create_command_run(deployment_name: str, job, values: dict, tags: list[str]):

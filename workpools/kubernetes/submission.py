@@ -56,10 +56,13 @@ def read_job_spec(path: Path) -> tuple[dict, dict | None]:
         found[kind].append(doc)
     if len(found["Job"]) != 1 or len(found["ConfigMap"]) > 1:
         raise InputError(path, f"expected one Job and at most one ConfigMap, found {len(found['Job'])} and {len(found['ConfigMap'])}")
-    job = found["Job"][0]
+    job, config_map = found["Job"][0], (found["ConfigMap"] or [None])[0]
     if not (job.get("metadata") or {}).get("name"):
         raise InputError(path, "the Job has no metadata.name (the flow follows it by name)")
-    return job, (found["ConfigMap"] or [None])[0]
+    namespaces = {(doc.get("metadata") or {}).get("namespace") or "default" for doc in (job, config_map) if doc}
+    if len(namespaces) > 1:
+        raise InputError(path, f"the Job and its ConfigMap are in different namespaces ({', '.join(sorted(namespaces))})")
+    return job, config_map
 
 
 def with_config_version(job: dict, commit: str) -> dict:
