@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
 import kmock
@@ -36,6 +37,8 @@ class Emulator(kmock.KubernetesEmulator):
 
     lines: list[str] = []
     ended: dict[str, asyncio.Event]
+    created_at: dict[str, float]
+    """time.monotonic() of each Job's creation."""
 
     def pod_name(self, job: str) -> str:
         return f"{job}-x7k2p"
@@ -56,6 +59,7 @@ class Emulator(kmock.KubernetesEmulator):
     def start_pod(self, job: dict, namespace: str, uid: str) -> None:
         name, pod = job["metadata"]["name"], self.pod_name(job["metadata"]["name"])
         ended = self.ended[name] = asyncio.Event()
+        self.created_at[name] = time.monotonic()
         self.objects[PODS, namespace, pod] = {
             "metadata": {"name": pod, "namespace": namespace, "labels": {"controller-uid": uid, "job-name": name}},
             "spec": job["spec"]["template"]["spec"], "status": {"phase": "Running"},
@@ -86,7 +90,7 @@ class Cluster:
     async def _start(self) -> None:
         self.emulator = Emulator()
         self.emulator.lines = self.lines
-        self.emulator.ended = {}
+        self.emulator.ended, self.emulator.created_at = {}, {}
         await self.emulator.__aenter__()
         self.server = kmock.Server(self.emulator)
         await self.server.__aenter__()
