@@ -246,3 +246,44 @@ def test_a_rerun_follows_its_own_job_and_never_takes_another_runs(cluster, old_c
     assert list(cluster.objects("batch/v1/jobs", "eval-rerun")) == ["eval-second-try"]
     with pytest.raises(JobExists, match="ConfigMap named eval-second-try-configs already exists"):
         asyncio.run(attempt(uuid.uuid4()))
+
+
+def test_a_run_that_sees_its_own_cancel_deletes_the_job(prefect_server, cluster, old_config, tmp_path):
+    """Where nothing cancels the flow's task (Prefect's process worker leaves a running run Cancelling),
+    the flow notices the cancel itself, deletes the Job and its ConfigMap, and ends Cancelled."""
+    import contextvars
+    import threading
+
+    from prefect import get_client
+    from prefect.states import Cancelling
+
+    from workpools.kubernetes.flow import RUN_LABEL, kubernetes_job
+    from workpools.kubernetes.submission import JobRequest, read_job_spec
+
+    config, run_specs = old_config
+    spec = tmp_path / "spec.yml"
+    CliRunner().invoke(app, ["k8s", "render", str(config), str(run_specs), "--output", str(spec), "--namespace", "eval-self",
+                             "--job-name", "eval-own-cancel", "--config-version", COMMIT])
+    job, config_map = read_job_spec(spec)
+
+    def cancel_once_started():
+        wait_for(lambda: cluster.started("eval-own-cancel"), 60, "the Job")
+        run_id = cluster.objects("batch/v1/jobs", "eval-self")["eval-own-cancel"]["metadata"]["labels"][RUN_LABEL]
+
+        async def cancel():
+            async with get_client() as client:
+                await client.set_flow_run_state(run_id, Cancelling(), force=True)
+
+        asyncio.run(cancel())
+
+    # Prefect's settings (this server's address) live in the context: the thread runs in a copy of ours
+    canceller = threading.Thread(target=contextvars.copy_context().run, args=(cancel_once_started,))
+    canceller.start()
+    try:
+        state = asyncio.run(kubernetes_job(JobRequest(job=job, config_map=config_map, credentials=cluster.block), return_state=True))
+    finally:
+        canceller.join(60)
+    assert state.is_cancelled(), state
+    assert "Job eval-own-cancel and its pods were deleted" in state.message
+    assert cluster.objects("batch/v1/jobs", "eval-self") == {}
+    assert cluster.objects("v1/configmaps", "eval-self") == {}

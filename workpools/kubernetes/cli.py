@@ -41,18 +41,22 @@ def k8s() -> None:
     """Kubernetes evaluation jobs from organizers' configs."""
 
 
-def job_options(**values):
-    """A `JobOptions`, or `InputError` naming the first bad option."""
+def job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
+                scratch_empty_dir, mlflow_image, gcs_image):
+    """A `JobOptions` from the command line (unset ones keep their defaults), or `InputError` naming the first bad option."""
     from pydantic import ValidationError
 
     from generate.errors import option_error
     from workpools.kubernetes.jobspec import JobOptions, new_job_name
 
-    if values.pop("scratch_empty_dir"):
-        values["scratch_class"] = None
-    values["job_name"] = values["job_name"] or new_job_name()
+    optional = {"namespace": namespace, "service_account": service_account, "scratch_size": scratch_size,
+                "mlflow_image": mlflow_image, "gcs_image": gcs_image}
     try:
-        return JobOptions(**{key: value for key, value in values.items() if value is not None or key == "scratch_class"})
+        return JobOptions(
+            job_name=job_name or new_job_name(), ttl_seconds_after_finished=ttl, backoff_limit=backoff_limit,
+            scratch_class=None if scratch_empty_dir else scratch_class,
+            **{key: value for key, value in optional.items() if value is not None},
+        )
     except ValidationError as exc:
         raise option_error(exc, JOB_OPTIONS) from None
 
@@ -91,10 +95,8 @@ def render(
         manifests = command_manifests(config, settings, files, "evaluation", None, kubernetes_version)
         note = PLACEHOLDER_NOTE
     else:
-        options = job_options(job_name=job_name, namespace=namespace, service_account=service_account,
-                              ttl_seconds_after_finished=ttl, backoff_limit=backoff_limit, scratch_size=scratch_size,
-                              scratch_class=scratch_class, scratch_empty_dir=scratch_empty_dir,
-                              mlflow_image=mlflow_image, gcs_image=gcs_image)
+        options = job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
+                              scratch_empty_dir, mlflow_image, gcs_image)
         version = config_version or head_commit(config) or "unversioned"
         manifests = checked(image_job(config, settings, text, files, options, version), kubernetes_version, config)
         note = RENDER_NOTE.format(config=config, version=version, output=output or "JOB_SPEC.yml")
@@ -179,10 +181,8 @@ def submit(
         if settings.prefect_in_pod:
             submit_command(config, settings, list(files or []), version, deployment)
             return
-        options = job_options(job_name=job_name, namespace=namespace, service_account=service_account,
-                              ttl_seconds_after_finished=ttl, backoff_limit=backoff_limit, scratch_size=scratch_size,
-                              scratch_class=scratch_class, scratch_empty_dir=scratch_empty_dir,
-                              mlflow_image=mlflow_image, gcs_image=gcs_image)
+        options = job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
+                              scratch_empty_dir, mlflow_image, gcs_image)
         config_map, job = checked(image_job(config, settings, text, list(files or []), options, version.commit), ["1.33"], config)
         tags = run_tags(settings, job, version.commit, version.dirty)
     request = JobRequest(job=job, config_map=config_map, credentials=credentials, poll_seconds=poll_seconds)

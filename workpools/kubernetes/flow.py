@@ -54,12 +54,17 @@ async def kubernetes_job(request: JobRequest) -> dict | State:
         namespace=request.namespace, interval_seconds=request.poll_seconds, delete_after_completion=False,
     )
     config_map = labelled(request.config_map, run_id) if request.config_map else None
-    job_run = await start(job, config_map, run_id, logger)
     async with get_client() as client:
         try:
-            stopped = await follow_unless_stopped(client, job, job_run, config_map, run_id, logger)
-        except RuntimeError as exc:  # prefect-kubernetes' word for a failed Job: its reasons
+            job_run = await start(job, config_map, run_id, logger)
+            stopped = await follow_unless_stopped(client, job_run, run_id, logger)
+            if stopped is not None:
+                await delete_created(job, config_map, logger)
+        except RuntimeError as exc:  # the API refused, or prefect-kubernetes' word for a failed Job (its reasons)
             return Failed(message=str(exc))
+        except asyncio.CancelledError:  # a runner cancels the run's task: clean up if the run was cancelled
+            await delete_if_cancelled(client, job, config_map, run_id, logger)
+            raise
     if stopped is None:
         logger.info("Job %s completed", request.name)
         return {"job": request.name, "namespace": request.namespace, "pods": sorted(job_run.pod_logs or {})}
@@ -149,29 +154,31 @@ async def own_config_map(job, config_map: dict, created, logger) -> None:
         logger.warning("ConfigMap %s keeps no owner (%s): delete it with the Job", name, exc)
 
 
-async def follow_unless_stopped(client, job, job_run, config_map: dict | None, run_id: UUID | None, logger):
-    """None once the Job completed (its failure raises); the `Stopped` reason if the run was cancelled
-    first, after deleting the Job. A task cancel (a runner's) deletes it too when the run was cancelled."""
+async def follow_unless_stopped(client, job_run, run_id: UUID | None, logger):
+    """None once the Job completed (its failure raises), or why the run must stop first (a cancel)."""
     import anyio
 
     follow = asyncio.ensure_future(job_run.await_for_completion(print_func=lambda line: logger.info(line.rstrip("\n"))))
     waiters = [follow] + ([asyncio.ensure_future(watch_run(client, run_id, WATCH_SECONDS))] if run_id else [])
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+        if follow.done():
+            follow.result()
+            return None
+        return waiters[1].result()
+    finally:
         with anyio.CancelScope(shield=True):
             await stop(waiters)
-            if run_id is not None and await stop_reason(client, run_id) is not None:
-                await delete_created(job, config_map, logger)
-        raise
-    if follow.done():
-        await stop(waiters)
-        follow.result()
-        return None
-    stopped = waiters[1].result()
-    await stop(waiters)
-    await delete_created(job, config_map, logger)
-    return stopped
+
+
+async def delete_if_cancelled(client, job, config_map: dict | None, run_id: UUID | None, logger) -> None:
+    """Delete the Job when the run was cancelled or deleted; a runner that stops for another reason
+    leaves it running, for the run's next attempt to follow."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        if run_id is not None and await stop_reason(client, run_id) is not None:
+            await delete_created(job, config_map, logger)
 
 
 async def stop(tasks: list[asyncio.Future]) -> None:
