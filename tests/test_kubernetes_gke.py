@@ -248,9 +248,11 @@ class TestJobSpec:
         line = one_error_line(evalq("k8s", "submit", "--job-spec", spec, "--config-version", "abc", "--deployment", job_deployment))
         assert line.startswith(f"error: {spec}: document 3 is a StorageClass: a job spec holds one Job and its ConfigMap")
 
-    def test_config_or_spec(self, repo):
+    def test_config_or_spec_and_a_spec_as_it_is(self, repo):
         line = one_error_line(evalq("k8s", "submit", repo["config"], "--job-spec", repo["config"]))
         assert "give CONFIG [FILES]... or --job-spec PATH" in line
+        line = one_error_line(evalq("k8s", "submit", "--job-spec", repo["config"], "--namespace", "other"))
+        assert line == "error: --namespace: --job-spec is submitted as it is; render it again to change the Job"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from generate.errors import InputError, exit_on_input_error
+from workpools.kubernetes.jobspec import DEFAULT_BACKOFF_LIMIT, DEFAULT_SCRATCH_CLASS, DEFAULT_TTL_SECONDS
 
 app = typer.Typer(no_args_is_help=True, help="Kubernetes evaluation jobs from organizers' configs.")
 
@@ -26,13 +27,13 @@ CONFIG_VERSION = typer.Option(None, "--config-version", help="The commit to reco
 JOB_NAME = typer.Option(None, "--job-name", help="Default eval-<adjective>-<animal>; also the flow run's name.")
 NAMESPACE = typer.Option(None, "--namespace", help="Default: the config's namespace, else `default`.")
 SERVICE_ACCOUNT = typer.Option(None, "--service-account", help="Default: the config's, else `kubernetes`.")
-TTL = typer.Option(1800, "--ttl", min=0, help="ttlSecondsAfterFinished of the Job.")
-BACKOFF_LIMIT = typer.Option(3, "--backoff-limit", min=0, help="Pods tried before the Job fails.")
+TTL = typer.Option(DEFAULT_TTL_SECONDS, "--ttl", min=0, help="ttlSecondsAfterFinished of the Job.")
+BACKOFF_LIMIT = typer.Option(DEFAULT_BACKOFF_LIMIT, "--backoff-limit", min=0, help="Retries of a failed pod before the Job fails.")
 SCRATCH_SIZE = typer.Option(None, "--scratch-size", help="Size of /scratch (default: compute_config.scratch, 50Gi).")
-SCRATCH_CLASS = typer.Option("ssd", "--scratch-class", help="Storage class of the /scratch ephemeral claim.")
+SCRATCH_CLASS = typer.Option(DEFAULT_SCRATCH_CLASS, "--scratch-class", help="Storage class of the /scratch ephemeral claim.")
 SCRATCH_EMPTY_DIR = typer.Option(False, "--scratch-empty-dir", help="/scratch as an emptyDir instead of a claim.")
-MLFLOW_IMAGE = typer.Option(None, "--mlflow-image", help="Image of the init container for model_config.mlflow_artifact.")
-GCS_IMAGE = typer.Option(None, "--gcs-image", help="Image of the init container for model_config.gs_uri.")
+MLFLOW_IMAGE = typer.Option(None, "--mlflow-image", help="Image of the init container for model_config.mlflow_artifact (default: the old tool's mlflow-skinny-gcp).")
+GCS_IMAGE = typer.Option(None, "--gcs-image", help="Image of the init container for model_config.gs_uri (default: google-cloud-cli:slim).")
 JOB_OPTIONS = {"job_name": "--job-name", "ttl_seconds_after_finished": "--ttl", "scratch_class": "--scratch-class"}
 
 
@@ -169,6 +170,14 @@ def submit(
     if job_spec is not None:
         if files:
             raise InputError(None, "--job-spec carries its config files already: give no FILES")
+        changed = {"--job-name": job_name, "--namespace": namespace, "--service-account": service_account,
+                   "--ttl": ttl != DEFAULT_TTL_SECONDS, "--backoff-limit": backoff_limit != DEFAULT_BACKOFF_LIMIT,
+                   "--scratch-size": scratch_size, "--scratch-class": scratch_class != DEFAULT_SCRATCH_CLASS,
+                   "--scratch-empty-dir": scratch_empty_dir,
+                   "--mlflow-image": mlflow_image, "--gcs-image": gcs_image}
+        if any(changed.values()):
+            option = next(name for name, value in changed.items() if value)
+            raise InputError(None, f"{option}: --job-spec is submitted as it is; render it again to change the Job")
         version = find_version(job_spec, config_version, allow_dirty)
         job, config_map = read_job_spec(job_spec)
         job = with_config_version(job, version.commit)
