@@ -206,6 +206,12 @@ def container_env(job: dict) -> dict[str, str]:
 class TestSubmit:
     def test_queues_a_kubernetes_job_run_with_its_manifests_and_provenance(self, job_deployment, committed):
         folder, sha = committed
+        from prefect_kubernetes.credentials import KubernetesCredentials
+
+        line = one_error_line(evalq("k8s", "submit", str(folder / "eval.yaml"), "--deployment", job_deployment,
+                                    "--credentials", "cluster-a"))
+        assert line == "error: --credentials cluster-a: no KubernetesCredentials block of that name on this Prefect server"
+        KubernetesCredentials().save("cluster-a", overwrite=True)
         result = evalq("k8s", "submit", str(folder / "eval.yaml"), str(folder / "tasks.yaml"),
                        "--deployment", job_deployment, "--credentials", "cluster-a")
         job_name, run = submitted(result)

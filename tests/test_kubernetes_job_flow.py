@@ -123,7 +123,9 @@ def test_a_submitted_run_creates_the_configmap_and_job_and_completes_with_it(job
     assert job["metadata"]["labels"]["evalq.io/flow-run-id"] == run_id
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["CONFIG_VERSION"], env["JOB_NAME"]) == (COMMIT, job_name)
-    owner = cluster.objects("v1/configmaps", "eval-ok")[f"{job_name}-configs"]["metadata"]["ownerReferences"][0]
+    owners = wait_for(lambda: cluster.objects("v1/configmaps", "eval-ok")[f"{job_name}-configs"]["metadata"].get("ownerReferences"),
+                      30, "the Job to own its ConfigMap")
+    owner = owners[0]
     assert (owner["kind"], owner["name"]) == ("Job", job_name)
 
     wait_for(lambda: all(line in log_messages(run_id) for line in LINES[:2]), 60, "the pod's lines in the run's log")

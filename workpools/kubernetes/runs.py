@@ -28,11 +28,23 @@ async def create_job_run(deployment_name: str, request, tags: list[str]):
             deployment = await client.read_deployment_by_name(deployment_name)
         except ObjectNotFound:
             raise InputError(None, f"no deployment {deployment_name}: {JOB_DEPLOYMENT_HINT}") from None
+        if request.credentials:
+            await check_credentials(request.credentials)
         run = await client.create_flow_run_from_deployment(
             deployment.id, parameters={"request": request.model_dump(mode="json")}, name=request.name, tags=tags,
         )
         await warn_without_workers(client, deployment.work_pool_name)
         return run
+
+
+async def check_credentials(name: str) -> None:
+    """The KubernetesCredentials block the flow will load exists (the flow would fail much later)."""
+    from prefect_kubernetes.credentials import KubernetesCredentials
+
+    try:
+        await KubernetesCredentials.aload(name)
+    except ValueError:
+        raise InputError(None, f"--credentials {name}: no KubernetesCredentials block of that name on this Prefect server") from None
 
 
 async def warn_without_workers(client, pool: str | None) -> None:
