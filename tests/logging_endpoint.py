@@ -3,8 +3,8 @@ in memory, `POST /v2/entries:list` returns them, filtered.
 
 The filter support covers what evalq sends and the tests use: `AND`-joined comparisons
 (`=`, `!=`, `>=`, `<=`, `>`, `<`) of `logName`, `timestamp`, `severity` (by rank), `labels.KEY`
-and `textPayload` with quoted values, parentheses ignored. Each request is recorded, so tests
-can count writes.
+(or `labels."KEY"`) and `textPayload` with quoted values; a clause may be a parenthesized
+`OR` of comparisons. Each request is recorded, so tests can count writes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY"]
-COMPARISON = re.compile(r'^\s*([\w.]+)\s*(>=|<=|!=|=|>|<)\s*"([^"]*)"\s*$')
+COMPARISON = re.compile(r'^\s*([\w.]+|labels\."[^"]+")\s*(>=|<=|!=|=|>|<)\s*"([^"]*)"\s*$')
 
 
 def normalized(entry: dict) -> dict:
@@ -28,7 +28,7 @@ def normalized(entry: dict) -> dict:
 
 def field_value(entry: dict, field: str):
     if field.startswith("labels."):
-        return (entry.get("labels") or {}).get(field.removeprefix("labels."))
+        return (entry.get("labels") or {}).get(field.removeprefix("labels.").strip('"'))
     value = entry.get(field)
     if field == "severity":
         return SEVERITIES.index(value or "DEFAULT")
@@ -42,20 +42,24 @@ def parse_time(text: str) -> datetime:
 
 
 def matches(entry: dict, query: str) -> bool:
-    for clause in query.replace("(", " ").replace(")", " ").split(" AND "):
-        match = COMPARISON.match(clause)
-        if not match:
-            raise ValueError(f"unsupported filter clause {clause!r}")
-        field, op, raw = match.groups()
-        actual = field_value(entry, field)
-        wanted = SEVERITIES.index(raw) if field == "severity" else parse_time(raw) if field == "timestamp" else raw
-        if actual is None:
-            return op == "!="
-        ok = {"=": actual == wanted, "!=": actual != wanted, ">=": actual >= wanted, "<=": actual <= wanted,
-              ">": actual > wanted, "<": actual < wanted}[op]
-        if not ok:
+    for clause in query.split(" AND "):
+        alternatives = clause.strip().removeprefix("(").removesuffix(")").split(" OR ")
+        if not any(compares(entry, alternative) for alternative in alternatives):
             return False
     return True
+
+
+def compares(entry: dict, comparison: str) -> bool:
+    match = COMPARISON.match(comparison)
+    if not match:
+        raise ValueError(f"unsupported filter clause {comparison!r}")
+    field, op, raw = match.groups()
+    actual = field_value(entry, field)
+    wanted = SEVERITIES.index(raw) if field == "severity" else parse_time(raw) if field == "timestamp" else raw
+    if actual is None:
+        return op == "!="
+    return {"=": actual == wanted, "!=": actual != wanted, ">=": actual >= wanted, "<=": actual <= wanted,
+            ">": actual > wanted, "<": actual < wanted}[op]
 
 
 class LoggingEndpoint:

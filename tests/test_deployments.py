@@ -49,7 +49,7 @@ def test_prefect_deploy_all_reads_our_prefect_yaml(deployed_elsewhere):
     from prefect.utilities.importtools import import_object
 
     expected = {(import_object(spec["entrypoint"]).name, spec["name"], spec["work_pool"]["name"]) for spec in load_specs()}
-    assert len(expected) == 6
+    assert len(expected) == 7
     for flow, deployment, pool in expected:
         found = asyncio.run(read(f"{flow}/{deployment}"))
         assert found.work_pool_name == pool
@@ -59,7 +59,8 @@ def test_prefect_deploy_all_reads_our_prefect_yaml(deployed_elsewhere):
 
 
 def test_deployments_do_not_depend_on_the_directory_deploy_ran_in(deployed_elsewhere):
-    for name in ("evaluate-episode/slurm", "evaluate-episode/runner", "campaign/local", "run-command/kubernetes"):
+    for name in ("evaluate-episode/slurm", "evaluate-episode/runner", "campaign/local", "run-command/kubernetes",
+                 "kubernetes-job/runner"):
         found = asyncio.run(read(name))
         assert found.pull_steps == [{"flows.runtime.deployments.use_installed_package": {}}], found.pull_steps
         assert found.path is None

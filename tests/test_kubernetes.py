@@ -153,6 +153,7 @@ def test_worker_creates_the_configmap_then_the_job_on_kmock(no_prefect_api_loggi
     """Our worker (prefect-kubernetes' plus the ConfigMap) POSTs the run's ConfigMap, then our
     rendered Job mounting it, hands the ConfigMap to the Job, and DELETEs the Job when killing the run."""
     kmock = pytest.importorskip("kmock")
+    from kube_cluster import kubeconfig
 
     from workpools.kubernetes.render import NoPrefectApi
     from workpools.kubernetes.worker import EvaluationJobConfiguration
@@ -215,17 +216,6 @@ def test_worker_without_config_files_creates_only_the_job(no_prefect_api_logging
     configuration = asyncio.run(render_job_configuration(base_job_template(), job_variables(EVALUATION), flow_run()))
     assert configuration.config_map_manifest() is None
     assert [volume["name"] for volume in pod_spec(configuration.job_manifest)["volumes"]] == ["scratch"]
-
-
-def kubeconfig(server: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": server.rstrip("/")}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-        "users": [{"name": "kmock", "user": {"token": "test"}}],
-    }
 
 
 def test_apply_creates_then_updates_the_kubernetes_pool(prefect_server):

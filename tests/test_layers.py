@@ -76,7 +76,7 @@ LEVELS: list[list[str]] = [
 """flows/ from the bottom up: a room imports the rooms of lower levels only (and itself)."""
 FLOWS_ROOMS = [room for level in LEVELS for room in level]
 OTHER_RULES: dict[str, list[str]] = {
-    "workpools/": ["flows/naming.py", "flows/runtime/"],
+    "workpools/": ["flows/naming.py", "flows/runtime/", "flows/cloudlogging/"],
     "tui/": [room for room in FLOWS_ROOMS if room not in LEVELS[-1]],
     "generate/": [],
 }

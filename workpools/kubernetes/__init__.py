@@ -1,7 +1,15 @@
-"""The Kubernetes work pool: prefect-kubernetes' worker with a GPU-ready base job template.
+"""Kubernetes: organizers' evaluation images as Jobs, and a work pool for images that carry evalq.
 
-The pool's type is `evalq-kubernetes` (`worker.EvaluationKubernetesWorker`): prefect-kubernetes'
-worker that also creates the run's config files as a ConfigMap before the Job.
+An organizer's image runs as it is (`evalq k8s render|submit`, `cli.py`): the config
+(`config.py`, the old GKE tool's sections in `sections.py`) becomes a Job and a ConfigMap in the
+old tool's shape (`jobspec.py`, `prepare.py`), and a `kubernetes-job` flow run (`flow.py`,
+its parameter in `submission.py`, created by `runs.py`) creates them through prefect-kubernetes'
+job API and follows the Job from outside the pod; `logs.py` reads a Job's lines back from Cloud
+Logging (`evalq k8s logs`); `provenance.py` records the config's commit.
+
+For images that carry evalq (`prefect_in_pod: true`), the pool's type is `evalq-kubernetes`
+(`worker.EvaluationKubernetesWorker`): prefect-kubernetes' worker that also creates the run's
+config files as a ConfigMap before the Job.
 
 `base-job-template.json` is prefect-kubernetes' default template plus the variables a GPU
 evaluation needs (gpus, node_selector, tolerations, scratch_size/scratch_path, env_from,

@@ -1,4 +1,10 @@
-"""`evalq k8s render` and `evalq k8s submit`: organizers' evaluation configs as Kubernetes Jobs."""
+"""`evalq k8s render|submit|logs|runners`: organizers' evaluation configs as Kubernetes Jobs.
+
+The image runs as it is (its own command; Prefect outside the pod, in the `kubernetes-job`
+flow); a config with `prefect_in_pod: true` keeps the path where the pod runs the
+`run-command` flow. The old GKE tool's habits work: `render CONFIG RUN_SPECS OUTPUT`,
+`submit --job-spec PATH --config-version SHA`, `logs JOB_NAME --since 3d --output FILE`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,31 @@ from typing import List, Optional
 import typer
 
 from generate.errors import InputError, exit_on_input_error
+from workpools.kubernetes.jobspec import (
+    DEFAULT_BACKOFF_LIMIT,
+    DEFAULT_SCRATCH_CLASS,
+    DEFAULT_TTL_SECONDS,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Kubernetes evaluation jobs from organizers' configs.")
 
-DEFAULT_DEPLOYMENT = "run-command/kubernetes"
-CONFIG = typer.Argument(..., help="The evaluation config (YAML).")
-FILES = typer.Argument(None, help="Config files, mounted under /etc/configs.")
+CONFIG = typer.Argument(..., help="The evaluation config (YAML), in evalq's or the old GKE tool's format.")
+FILES = typer.Argument(None, help="Companion files, mounted under /etc/configs (with a helm section the first is the run specs).")
 PLACEHOLDER_NOTE = "# Rendered offline by `evalq k8s render`: the flow run id and name are placeholders.\n"
 VERSIONS = typer.Option(["1.30", "1.33"], "--kubernetes-version", help="Validate against this Kubernetes schema (repeatable).")
+CONFIG_VERSION = typer.Option(None, "--config-version", help="The commit to record in CONFIG_VERSION (default: the config's git HEAD).")
+# The Job's settings: unset, they come from the config, else the old GKE tool's values.
+JOB_NAME = typer.Option(None, "--job-name", help="Default eval-<adjective>-<animal>; also the flow run's name.")
+NAMESPACE = typer.Option(None, "--namespace", help="Default: the config's namespace, else `default`.")
+SERVICE_ACCOUNT = typer.Option(None, "--service-account", help="Default: the config's, else `kubernetes`.")
+TTL = typer.Option(DEFAULT_TTL_SECONDS, "--ttl", min=0, help="ttlSecondsAfterFinished of the Job.")
+BACKOFF_LIMIT = typer.Option(DEFAULT_BACKOFF_LIMIT, "--backoff-limit", min=0, help="Retries of a failed pod before the Job fails.")
+SCRATCH_SIZE = typer.Option(None, "--scratch-size", help="Size of /scratch (default: compute_config.scratch, 50Gi).")
+SCRATCH_CLASS = typer.Option(DEFAULT_SCRATCH_CLASS, "--scratch-class", help="Storage class of the /scratch ephemeral claim.")
+SCRATCH_EMPTY_DIR = typer.Option(False, "--scratch-empty-dir", help="/scratch as an emptyDir instead of a claim.")
+MLFLOW_IMAGE = typer.Option(None, "--mlflow-image", help="Image of the init container for model_config.mlflow_artifact (default: the old tool's mlflow-skinny-gcp).")
+GCS_IMAGE = typer.Option(None, "--gcs-image", help="Image of the init container for model_config.gs_uri (default: google-cloud-cli:slim).")
+JOB_OPTIONS = {"job_name": "--job-name", "ttl_seconds_after_finished": "--ttl", "scratch_class": "--scratch-class"}
 
 
 @app.callback()
@@ -23,38 +46,24 @@ def k8s() -> None:
     """Kubernetes evaluation jobs from organizers' configs."""
 
 
-def require_prefect_kubernetes() -> None:
+def job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
+                scratch_empty_dir, mlflow_image, gcs_image):
+    """A `JobOptions` from the command line (unset ones keep their defaults), or `InputError` naming the first bad option."""
+    from pydantic import ValidationError
+
+    from generate.errors import option_error
+    from workpools.kubernetes.jobspec import JobOptions, new_job_name
+
+    optional = {"namespace": namespace, "service_account": service_account, "scratch_size": scratch_size,
+                "mlflow_image": mlflow_image, "gcs_image": gcs_image}
     try:
-        import kubernetes_validate  # noqa: F401
-        import prefect_kubernetes  # noqa: F401
-    except ModuleNotFoundError as exc:
-        raise InputError(None, f"{exc.name} is not installed: pip install 'eval-jobqueue[kubernetes]'") from None
-
-
-def checked_manifests(config_path: Path, values: dict, name: str, tags: list[str], versions: list[str]) -> list[dict]:
-    """The ConfigMap and Job for `values`, strictly valid for `versions`, else `InputError` on the config."""
-    from workpools.kubernetes.render import render_manifests, validate_manifests
-
-    require_prefect_kubernetes()
-    manifests = render_manifests(values, name, tags)
-    problem = validate_manifests(manifests, versions)
-    if problem:
-        raise InputError(config_path, problem)
-    return manifests
-
-
-def load(config_path: Path, files: list[Path] | None, git_commit: str | None):
-    """Config, its Kubernetes mapping and job variables (with the config files)."""
-    from workpools.kubernetes.config import load_config, read_config_files
-    from workpools.kubernetes.evaluation import job_variables
-
-    config = load_config(config_path)
-    config_files = read_config_files(list(files or []))
-    evaluation = config.evaluation(git_commit)
-    values = job_variables(evaluation)
-    if config_files:
-        values["config_files"] = config_files
-    return config, evaluation, values
+        return JobOptions(
+            job_name=job_name or new_job_name(), ttl_seconds_after_finished=ttl, backoff_limit=backoff_limit,
+            scratch_class=None if scratch_empty_dir else scratch_class,
+            **{key: value for key, value in optional.items() if value is not None},
+        )
+    except ValidationError as exc:
+        raise option_error(exc, JOB_OPTIONS) from None
 
 
 @app.command("render")
@@ -64,75 +73,193 @@ def render(
     files: Optional[List[Path]] = FILES,
     output: Optional[Path] = typer.Option(None, "--output", help="Write the manifests here (YAML), else print them."),
     kubernetes_version: List[str] = VERSIONS,
+    config_version: Optional[str] = CONFIG_VERSION,
+    job_name: Optional[str] = JOB_NAME,
+    namespace: Optional[str] = NAMESPACE,
+    service_account: Optional[str] = SERVICE_ACCOUNT,
+    ttl: int = TTL,
+    backoff_limit: int = BACKOFF_LIMIT,
+    scratch_size: Optional[str] = SCRATCH_SIZE,
+    scratch_class: str = SCRATCH_CLASS,
+    scratch_empty_dir: bool = SCRATCH_EMPTY_DIR,
+    mlflow_image: Optional[str] = MLFLOW_IMAGE,
+    gcs_image: Optional[str] = GCS_IMAGE,
 ) -> None:
-    """The ConfigMap and Job a submitted CONFIG would create, validated strictly."""
-    import yaml
+    """The ConfigMap and Job a submitted CONFIG would create, validated strictly.
 
-    from generate.jsonio import write_atomic
-    from workpools.kubernetes.evaluation import flow_run_tags
+    The old tool's `render CONFIG RUN_SPECS OUTPUT.yml` works too (a new OUTPUT.yml)."""
+    from generate.jsonio import read_text, write_atomic
+    from workpools.kubernetes.config import parse_config
+    from workpools.kubernetes.prepare import (
+        RENDER_NOTE,
+        checked,
+        dump_manifests,
+        image_job,
+        split_output,
+    )
+    from workpools.kubernetes.provenance import head_commit
 
-    _, evaluation, values = load(config, files, git_commit=None)
-    manifests = checked_manifests(config, values, "evaluation", flow_run_tags(evaluation), kubernetes_version)
-    text = PLACEHOLDER_NOTE + yaml.safe_dump_all(manifests, sort_keys=False)
+    files, output = split_output(list(files or []), output)
+    text = read_text(config)
+    settings = parse_config(text, config)
+    if settings.prefect_in_pod:
+        manifests = command_manifests(config, settings, files, "evaluation", None, kubernetes_version)
+        note = PLACEHOLDER_NOTE
+    else:
+        options = job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
+                              scratch_empty_dir, mlflow_image, gcs_image)
+        version = config_version or head_commit(config) or "unversioned"
+        manifests = checked(image_job(config, settings, text, files, options, version), kubernetes_version, config)
+        note = RENDER_NOTE.format(config=config, version=version, output=output or "JOB_SPEC.yml")
+    rendered = note + dump_manifests(manifests)
     if output is None:
-        print(text, end="")
+        print(rendered, end="")
         return
-    write_atomic(output, text)
+    write_atomic(output, rendered)
     print(f"{len(manifests)} manifests ({', '.join(m['kind'] for m in manifests)}) -> {output}")
+
+
+def command_manifests(config_path: Path, settings, files: list[Path], name: str, commit: str | None,
+                      versions: list[str], tags: list[str] | None = None) -> list[dict]:
+    """prefect_in_pod: what the evalq-kubernetes worker creates for a run-command run (its template)."""
+    from workpools.kubernetes.evaluation import flow_run_tags
+    from workpools.kubernetes.prepare import checked, require_prefect_kubernetes
+    from workpools.kubernetes.render import render_manifests
+
+    require_prefect_kubernetes()
+    values = command_job_variables(settings, files, commit)
+    return checked(render_manifests(values, name, tags or flow_run_tags(settings.evaluation(commit))), versions, config_path)
+
+
+def command_job_variables(settings, files: list[Path], commit: str | None) -> dict:
+    from workpools.kubernetes.config import read_config_files
+    from workpools.kubernetes.evaluation import job_variables
+
+    values = job_variables(settings.evaluation(commit))
+    config_files = read_config_files(files)
+    if config_files:
+        values["config_files"] = config_files
+    return values
 
 
 @app.command("submit")
 @exit_on_input_error
 def submit(
-    config: Path = CONFIG,
+    config: Optional[Path] = typer.Argument(None, help="The evaluation config (YAML); or --job-spec."),
     files: Optional[List[Path]] = FILES,
-    config_version: Optional[str] = typer.Option(None, "--config-version", help="Commit to record (default: the config's git HEAD)."),
-    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Submit although the config's git tree has uncommitted changes."),
-    deployment: str = typer.Option(DEFAULT_DEPLOYMENT, "--deployment", help="flow/deployment on the evalq-kubernetes pool."),
+    job_spec: Optional[Path] = typer.Option(None, "--job-spec", help="A spec `evalq k8s render` wrote earlier, submitted as it is."),
+    config_version: Optional[str] = CONFIG_VERSION,
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Submit although the git tree has uncommitted changes."),
+    deployment: Optional[str] = typer.Option(
+        None, "--deployment", help="flow/deployment: kubernetes-job/runner, or run-command/kubernetes with prefect_in_pod."),
+    credentials: Optional[str] = typer.Option(
+        None, "--credentials", help="KubernetesCredentials block the flow uses (default: in-cluster account, else kubeconfig)."),
+    poll_seconds: int = typer.Option(5, "--poll-seconds", min=1, help="How often the flow reads the Job's status."),
+    job_name: Optional[str] = JOB_NAME,
+    namespace: Optional[str] = NAMESPACE,
+    service_account: Optional[str] = SERVICE_ACCOUNT,
+    ttl: int = TTL,
+    backoff_limit: int = BACKOFF_LIMIT,
+    scratch_size: Optional[str] = SCRATCH_SIZE,
+    scratch_class: str = SCRATCH_CLASS,
+    scratch_empty_dir: bool = SCRATCH_EMPTY_DIR,
+    mlflow_image: Optional[str] = MLFLOW_IMAGE,
+    gcs_image: Optional[str] = GCS_IMAGE,
 ) -> None:
-    """Queue CONFIG as a flow run on the Kubernetes pool, tagged with its provenance; print its URL."""
+    """Queue CONFIG (or --job-spec) as a flow run tagged with its provenance; print the Job's name and the run's URL."""
+    from generate.jsonio import read_text
     from workpools.cli import with_prefect_api
-    from workpools.kubernetes.evaluation import flow_run_tags
-    from workpools.kubernetes.provenance import DIRTY_TAG
+    from workpools.kubernetes.config import parse_config
+    from workpools.kubernetes.prepare import checked, image_job, run_tags
     from workpools.kubernetes.provenance import config_version as find_version
+    from workpools.kubernetes.runs import (
+        DEFAULT_JOB_DEPLOYMENT,
+        create_job_run,
+        run_url,
+    )
+    from workpools.kubernetes.submission import (
+        JobRequest,
+        read_job_spec,
+        spec_config,
+        with_config_version,
+    )
+
+    if (config is None) == (job_spec is None):
+        raise InputError(None, "give CONFIG [FILES]... or --job-spec PATH (one of them)")
+    if job_spec is not None:
+        if files:
+            raise InputError(None, "--job-spec carries its config files already: give no FILES")
+        changed = {"--job-name": job_name, "--namespace": namespace, "--service-account": service_account,
+                   "--ttl": ttl != DEFAULT_TTL_SECONDS, "--backoff-limit": backoff_limit != DEFAULT_BACKOFF_LIMIT,
+                   "--scratch-size": scratch_size, "--scratch-class": scratch_class != DEFAULT_SCRATCH_CLASS,
+                   "--scratch-empty-dir": scratch_empty_dir,
+                   "--mlflow-image": mlflow_image, "--gcs-image": gcs_image}
+        if any(changed.values()):
+            option = next(name for name, value in changed.items() if value)
+            raise InputError(None, f"{option}: --job-spec is submitted as it is; render it again to change the Job")
+        version = find_version(job_spec, config_version, allow_dirty)
+        job, config_map = read_job_spec(job_spec)
+        job = with_config_version(job, version.commit)
+        checked([doc for doc in (config_map, job) if doc], ["1.33"], job_spec)
+        tags = run_tags(spec_config(job_spec, config_map), job, version.commit, version.dirty)
+    else:
+        text = read_text(config)
+        settings = parse_config(text, config)
+        version = find_version(config, config_version, allow_dirty)
+        if settings.prefect_in_pod:
+            submit_command(config, settings, list(files or []), version, deployment)
+            return
+        options = job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
+                              scratch_empty_dir, mlflow_image, gcs_image)
+        config_map, job = checked(image_job(config, settings, text, list(files or []), options, version.commit), ["1.33"], config)
+        tags = run_tags(settings, job, version.commit, version.dirty)
+    request = JobRequest(job=job, config_map=config_map, credentials=credentials, poll_seconds=poll_seconds)
+    run = with_prefect_api(create_job_run(deployment or DEFAULT_JOB_DEPLOYMENT, request, tags))
+    print(f"{request.name}\t{run_url(run)}")
+
+
+def submit_command(config: Path, settings, files: list[Path], version, deployment: str | None) -> None:
+    """prefect_in_pod: a run-command run on the evalq-kubernetes pool; print its URL."""
+    from workpools.cli import with_prefect_api
+    from workpools.kubernetes.prepare import run_tags
+    from workpools.kubernetes.runs import (
+        DEFAULT_COMMAND_DEPLOYMENT,
+        create_command_run,
+        run_url,
+    )
     from workpools.local.job import CommandJob
 
-    version = find_version(config, config_version, allow_dirty)
-    settings, evaluation, values = load(config, files, version.commit)
-    tags = flow_run_tags(evaluation) + (["evalq"] + ([DIRTY_TAG] if version.dirty else []))
-    checked_manifests(config, values, "evaluation", tags, ["1.33"])
+    values = command_job_variables(settings, files, version.commit)
+    tags = run_tags(settings, {}, version.commit, version.dirty)
+    command_manifests(config, settings, files, "evaluation", version.commit, ["1.33"], tags)
     job = CommandJob(argv=settings.args, label=f"{settings.image.rsplit('/', 1)[-1]}:{settings.image_tag}")
-    run = with_prefect_api(create_run(deployment, job, values, tags))
+    run = with_prefect_api(create_command_run(deployment or DEFAULT_COMMAND_DEPLOYMENT, job, values, tags))
     print(run_url(run))
 
 
-async def create_run(deployment_name: str, job, values: dict, tags: list[str]):
-    """A flow run of `deployment_name` (which must be on an evalq-kubernetes pool) with these job variables."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+@app.command("logs")
+@exit_on_input_error
+def logs(
+    job_name: str = typer.Argument(..., help="The Job's name, e.g. eval-merciful-crocodile."),
+    since: str = typer.Option("1d", "--since", help="How far back: 30m, 12h, 3d, 2w."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the entries to this JSON file (else stdout)."),
+    project: Optional[str] = typer.Option(None, "--project", help="Google Cloud project (default: GOOGLE_CLOUD_PROJECT or the credentials')."),
+) -> None:
+    """A Job's log entries from Cloud Logging, oldest first, as JSON (the old tool's get-job-logs)."""
+    from flows.cloudlogging.client import make_client
+    from flows.cloudlogging.read import parse_since
+    from generate.jsonio import dump_json, write_atomic
+    from workpools.kubernetes.jobspec import JOB_NAME as NAME_PATTERN
+    from workpools.kubernetes.logs import read_job_logs
 
-    from workpools.kubernetes import WORK_POOL_TYPE
-
-    async with get_client() as client:
-        try:
-            deployment = await client.read_deployment_by_name(deployment_name)
-        except ObjectNotFound:
-            raise InputError(None, f"no deployment {deployment_name}: run `evalq workpools apply --kind kubernetes` first") from None
-        pool = await client.read_work_pool(deployment.work_pool_name) if deployment.work_pool_name else None
-        if pool is None or pool.type != WORK_POOL_TYPE:
-            where = f"pool {pool.name} of type {pool.type}" if pool else "no work pool"
-            raise InputError(None, f"--deployment {deployment_name} is on {where}, not an {WORK_POOL_TYPE} pool")
-        return await client.create_flow_run_from_deployment(
-            deployment.id, parameters={"job": job.model_dump(mode="json")}, name=job.run_name(),
-            tags=tags, job_variables=values,
-        )
-
-
-def run_url(run) -> str:
-    """The flow run's page in the Prefect UI (its id when no UI address is known)."""
-    from prefect.utilities.urls import url_for
-
-    return url_for(run) or str(run.id)
+    if not NAME_PATTERN.match(job_name):
+        raise InputError(None, f"JOB_NAME {job_name!r}: not a Kubernetes Job name (lowercase letters, digits and '-')")
+    entries = read_job_logs(make_client(project), job_name, parse_since(since))
+    if output is None:
+        print(dump_json(entries), end="")
+        return
+    write_atomic(output, dump_json(entries))
+    print(f"{len(entries)} entries -> {output}")
 
 
 RUNNER_OPTIONS = {"work_queues": "--work-queue", "node_selector": "--node-selector", "tolerations": "--toleration",

@@ -51,3 +51,21 @@ def config_version(config: Path, override: str | None, allow_dirty: bool) -> Con
     if head.returncode != 0:
         raise InputError(config, "its git repository has no commit yet: commit the config or pass --config-version SHA")
     return ConfigVersion(head.stdout.strip(), dirty=bool(changes))
+
+
+def repo_path(path: Path) -> str:
+    """`path` inside its git repository (`jobs/evaluation/eval.yml`), as `CONFIG_PATH_GIT_REPO`
+    has it; outside git, the path as given."""
+    top = git(path.resolve().parent, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path(top.stdout.strip()).resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def head_commit(path: Path) -> str | None:
+    """The HEAD commit of `path`'s repository, if it is in one with a commit."""
+    head = git(path.resolve().parent, "rev-parse", "HEAD")
+    return head.stdout.strip() if head.returncode == 0 else None
