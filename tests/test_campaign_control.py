@@ -73,7 +73,7 @@ def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path
 
     async def failed_run():
         for _ in range(600):
-            runs = [r for r in await campaign_runs(name) if r.name == "gate/pick/0" and r.state and r.state.is_failed()]
+            runs = [r for r in await campaign_runs(name) if r.name == f"{name}:gate/pick/0" and r.state and r.state.is_failed()]
             if runs:
                 return runs[0].id
             await asyncio.sleep(0.2)
@@ -108,4 +108,4 @@ def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path
     assert summary["done"] == 2 and summary["failed"] == {}
     assert (tmp_path / "results" / "failed.txt").read_text() == ""
     names = sorted(run.name for run in asyncio.run(campaign_runs(name)))
-    assert names == ["gate/pick/0", "gate/pick/0 (attempt 2)", "gate/pick/1"]
+    assert names == [f"{name}:gate/pick/0", f"{name}:gate/pick/0 (attempt 2)", f"{name}:gate/pick/1"]

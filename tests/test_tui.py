@@ -85,7 +85,7 @@ def known(prefect_server, tmp_path_factory):
             ids = (await seed.seed_episodes(c, CAMPAIGN, episodes, str(results))).ids
             first_try = await c.read_flow_runs(
                 flow_run_filter=run_filter([naming.campaign_tag(CAMPAIGN)], like="alpha/pick/2"), limit=5, sort=FlowRunSort.NAME_ASC)
-            ids["alpha/pick/2#1"] = next(r.id for r in first_try if r.name == "alpha/pick/2")
+            ids["alpha/pick/2#1"] = next(r.id for r in first_try if r.name == naming.episode_run_name(CAMPAIGN, "alpha/pick/2"))
             other = await seed.seed_episodes(c, "tui-other", [seed.SeedEpisode("zeta", "pick", 0, "running")])
             await seed.seed_limits(c, [
                 seed.SeedServer(SERVER_A1, POOL_A, 1, 1), seed.SeedServer(SERVER_A2, POOL_A, 2, 0), seed.SeedServer(SERVER_B1, POOL_B, 1, 1),
@@ -304,7 +304,7 @@ class TestSource:
         assert done.metrics == {"success": 1, "steps": 42, "evalq": {"video": str(known["video"])}}
         assert done.video == str(known["video"]) and retried.video is None
         assert done.parameters["job"]["id"] == "alpha/pick/0" and done.states[-1].type == "COMPLETED"
-        assert [(a.name, a.state_type) for a in retried.attempts] == [("alpha/pick/2", "FAILED"), ("alpha/pick/2 (attempt 2)", "COMPLETED")]
+        assert [(a.name, a.state_type) for a in retried.attempts] == [("tui-known:alpha/pick/2", "FAILED"), ("tui-known:alpha/pick/2 (attempt 2)", "COMPLETED")]
         assert running.server == SERVER_A1
         assert [line.message for line in running.logs] == ["loaded simulator", "slow policy server", "step timeout"]
         assert running.metrics is None and running.ui_url.endswith(f"/runs/flow-run/{known['ids']['alpha/place/0']}")

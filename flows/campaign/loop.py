@@ -177,7 +177,7 @@ class CampaignLoop:
         run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
             deployment_id,
             parameters=self.episode_parameters(ticket),
-            name=episode_run_name(ticket.job, ticket.attempt),
+            name=episode_run_name(self.s.name, ticket.job.id, ticket.attempt),
             tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
         ))
