@@ -32,6 +32,9 @@ PREFORK_LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
 
 TAG = "evalq"
 EPISODE_TAG = "evalq-episode"
+RERUN_TAG = "evalq-rerun"
+"""Added by an episode run that starts again after it had ended (the Prefect UI's Retry,
+`prefect flow-run retry`): its state history holds more than one attempt."""
 
 # Events (resource = the policy server, related = flow run, pool, campaign)
 SLOT_ACQUIRED = "evalq.slot.acquired"
