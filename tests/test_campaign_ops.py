@@ -172,6 +172,11 @@ def test_a_cancelled_episode_is_reported_not_requeued_and_only_brings_it_back(ep
         named = run_campaign(tmp_path, jobs, resources, "ops-cancel", evaluator_options=FAST_SIM, only=["calm/pick/1"])
     assert named["done"] == 1 and not named["cancelled"]
     assert run_names("ops-cancel") == ["ops-cancel:calm/pick/1", "ops-cancel:calm/pick/1 (attempt 2)"]
+    # Jobs, not runs: the cancelled run was superseded by the one that completed (it said "cancelled 1").
+    listed = next(c for c in json.loads(evalq("campaign", "list", "--json", env=api_env()).stdout) if c["name"] == "ops-cancel")
+    assert (listed["done"], listed["cancelled"], listed["failed"], listed["attempts"], listed["retries"]) == (1, 0, 0, 2, 1)
+    report = report_of("ops-cancel")
+    assert (report["done"], report["cancelled"], report["attempts"], report["retries"]) == (1, 0, 2, 1)
 
 
 async def start_episode_by_hand(job, resources, name: str, results_dir: str, options: dict):
@@ -212,7 +217,8 @@ def test_runs_in_flight_are_adopted_purge_refuses_then_removes_runs_but_keeps_re
     listed = evalq("campaign", "list", "--json", env=api_env())
     assert listed.returncode == 0, listed.stderr
     mine = next(c for c in json.loads(listed.stdout) if c["name"] == "ops-purge")
-    assert (mine["planned"], mine["completed"], mine["in_flight"], mine["state"]) == (1, 1, 0, "done")
+    assert (mine["planned"], mine["done"], mine["failed"], mine["in_flight"], mine["waiting"], mine["state"]) == (1, 1, 0, 0, 0, "done")
+    assert (mine["attempts"], mine["retries"], mine["runs"]) == (1, 0, 1)
     table = evalq("campaign", "list", env=api_env())
     assert "ops-purge" in table.stdout
 

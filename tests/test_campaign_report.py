@@ -94,3 +94,19 @@ def test_a_cancel_belongs_to_the_attempt_it_was_asked_for():
     assert not cancel_in_last_attempt(cancelled_then_rerun)
     assert cancel_in_last_attempt(cancelled_then_rerun[:4])
     assert cancel_in_last_attempt(cancelled_then_rerun + [state(12, StateType.SCHEDULED), state(13, StateType.CANCELLING)])
+
+
+def test_jobs_count_by_their_latest_run_and_a_cancel_asked_for_counts_cancelled():
+    from collections import Counter
+
+    from flows.reports.jobs import JobCounts, jobs_by_state
+
+    failed, done, crashed, waiting = ("FAILED", "Failed"), ("COMPLETED", "Completed"), ("CRASHED", "Crashed"), ("RUNNING", "WaitingForServer")
+    runs = Counter({done: 3, failed: 3, crashed: 1, waiting: 1, ("CANCELLED", "Cancelled"): 1})
+    retried = {"a/pick/1": [(1, failed), (2, done)],  # failed once, then done
+               "a/pick/2": [(1, crashed), (2, failed), (3, waiting)],  # in flight again
+               "a/pick/3": [(1, ("CANCELLED", "Cancelled")), (2, done)]}  # cancelled, then brought back with --only
+    jobs = jobs_by_state(runs, retried, asked_to_cancel=Counter({failed: 1}))  # one latest failure was a cancel
+    counts = JobCounts(by_state=dict(jobs), runs=9, attempts=10, retries=10 - sum(jobs.values()), planned=8)
+    assert (counts.done, counts.failed, counts.cancelled, counts.in_flight, counts.waiting) == (3, 0, 1, 1, 3)
+    assert (counts.jobs, counts.retries) == (5, 5)

@@ -15,7 +15,7 @@ from prefect import get_client
 from prefect.states import Scheduled
 
 from flows.runtime.api import use_api
-from kit import make_fleet, make_job, wait_for
+from kit import campaign_log, make_fleet, make_job, wait_for
 from test_campaign import campaign_runs, run_campaign
 from test_campaign_cli import evalq
 
@@ -28,18 +28,6 @@ def api_env() -> dict:
 
 async def run_of(campaign: str, job_id: str):
     return next((run for run in await campaign_runs(campaign) if run.name == f"{campaign}:{job_id}"), None)
-
-
-async def campaign_log(campaign: str) -> list[str]:
-    """The log lines of the campaign's own flow run(s)."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    from flows.reports.runs import campaign_flow_runs
-
-    async with get_client() as client:
-        ids = [run.id for run in await campaign_flow_runs(client, campaign)]
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
-    return [log.message for log in logs]
 
 
 def state_of(campaign: str, job_id: str) -> str | None:
@@ -103,6 +91,8 @@ def test_a_failed_episode_rerun_from_the_prefect_ui_while_the_campaign_runs_ends
     report = json.loads(evalq("campaign", "report", name, "--json", env=api_env()).stdout)
     assert (report["done"], report["failed"], report["runs"], report["attempts"], report["retries"]) == (2, 0, 2, 3, 1)
     assert [(p["name"], p["failed_attempts"]) for p in report["pools"]] == [("gate_1", 1)]  # the first attempt stays counted
+    listed = next(c for c in json.loads(evalq("campaign", "list", "--json", env=api_env()).stdout) if c["name"] == name)
+    assert (listed["done"], listed["failed"], listed["in_flight"], listed["waiting"], listed["attempts"], listed["retries"]) == (2, 0, 0, 0, 3, 1)
 
 
 def test_a_failed_episode_rerun_after_the_campaign_ended_is_written_off_failed_txt(episode_worker, tmp_path):

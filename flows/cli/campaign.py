@@ -131,13 +131,13 @@ def campaign_list(as_json: bool = typer.Option(False, "--json", help="As JSON"))
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Campaigns (episode runs by state)")
-    for column in ("campaign", "state", "planned", "completed", "failed attempts", "cancelled", "in flight", "runs", "updated"):
+    table = Table(title="Campaigns (episodes by their latest run; attempts and retries apart)")
+    for column in ("campaign", "state", "planned", "done", "failed", "cancelled", "in flight", "waiting", "attempts", "retries", "updated"):
         table.add_column(column)
     for c in campaigns:
         updated = f"{c.updated:%Y-%m-%d %H:%M}" if c.updated else "-"
-        table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.completed),
-                      str(c.failed_attempts), str(c.cancelled), str(c.in_flight), str(c.runs), updated)
+        table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.done), str(c.failed), str(c.cancelled),
+                      str(c.in_flight), "-" if c.waiting is None else str(c.waiting), str(c.attempts), str(c.retries), updated)
     Console(width=160).print(table)
 
 
