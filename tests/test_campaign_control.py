@@ -126,36 +126,31 @@ def test_a_pause_belongs_to_its_invocation(episode_worker, tmp_path):
     # Failed before the fix: the second invocation started "Dispatch paused" by the first one's
     # variable, and nothing said why or how to resume.
     import threading
+    import time
 
     from flows.runtime.api import use_api
 
     fleet, resources = make_fleet({"pause_1": [1]})
-    jobs = [make_job(tmp_path, "pause", "pick", 0, ["pause_1"])]
-    asyncio.run(pause_value("pause-left", True))  # as an earlier invocation (evaltui's `p`) left it
-    with fleet:
-        summary = run_campaign(tmp_path, jobs, resources, "pause-left")
-    assert summary["done"] == 1
-    assert asyncio.run(pause_value("pause-left")) is False
-    wait_for(lambda: any("left dispatch paused: this one starts unpaused" in line for line in asyncio.run(campaign_log("pause-left"))),
-             30, "the campaign to say it cleared the old pause")
-
     seen: dict = {}
 
     def resume_later():
         with use_api(os.environ["PREFECT_API_URL"]):
             wait_for(lambda: asyncio.run(pause_value("pause-start")) is True, 60, "the campaign to start paused")
-            import time
-
             time.sleep(3)  # a few of its ticks: nothing may be dispatched meanwhile
             seen["runs while paused"] = len(asyncio.run(campaign_runs("pause-start")))
             asyncio.run(pause_value("pause-start", False))
 
     resumer = threading.Thread(target=resume_later)
-    jobs = [make_job(tmp_path, "pause", "pick", 1, ["pause_1"])]
+    asyncio.run(pause_value("pause-left", True))  # as an earlier invocation (evaltui's `p`) left it
     with fleet:
+        left = run_campaign(tmp_path, [make_job(tmp_path, "pause", "pick", 0, ["pause_1"])], resources, "pause-left")
         resumer.start()
-        try:
-            summary = run_campaign(tmp_path, jobs, resources, "pause-start", paused=True)
+        try:  # --paused: this invocation starts paused, and dispatches once resumed
+            started = run_campaign(tmp_path, [make_job(tmp_path, "pause", "pick", 1, ["pause_1"])], resources, "pause-start", paused=True)
         finally:
             resumer.join(90)
-    assert seen["runs while paused"] == 0 and summary["done"] == 1
+    assert left["done"] == 1
+    assert asyncio.run(pause_value("pause-left")) is False
+    wait_for(lambda: any("left dispatch paused: this one starts unpaused" in line for line in asyncio.run(campaign_log("pause-left"))),
+             30, "the campaign to say it cleared the old pause")
+    assert seen["runs while paused"] == 0 and started["done"] == 1
