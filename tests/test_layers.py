@@ -21,7 +21,7 @@ from conftest import REPO
 PREFECT_FREE = [
     "generate.models", "generate.jsonio", "generate.errors",
     "flows.naming", "flows.campaign.settings", "flows.campaign.plan", "flows.campaign.dispatch",
-    "flows.campaign.prefetch", "flows.campaign.selection", "flows.slots.steering", "flows.slots.events",
+    "flows.campaign.prefetch", "flows.campaign.selection", "flows.campaign.run_history", "flows.slots.steering", "flows.slots.events",
     "flows.slots.pool_status", "flows.slots.quarantine_policy", "flows.slots.waiting", "flows.results.metrics_files",
     "flows.results.leaderboard", "flows.runtime.process_groups", "tui.models", "tui.aggregate",
 ]

@@ -139,6 +139,20 @@ async def feed(pilot, *messages) -> None:
     await pilot.pause()
 
 
+def open_detail_then(*keys: str):
+    async def run_before(pilot):
+        await feed(pilot, *queue_messages())
+        pilot.app.open_episode(str(run_id(3)))
+        await pilot.pause()
+        pilot.app.post_message(msg.DetailLoaded(detail()))
+        await pilot.pause()
+        if keys:
+            await pilot.press(*keys)
+            await pilot.pause()
+
+    return run_before
+
+
 def queue_messages(paused: bool = False):
     return (msg.QueueLoaded(queue_snapshot(paused), rows_page()), msg.EpisodesLoaded(episodes_page()))
 
@@ -178,14 +192,7 @@ def test_logs(snap_compare):
 
 
 def test_episode_detail(snap_compare):
-    async def run_before(pilot):
-        await feed(pilot, *queue_messages())
-        pilot.app.open_episode(str(run_id(3)))
-        await pilot.pause()
-        pilot.app.post_message(msg.DetailLoaded(detail()))
-        await pilot.pause()
-
-    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=open_detail_then())
 
 
 def test_unreachable_banner(snap_compare):
@@ -193,20 +200,6 @@ def test_unreachable_banner(snap_compare):
         await feed(pilot, msg.ApiStatus("Cannot reach the Prefect API at http://prefect.example:4200/api (connection refused or host down)"))
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
-
-
-def open_detail_then(*keys: str):
-    async def run_before(pilot):
-        await feed(pilot, *queue_messages())
-        pilot.app.open_episode(str(run_id(3)))
-        await pilot.pause()
-        pilot.app.post_message(msg.DetailLoaded(detail()))
-        await pilot.pause()
-        if keys:
-            await pilot.press(*keys)
-            await pilot.pause()
-
-    return run_before
 
 
 class TestKeys:

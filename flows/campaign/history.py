@@ -234,21 +234,26 @@ async def read_histories(client, records: list[EpisodeRecord], every_attempt: bo
     return [read_again.get(r.run_id, r) for r in records]
 
 
-async def read_episode_records(client, campaign: str, every_attempt: bool = False) -> list[EpisodeRecord]:
-    """Every episode run of the campaign (by its tag), page by page; histories as
-    `read_histories` reads them."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+async def read_campaign_runs(client, campaign: str, sort: str = "ID_DESC", **criteria) -> list:
+    """The campaign's episode runs (by its tag) matching `criteria` (`FlowRunFilter` fields as
+    JSON, e.g. `state={"type": {"any_": ["FAILED"]}}`), page by page."""
+    from prefect.client.schemas.filters import FlowRunFilter
     from prefect.client.schemas.sorting import FlowRunSort
 
-    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(campaign)]))
-    records: list[EpisodeRecord] = []
-    offset = 0
+    run_filter = FlowRunFilter.model_validate({"tags": {"all_": [EPISODE_TAG, campaign_tag(campaign)]}, **criteria})
+    runs, offset = [], 0
     while True:
-        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
-        records.extend(record_of(run) for run in page)
+        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort[sort], limit=PAGE, offset=offset)
+        runs += page
         if len(page) < PAGE:
-            return await read_histories(client, records, every_attempt)
+            return runs
         offset += PAGE
+
+
+async def read_episode_records(client, campaign: str, every_attempt: bool = False) -> list[EpisodeRecord]:
+    """Every episode run of the campaign, histories as `read_histories` reads them."""
+    records = [record_of(run) for run in await read_campaign_runs(client, campaign)]
+    return await read_histories(client, records, every_attempt)
 
 
 async def plan_rerun(client, campaign: str, pending: list, revive_cancelled: bool, logger) -> ResumePlan:

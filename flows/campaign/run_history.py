@@ -5,7 +5,8 @@ flow-run retry` (both set the ended run Scheduled again), ends once per rerun un
 id, name and tags: only its state history keeps the earlier ends. `attempt_ends` finds them,
 each with whether someone asked to cancel it on its way (a Cancelling state since the run
 last left a final state), so a cancel before a rerun does not make the rerun's failure a
-cancel too.
+cancel too. No Prefect here: state types are compared by their names (Prefect's `StateType`
+is a string enum).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
-from prefect.client.schemas.objects import StateType
-
-FINAL_TYPES = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
-FAILED_TYPES = frozenset({StateType.FAILED, StateType.CRASHED})
+FINAL_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+FAILED_TYPES = frozenset({"FAILED", "CRASHED"})
+CANCELLING = "CANCELLING"
 
 
 class StateLike(Protocol):
-    type: StateType
+    type: str
+    """A Prefect `StateType` (a string enum) or its name."""
     name: str | None
     message: str | None
     timestamp: dt.datetime
@@ -31,7 +32,7 @@ class StateLike(Protocol):
 class AttemptEnd:
     """How one attempt of a run ended."""
 
-    state_type: StateType
+    state_type: str
     state_name: str
     message: str
     at: dt.datetime
@@ -59,7 +60,7 @@ def attempt_ends(states: Iterable[StateLike]) -> list[AttemptEnd]:
     previous_final = False
     for state in sorted(states, key=lambda s: s.timestamp):
         if state.type in FINAL_TYPES:
-            end = AttemptEnd(state.type, state.name or state.type.value.title(), state.message or "", state.timestamp,
+            end = AttemptEnd(state.type, state.name or str(getattr(state.type, "value", state.type)).title(), state.message or "", state.timestamp,
                              cancel_asked, started)
             if previous_final:
                 ends[-1] = end
@@ -70,7 +71,7 @@ def attempt_ends(states: Iterable[StateLike]) -> list[AttemptEnd]:
         if previous_final:  # left an end: a rerun in place
             cancel_asked, started = False, state.timestamp
         previous_final = False
-        cancel_asked = cancel_asked or state.type == StateType.CANCELLING
+        cancel_asked = cancel_asked or state.type == CANCELLING
     return ends
 
 
@@ -81,6 +82,6 @@ def cancel_in_last_attempt(states: Iterable[StateLike]) -> bool:
         final = state.type in FINAL_TYPES
         if previous_final and not final:
             asked = False  # a rerun in place starts afresh
-        asked = asked or state.type == StateType.CANCELLING
+        asked = asked or state.type == CANCELLING
         previous_final = final
     return asked

@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from flows.campaign.dispatch import Ticket
+from flows.campaign.history import read_campaign_runs
 from flows.campaign.outcomes import Outcome
-from flows.naming import EPISODE_TAG, campaign_tag
 
 FOLLOWED = (Outcome.FAILED, Outcome.CANCELLED)
 """Settlements a rerun can overturn (a done job has its metrics: a rerun of it skips)."""
 ACTIVE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED")
 MARGIN = dt.timedelta(seconds=10)
 """Overlap between looks: an end committed late is still seen."""
-PAGE = 200
 
 
 @dataclass
@@ -65,24 +64,10 @@ class SettledRuns:
         since = (self.looked_at or now - MARGIN) - MARGIN
         found: dict[UUID, object] = {}
         for criteria in ({"state": {"type": {"any_": list(ACTIVE_TYPES)}}}, {"end_time": {"after_": since.isoformat()}}):
-            for run in await read_all(client, campaign, criteria):
+            for run in await read_campaign_runs(client, campaign, **criteria):
                 if run.id in self.runs:
                     found[run.id] = run
         self.looked_at = now
         return [(run, self.runs[run_id]) for run_id, run in found.items()
                 if run.state is not None and run.state.id != self.runs[run_id].state_id]
 
-
-async def read_all(client, campaign: str, criteria: dict) -> list:
-    """The campaign's episode runs matching `criteria` (a `FlowRunFilter` as JSON), page by page."""
-    from prefect.client.schemas.filters import FlowRunFilter
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    run_filter = FlowRunFilter.model_validate({"tags": {"all_": [EPISODE_TAG, campaign_tag(campaign)]}, **criteria})
-    runs, offset = [], 0
-    while True:
-        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
-        runs += page
-        if len(page) < PAGE:
-            return runs
-        offset += PAGE

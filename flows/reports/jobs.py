@@ -20,7 +20,7 @@ from typing import Iterable
 
 from pydantic import BaseModel
 
-from flows.campaign.history import PAGE, latest_attempts, record_of
+from flows.campaign.history import PAGE, latest_attempts, read_campaign_runs, record_of
 from flows.naming import (
     ATTEMPT_SUFFIX,
     EPISODE_TAG,
@@ -119,24 +119,9 @@ async def runs_by_state(client, tags: list[str]) -> Counter:
     return counts
 
 
-async def read_runs(client, campaign: str, **criteria) -> list:
-    """The campaign's episode runs matching `criteria` (`FlowRunFilter` fields as JSON), paged."""
-    from prefect.client.schemas.filters import FlowRunFilter
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    run_filter = FlowRunFilter.model_validate({"tags": {"all_": [EPISODE_TAG, campaign_tag(campaign)]}, **criteria})
-    runs, offset = [], 0
-    while True:
-        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
-        runs += page
-        if len(page) < PAGE:
-            return runs
-        offset += PAGE
-
-
 async def retried_job_runs(client, campaign: str) -> dict[str, list]:
     """Job id -> every run of the jobs that have more than one attempt."""
-    later = [record_of(run) for run in await read_runs(client, campaign, name={"like_": ATTEMPT_SUFFIX.strip()})]
+    later = [record_of(run) for run in await read_campaign_runs(client, campaign, name={"like_": ATTEMPT_SUFFIX.strip()})]
     later = [record for record in later if record.attempt > 1]
     most = {}
     for record in later:
@@ -145,7 +130,7 @@ async def retried_job_runs(client, campaign: str) -> dict[str, list]:
              for name in (episode_run_name(campaign, job_id, attempt), job_id if attempt == 1 else f"{job_id}{ATTEMPT_SUFFIX}{attempt})")]
     earlier = []
     for start in range(0, len(names), PAGE):
-        earlier += [record_of(run) for run in await read_runs(client, campaign, name={"any_": names[start:start + PAGE]})]
+        earlier += [record_of(run) for run in await read_campaign_runs(client, campaign, name={"any_": names[start:start + PAGE]})]
     runs: dict[str, list] = {}
     for record in later + earlier:
         runs.setdefault(record.job_id, []).append(record)
@@ -181,7 +166,7 @@ async def count_jobs(client, campaign: str, planned: int | None = None, check_ca
     not_latest |= {latest[job_id].run_id for job_id, runs in by_job.items() if job_key(runs)[0] == "COMPLETED"}  # done after all
     asked: Counter = Counter()
     if check_cancels and any(kind in FAILED_TYPES for kind, _ in run_counts):
-        failed = await read_runs(client, campaign, state={"type": {"any_": list(FAILED_TYPES)}})
+        failed = await read_campaign_runs(client, campaign, state={"type": {"any_": list(FAILED_TYPES)}})
         asked = await cancel_asked(client, [run for run in failed if str(run.id) not in not_latest])
     jobs = jobs_by_state(run_counts, by_job, asked)
     runs = sum(run_counts.values())
