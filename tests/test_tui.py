@@ -635,3 +635,24 @@ def test_a_campaign_is_settled_only_when_everything_dispatched_has_ended():
     assert not snapshot({"completed": 3, "waiting": 1}, 4, 4).settled
     assert not snapshot({"completed": 3}, 3, 4).settled  # one job not dispatched yet
     assert not snapshot({}, 0, None).settled
+
+
+def test_the_run_index_counts_jobs_as_their_runs_change():
+    """Each add recounts only its job: retried, rerun, cancelled-after-failure, by (team, task)."""
+    from tui.run_index import RunIndex
+
+    index = RunIndex()
+    index.add("a1", "t", "pick", "failed", 1, job_id="t/pick/0", state_id="s1")
+    index.add("a2", "t", "pick", "completed", 2, job_id="t/pick/0", state_id="s2")  # retried, then done
+    index.add("b1", "t", "pick", "crashed", 1, job_id="t/pick/1", state_id="s3")
+    index.add("c1", "t", "open", "running", 1, active=True, job_id="t/open/0", rerun=True, state_id="s4")
+    buckets, runs, attempts, jobs, skipped = index.counts()
+    assert ({k: v for k, v in buckets.items() if v}, runs, attempts, jobs) == ({"completed": 1, "crashed": 1, "running": 1}, 4, 5, 3)
+    assert index.unchecked_failures() == ["b1"]
+    index.record_cancel("b1", "s3", True)  # it went through Cancelling: the user's cancel
+    assert index.counts()[0]["cancelled"] == 1 and index.counts()[0]["crashed"] == 0 and not index.unchecked_failures()
+    index.add("b1", "t", "pick", "scheduled", 1, active=True, job_id="t/pick/1", state_id="s5")  # rerun from the UI
+    assert index.counts()[0]["cancelled"] == 0 and index.counts()[0]["scheduled"] == 1
+    rows = {(r.task): (r.done, r.failed, r.cancelled, r.running, r.waiting, r.attempts, r.retries, r.total)
+            for r in index.rows({("t", "pick"): 3, ("t", "open"): 1, ("t", "place"): 2})}
+    assert rows == {"pick": (1, 0, 0, 1, 1, 3, 1, 3), "open": (0, 0, 0, 1, 0, 2, 1, 1), "place": (0, 0, 0, 0, 2, 0, 0, 2)}

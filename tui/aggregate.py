@@ -6,12 +6,11 @@ utilization history, log filtering, and text forms of durations and sparklines.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
-from tui.models import ACTIVE_BUCKETS, LogLine
+from tui.models import LogLine
 
 SPARK = "▁▂▃▄▅▆▇█"
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -131,113 +130,3 @@ def pages(total: int, size: int) -> int:
 
 ACTIVE_TYPES = frozenset({"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"})
 """State types a run can leave without a new start or end time: re-read while in them."""
-
-
-class IndexedRun(NamedTuple):
-    team: str
-    task: str
-    bucket: str
-    job_id: str
-    attempt: int
-    skipped: bool
-    rerun: bool = False
-    """Tagged `evalq-rerun`: started again after it had ended (one attempt more)."""
-    state_id: str = ""
-
-
-FAILED_BUCKETS = ("failed", "crashed")
-
-
-class RunIndex:
-    """Every episode run of a campaign as (team, task, bucket, job, attempt, ...): the source
-    of the team x task table and, once scanned, of the queue's counts, both in jobs.
-
-    `tui.queue.QueueReads.sync_index` fills it by a keyset scan over expected start times,
-    then keeps it current with small reads (runs started or ended since the last sync, and
-    the runs in an active state, few under just-in-time dispatch), so a refresh costs a few
-    requests whatever the campaign's size. `active` holds the ids of runs in an active state;
-    `cancel_asked` whether a failed run was asked to cancel (checked once per end).
-    """
-
-    def __init__(self) -> None:
-        self.runs: dict[str, IndexedRun] = {}
-        self.active: set[str] = set()
-        self.cancel_asked: dict[str, tuple[str, bool]] = {}
-        """Run id -> (the state id checked, whether its attempt went through Cancelling)."""
-        self.cursor: datetime | None = None
-        """Expected start time the scan has reached."""
-        self.scanned = False
-        """True once the first full scan is done."""
-        self.synced_at: datetime | None = None
-
-    def add(self, run_id: str, team: str, task: str, bucket: str, attempt: int = 1, skipped: bool = False, active: bool = False,
-            job_id: str = "", rerun: bool = False, state_id: str = "") -> None:
-        self.runs[run_id] = IndexedRun(team, task, bucket, job_id or run_id, attempt, skipped, rerun, state_id)
-        if active:
-            self.active.add(run_id)
-        else:
-            self.active.discard(run_id)
-
-    def latest_runs(self) -> dict[str, tuple[str, IndexedRun, bool]]:
-        """Job id -> (its latest run's id, that run, whether any of its runs completed)."""
-        latest: dict[str, tuple[str, IndexedRun, bool]] = {}
-        for run_id, run in self.runs.items():
-            seen = latest.get(run.job_id)
-            done = run.bucket == "completed"
-            if seen is None:
-                latest[run.job_id] = (run_id, run, done)
-            elif run.attempt > seen[1].attempt:
-                latest[run.job_id] = (run_id, run, done or seen[2])
-            elif done and not seen[2]:
-                latest[run.job_id] = (*seen[:2], True)
-        return latest
-
-    def unchecked_failures(self) -> list[str]:
-        """Latest runs of jobs that failed and were not checked for a cancel request at this end."""
-        return [run_id for run_id, run, done in self.latest_runs().values()
-                if not done and run.bucket in FAILED_BUCKETS and self.cancel_asked.get(run_id, ("", False))[0] != run.state_id]
-
-    def job_bucket(self, run_id: str, run: IndexedRun, done: bool) -> str:
-        """What a job counts as: completed if any run completed, cancelled if its latest failed
-        after a cancel request, else its latest run's bucket."""
-        if done:
-            return "completed"
-        if run.bucket in FAILED_BUCKETS and self.cancel_asked.get(run_id, ("", False)) == (run.state_id, True):
-            return "cancelled"
-        return run.bucket
-
-    def counts(self) -> tuple[dict[str, int], int, int, int, int]:
-        """(jobs per bucket, runs, attempts, jobs with a run, skipped runs), as the queue shows them."""
-        from tui.models import BUCKETS
-
-        buckets = dict.fromkeys(BUCKETS, 0)
-        latest = self.latest_runs()
-        for run_id, run, done in latest.values():
-            bucket = self.job_bucket(run_id, run, done)
-            buckets[bucket] = buckets.get(bucket, 0) + 1
-        reruns = sum(run.rerun for run in self.runs.values())
-        skipped = sum(run.skipped for run in self.runs.values())
-        return buckets, len(self.runs), len(self.runs) + reruns, len(latest), skipped
-
-    def rows(self, plan: dict[tuple[str, str], int] | None = None) -> list:
-        """Jobs done / failed / cancelled / in flight / waiting, attempts and retries, per (team,
-        task), sorted. With the campaign's plan every planned (team, task) has a row from the
-        start, its total what is planned; without, the total counts the jobs with a run."""
-        from tui.models import RowCounts
-
-        jobs: dict[tuple[str, str], Counter] = {key: Counter() for key in plan or {}}
-        for run_id, run, done in self.latest_runs().values():
-            counts = jobs.setdefault((run.team, run.task), Counter())
-            counts[self.job_bucket(run_id, run, done)] += 1
-            counts["jobs"] += 1
-        for run in self.runs.values():
-            jobs.setdefault((run.team, run.task), Counter())["attempts"] += 1 + run.rerun
-        rows = []
-        for (team, task), c in sorted(jobs.items()):
-            total = (plan or {}).get((team, task), c["jobs"])
-            rows.append(RowCounts(
-                team, task, total, done=c["completed"], running=sum(c[b] for b in ACTIVE_BUCKETS),
-                failed=c["failed"] + c["crashed"], cancelled=c["cancelled"], waiting=max(0, total - c["jobs"]),
-                attempts=c["attempts"], retries=c["attempts"] - c["jobs"],
-            ))
-        return rows

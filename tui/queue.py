@@ -16,10 +16,11 @@ from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from flows import naming
-from tui.aggregate import ACTIVE_TYPES, RunIndex, bucket_of, pages
+from tui.aggregate import ACTIVE_TYPES, bucket_of, pages
 from tui.cache import Cached
 from tui.gateway import PAGE, Gateway, episode_row, run_filter, run_tag
 from tui.models import BUCKETS, EpisodesPage, QueueSnapshot, RowsPage
+from tui.run_index import RunIndex
 
 SYNC_MARGIN = timedelta(seconds=10)
 """Overlap between index syncs: runs committed late are still seen."""
@@ -137,7 +138,7 @@ class QueueReads:
         async def check(run_id: str) -> None:
             async with gate:
                 asked = await went_through_cancelling(client, UUID(run_id))
-            self.index.cancel_asked[run_id] = (self.index.runs[run_id].state_id, asked)
+            self.index.record_cancel(run_id, self.index.runs[run_id].state_id, asked)
 
         await asyncio.gather(*(check(run_id) for run_id in todo))
 
