@@ -379,11 +379,9 @@ async def select_other_row_after_moving_down(pilot) -> EpisodesPage:
     assert pilot.app.query_one("#episodes").cursor_row == 3
     pilot.app.post_message(msg.RowSelected("blue_bots", "open_drawer"))
     await pilot.pause()
-    other = EpisodesPage("blue_bots", "open_drawer", [
-        EpisodeRow(run_id(100 + i), f"robo-challenge-2026:blue_bots/open_drawer/{i}", "blue_bots", "open_drawer", "COMPLETED", "Completed",
-                   1, "gpu_a100", NOW - timedelta(minutes=30 - i), job_id=f"blue_bots/open_drawer/{i}")
-        for i in range(5)
-    ], 0, 1, 5)
+    other = EpisodesPage("blue_bots", "open_drawer", [EpisodeRow(
+        run_id(100 + i), f"robo-challenge-2026:blue_bots/open_drawer/{i}", "blue_bots", "open_drawer", "COMPLETED", "Completed", 1,
+        "gpu_a100", NOW - timedelta(minutes=30 - i), job_id=f"blue_bots/open_drawer/{i}") for i in range(5)], 0, 1, 5)
     pilot.app.post_message(msg.EpisodesLoaded(other, pilot.app.generation))
     await pilot.pause()
     return other
@@ -394,8 +392,7 @@ async def test_a_finished_campaign_is_not_shown_paused():
     """Its pause variable may still say true (an invocation killed while paused): it has nothing left to pause."""
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        finished = QueueSnapshot("robo-challenge-2026", {"completed": 3, "failed": 1}, runs=5, dispatched=4, planned=4, paused=True,
-                                 taken_at=NOW, attempts=5)
+        finished = QueueSnapshot("robo-challenge-2026", {"completed": 3, "failed": 1}, runs=5, dispatched=4, planned=4, paused=True)
         await feed(pilot, msg.QueueLoaded(finished, rows_page()))
         assert app.sub_title == "robo-challenge-2026 · finished"
         await feed(pilot, msg.QueueLoaded(queue_snapshot(paused=True), rows_page()))
