@@ -39,6 +39,7 @@ from flows.naming import (
     LOADING_STATE,
     MISCONFIGURED_STATE,
     NOT_RETRYABLE_STATE,
+    RERUN_TAG,
     RUNNING_STATE,
     SERVER_UNREACHABLE,
     SKIPPED_STATE,
@@ -73,6 +74,19 @@ async def set_phase(client, run_id: UUID | None, name: str, message: str | None 
     """
     if run_id is not None:
         await client.set_flow_run_state(run_id, Running(name=name, message=message))
+
+
+async def mark_rerun(client, run_id: UUID | None) -> None:
+    """Tag the run `evalq-rerun` when it ran before: the Prefect UI's Retry (`prefect flow-run
+    retry`) started it again after it had ended. Prefect counts every start in `run_count`
+    (read before this one), and reports read the state history of runs so tagged."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    known = context.flow_run if context else None
+    if run_id is None or known is None or not known.run_count or RERUN_TAG in known.tags:
+        return
+    await client.update_flow_run(run_id, tags=[*known.tags, RERUN_TAG])
 
 
 def started_as(state_name: str) -> bool:
@@ -136,6 +150,7 @@ async def evaluate_episode(
     async with get_client() as client:
         if not started_as(LOADING_STATE):  # a warm runner's engine starts it as Loading already
             await set_phase(client, run_id, LOADING_STATE)
+        await mark_rerun(client, run_id)
         try:
             runner = load_evaluator(evaluator, evaluator_options, logger)
             video.offer_to(runner)

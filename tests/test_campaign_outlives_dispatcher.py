@@ -80,7 +80,7 @@ def test_a_killed_campaign_run_again_adopts_its_episodes(episode_worker, tmp_pat
     summary = state.result()
     assert summary["done"] + summary["already_done"] == len(jobs) and not summary["failed"], summary
     runs = asyncio.run(episode_runs())
-    assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # one run per job: none twice
+    assert sorted(run.name for run in runs) == sorted(f"{NAME}:{job.id}" for job in jobs)  # one run per job: none twice
     assert all(run.state.type == StateType.COMPLETED for run in runs)
     assert {run.id for run in in_flight} <= {run.id for run in runs}  # adopted, not replaced
     played = [json.loads(line)["episode"] for line in busy.read_text().splitlines()]

@@ -120,6 +120,8 @@ def test_command_evaluator_line_protocol(fleet, tmp_path, exit_code, expected_na
     if exit_code == 0:
         document = json.loads(job.metrics_path(tmp_path / "results").read_text())
         assert document["server_seen"] == resources.servers("p_1")[0].address
+    if exit_code == 3:  # the program's own last stderr line next to its exit code, its password masked
+        assert state.message == "evaluator exited with code 3: to retry, log in at https://***@policy.example/"
 
 
 def test_module_evaluator(fleet, tmp_path):

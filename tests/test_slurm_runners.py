@@ -154,7 +154,7 @@ def test_a_runner_array_plays_a_campaign_and_exits_when_idle(slurm_runner_pool, 
     assert ends == [("COMPLETED", 0), ("COMPLETED", 0)], (ends, logs)
 
     runs = asyncio.run(runs_of("slurm-runners"))
-    assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # each episode once
+    assert sorted(run.name for run in runs) == sorted(f"slurm-runners:{job.id}" for job in jobs)  # each episode once
     assert all(run.state.is_completed() for run in runs)
     for job in jobs:
         assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id

@@ -98,7 +98,7 @@ def test_campaign_status_says_why_a_waiting_episode_waits(prefect_server, tmp_pa
             runs = {}
             for job, state in ((first, WAITING_STATE), (second, WAITING_STATE), (loading, LOADING_STATE)):
                 runs[job.id] = await client.create_flow_run(
-                    evaluate_episode, name=episode_run_name(job, 1), tags=episode_tags(job, campaign, "why_1", 1),
+                    evaluate_episode, name=episode_run_name(campaign, job.id, 1), tags=episode_tags(job, campaign, "why_1", 1),
                     parameters={"job": job.model_dump(mode="json"), "resources": pool_params(job, resources), "results_dir": str(tmp_path)},
                     state=Running(name=state),
                 )

@@ -9,7 +9,8 @@ Modules, data side first:
   state, the run index and its sync, team x task rows, episode pages), `pools` (pool and server
   status, holders, quarantine marks), `logs` (backfill and live tail), `detail` (the episode
   screen, why it waits), `actions` (retry request, cancel, pause).
-- `aggregate`: pure functions (state buckets, slot holders from events, rate/ETA, run index).
+- `aggregate`: pure functions (state buckets, rate/ETA, utilization history, log filtering);
+  `run_index`: every run of the campaign and its jobs counted as they change (pure).
 - `loop`: the background asyncio loop all I/O runs on; `messages`: what it posts to the UI.
 - `app`: the App (timer -> thread worker -> messages -> widgets); `commands`: palette entries.
 - `widgets/`: one module per panel (queue, pools, logs, episode detail, banner); `evaltui.tcss`.

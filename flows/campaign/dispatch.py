@@ -147,3 +147,10 @@ class Dispatcher:
         self.in_flight[ticket.pool] -= 1
         if ticket.server is not None:
             self.meant_for[ticket.server] -= 1
+
+    def returned(self, ticket: Ticket) -> None:
+        """A finished ticket in flight again (its run rerun from outside the campaign): counted
+        against its pool and server as `next` counts a new one."""
+        self.in_flight[ticket.pool] += 1
+        if ticket.server is not None:
+            self.meant_for[ticket.server] += 1

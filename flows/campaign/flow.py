@@ -46,6 +46,7 @@ async def campaign(
     timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
     server_wait_seconds: float | None = None,
+    paused: bool = False,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = CampaignSettings.model_validate({**locals(), "evaluator_options": evaluator_options or {}})

@@ -7,7 +7,8 @@ starts at `prefetch` per server and follows the measured readiness of episodes u
 (`outcomes.py`); the loop honours a pause switch (a Prefect Variable) and thresholds, reads
 rerun requests, and logs a stats line every `stats_interval` seconds. Flow-run idempotency keys
 (campaign, job, attempt) make running it again pick up where it stopped; failed jobs get new
-attempts and cancelled ones are left alone (`history.py`).
+attempts and cancelled ones are left alone (`history.py`). A run that settled a job and is
+rerun from outside (the Prefect UI's Retry) is followed again (`settled.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from flows.campaign.plan import plan_value
 from flows.campaign.prefetch import PrefetchTuner
 from flows.campaign.rerun_requests import RetryRequest, drop_request, pending_requests
 from flows.campaign.settings import CampaignSettings
+from flows.campaign.settled import SettledRuns
 from flows.naming import (
     RUNNING_STATE,
     WAITING_STATE,
@@ -92,6 +94,10 @@ class CampaignLoop:
         """Job id -> the attempt it settled with (what a retry request continues from)."""
         self.stopped: str | None = None
         """Why the campaign stopped early (a configuration error), None while it goes on."""
+        self.settled = SettledRuns()
+        """Runs that settled a job as failed or cancelled: followed, should someone rerun them."""
+        self.reruns: set[UUID] = set()
+        """Runs in flight again after a rerun from outside: their end settles the job, no requeue."""
 
     def episode_parameters(self, ticket: Ticket) -> dict:
         job = ticket.job
@@ -121,6 +127,7 @@ class CampaignLoop:
         # cancelled ones are left alone unless named with --only.
         self.resumed = await plan_rerun(self.client, self.s.name, pending, self.s.only is not None, self.logger)
         self.tally.cancelled.update(self.resumed.cancelled)
+        self.follow_earlier_cancels()
         self.tally.fresh_attempts = len(self.resumed.fresh)
         for job in pending:
             if job.id not in self.resumed.cancelled:
@@ -135,13 +142,15 @@ class CampaignLoop:
         await Variable.aset(
             campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
         )
+        await self.start_pause()
         last_stats, last_pause_read = time.monotonic(), float("-inf")
-        while (self.dispatcher.pending or self.in_flight) and not self.stopped:
+        while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped:
             await self.collect()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
                 await self.read_pause()
                 await self.read_retry_requests()
+                await self.follow_settled_runs()
             if not self.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:
@@ -151,6 +160,8 @@ class CampaignLoop:
                 self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
             if (self.dispatcher.pending or self.in_flight) and not self.stopped:
                 await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
+        if await Variable.aget(pause_variable(self.s.name), default=False):
+            await Variable.aset(pause_variable(self.s.name), False, overwrite=True)  # the pause was this invocation's
         return self.tally
 
     async def dispatch(self, deployment_id: UUID) -> None:
@@ -177,7 +188,7 @@ class CampaignLoop:
         run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
             deployment_id,
             parameters=self.episode_parameters(ticket),
-            name=episode_run_name(ticket.job, ticket.attempt),
+            name=episode_run_name(self.s.name, ticket.job.id, ticket.attempt),
             tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
         ))
@@ -206,13 +217,17 @@ class CampaignLoop:
             if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
                 self.dispatcher.landed(ticket, *slot)
             last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
+            if run.id in self.reruns:
+                last_attempt = ticket.attempt  # a rerun from outside: its own end settles the job
             outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
                                await cancel_requested(self.client, run))
             if outcome is not None:
                 del self.in_flight[run.id]
                 self.dispatched_at.pop(run.id, None)
+                self.reruns.discard(run.id)
                 self.dispatcher.finished(ticket)
-                self.settle(ticket, outcome, run.state.name, run.state.message or "")
+                outcome = self.settle(ticket, outcome, run.state.name, run.state.message or "")
+                self.settled.note(run.id, ticket, outcome, run.state.id)
 
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
@@ -227,9 +242,12 @@ class CampaignLoop:
                              prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
             self.dispatcher.pool_prefetch[pool] = prefetch
 
-    def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> None:
+    def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> Outcome:
+        """Count the run's end in the tally (requeue a retry); the outcome counted."""
         job = ticket.job
         self.last_attempt[job.id] = ticket.attempt
+        if outcome in (Outcome.FAILED, Outcome.CANCELLED) and job.metrics_path(self.s.results_dir).exists():
+            outcome = Outcome.DONE  # another run of the job (rerun from outside) wrote its metrics
         if outcome is not Outcome.RETRY:
             self.demand.settled(job)
         if outcome is Outcome.DONE:
@@ -251,6 +269,21 @@ class CampaignLoop:
         else:
             self.tally.failures[job.id] = f"{state_name}: {message}"
             self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
+        return outcome
+
+    async def start_pause(self) -> None:
+        """A pause belongs to an invocation: this one starts paused only with `--paused`, and
+        says so when it clears a pause an earlier invocation left behind."""
+        name = pause_variable(self.s.name)
+        left = bool(await Variable.aget(name, default=False))
+        if self.s.paused:
+            await Variable.aset(name, True, overwrite=True)
+            self.paused = True
+            self.logger.warning("Dispatch paused (--paused): resume from evaltui (p) or set the Prefect Variable %s to false", name)
+        elif left:
+            await Variable.aset(name, False, overwrite=True)
+            self.logger.warning("An earlier invocation of campaign %r left dispatch paused: this one starts unpaused "
+                                "(run it with --paused to start paused)", self.s.name)
 
     async def read_pause(self) -> None:
         paused = bool(await Variable.aget(pause_variable(self.s.name), default=False))
@@ -282,6 +315,43 @@ class CampaignLoop:
         self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
         self.demand.add(job)
         self.dispatcher.add(job, attempt, front=True)
+
+    # -- runs rerun from outside the campaign (flows/campaign/settled.py) -------------------
+    def follow_earlier_cancels(self) -> None:
+        """Jobs an earlier invocation left cancelled: their runs are followed as this one's."""
+        for job_id, record in self.resumed.cancelled_runs.items():
+            job = self.by_id.get(job_id)
+            if job is not None:
+                pool = record.pool if record.pool in self.dispatcher.in_flight else job.resource_types[0]
+                ticket = Ticket(job, record.attempt, pool)
+                self.last_attempt[job_id] = record.attempt
+                self.settled.note(UUID(record.run_id), ticket, Outcome.CANCELLED,
+                                  UUID(record.state_id) if record.state_id else None)
+
+    async def follow_settled_runs(self) -> bool:
+        """Take back in flight every settled run whose state changed since (rerun or ended
+        otherwise by someone else); whether there was one. Never stops the campaign."""
+        try:
+            changed = await self.settled.changed(self.client, self.s.name)
+        except Exception as exc:  # noqa: BLE001 - the next look tries again
+            self.logger.debug("reading settled runs: %s", exc)
+            return False
+        for run, settled in changed:
+            self.reopen(run, settled)
+        return bool(changed)
+
+    def reopen(self, run, settled) -> None:
+        """Undo the run's settlement and follow it as in flight; its next end settles the job."""
+        job = settled.ticket.job
+        self.settled.forget(run.id)
+        if not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
+            return  # the campaign runs the job again already (a retry request): that run settles it
+        self.logger.warning("%s: its run %s left %s for %s from outside the campaign (a rerun from the Prefect UI "
+                            "or CLI?); following it", job.id, run.name, settled.outcome.value, run.state.name)
+        self.in_flight[run.id] = settled.ticket
+        self.reruns.add(run.id)
+        self.dispatcher.returned(settled.ticket)
+        self.demand.add(job)
 
 
 def held_seconds(metrics_file: Path) -> float:

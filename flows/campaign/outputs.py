@@ -83,12 +83,23 @@ def utilization(tally: Tally, resources: Resources, wall_seconds: float) -> dict
     }
 
 
+FAILED_FILE = "failed.txt"
+
+
+def write_failed_file(results_dir: Path, job_ids) -> Path:
+    """`<results_dir>/failed.txt`: the failed (not cancelled) job ids, one a line, sorted,
+    written atomically (`--only` reads it back). Written by the campaign when it ends and by
+    `evalq campaign report --write-failed` from the server's truth afterwards."""
+    failed_file = Path(results_dir) / FAILED_FILE
+    write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(job_ids)))
+    return failed_file
+
+
 async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resources, settings: CampaignSettings, wall: float) -> dict:
     """Write failed.txt (failed, not cancelled, job ids), publish the table and leaderboard
     artifacts, and return the summary."""
     results_dir = Path(settings.results_dir)
-    failed_file = results_dir / "failed.txt"
-    write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(tally.failures)))
+    failed_file = write_failed_file(results_dir, tally.failures)
     table = team_task_table(jobs, tally, results_dir)
     await acreate_table_artifact(
         table=table,

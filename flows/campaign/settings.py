@@ -35,3 +35,5 @@ class CampaignSettings(BaseModel):
     """Jobs in the whole plan (`--only` runs a part of it)."""
     server_wait_seconds: float | None = None
     """How long an episode waits while all its servers are quarantined, then fails; None: forever."""
+    paused: bool = False
+    """Start with dispatch paused (`--paused`); without it an invocation starts unpaused."""

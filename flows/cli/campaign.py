@@ -49,14 +49,27 @@ def campaign_report(
     name: str = typer.Argument(..., help="Campaign name (its --name)"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where its metrics are (default: as the runs were told)"),
     as_json: bool = typer.Option(False, "--json", help="The report as JSON"),
+    write_failed: bool = typer.Option(False, "--write-failed", help="Rewrite <results-dir>/failed.txt from the server's truth (once the campaign has ended)"),
 ) -> None:
     """Done / failed / cancelled / in flight, failures by reason, pool and server, ids to resubmit."""
+    import sys
+
     from flows.reports.report import report_text
     from flows.reports.runs import gather_report
 
     report = with_api(lambda client: gather_report(client, name, results_dir))
     if not report.runs:
         raise InputError(None, f"campaign {name!r}: no episode runs on this Prefect server")
+    if write_failed:
+        from flows.campaign.outputs import write_failed_file
+
+        if report.dispatching:
+            raise InputError(None, f"campaign {name!r} is running: it writes failed.txt itself when it ends")
+        folder = results_dir or (Path(report.results_dir) if report.results_dir else None)
+        if folder is None:
+            raise InputError(None, f"campaign {name!r}: its runs name no results dir; give --results-dir")
+        written = write_failed_file(folder, report.resubmit)
+        print(f"Wrote {len(report.resubmit)} failed job ids to {written}", file=sys.stderr)
     typer.echo(report.model_dump_json(indent=2) if as_json else report_text(report), nl=as_json)
 
 
@@ -118,13 +131,13 @@ def campaign_list(as_json: bool = typer.Option(False, "--json", help="As JSON"))
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Campaigns (episode runs by state)")
-    for column in ("campaign", "state", "planned", "completed", "failed attempts", "cancelled", "in flight", "runs", "updated"):
+    table = Table(title="Campaigns (episodes by their latest run; attempts and retries apart)")
+    for column in ("campaign", "state", "planned", "done", "failed", "cancelled", "in flight", "waiting", "attempts", "retries", "updated"):
         table.add_column(column)
     for c in campaigns:
         updated = f"{c.updated:%Y-%m-%d %H:%M}" if c.updated else "-"
-        table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.completed),
-                      str(c.failed_attempts), str(c.cancelled), str(c.in_flight), str(c.runs), updated)
+        table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.done), str(c.failed), str(c.cancelled),
+                      str(c.in_flight), "-" if c.waiting is None else str(c.waiting), str(c.attempts), str(c.retries), updated)
     Console(width=160).print(table)
 
 
@@ -163,6 +176,7 @@ def campaign_run(
     home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
     only: Optional[Path] = typer.Option(None, "--only", help="Run only the job ids listed in this file (failed.txt's format)"),
     server_wait: Optional[float] = typer.Option(None, "--server-wait", min=0, help="Seconds an episode waits while every server it may use is quarantined, then fails (default: until one is back)"),
+    paused: bool = typer.Option(False, "--paused", help="Start with dispatch paused (resume from evaltui, key p); without it a run starts unpaused, whatever an earlier one left"),
 ) -> None:
     """Evaluate every job: on PREFECT_API_URL if set, else on an embedded server with a local worker."""
     import os
@@ -186,6 +200,7 @@ def campaign_run(
             name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
             resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts, timeout_seconds=episode_timeout,
             deployment=deployment, stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait,
+            paused=paused,
         ),
         worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)),
         home=home,

@@ -8,8 +8,6 @@ from collections import Counter
 from prefect.client.schemas.objects import StateType
 from pydantic import BaseModel
 
-from flows.campaign.history import PAGE
-from flows.naming import EPISODE_TAG, campaign_tag
 from flows.reports.runs import ACTIVE_TYPES
 from flows.slots.waiting import WaitExplanation
 
@@ -42,23 +40,9 @@ def run_candidates(run) -> list[str]:
 
 async def active_episode_runs(client, campaign: str) -> list:
     """The campaign's episode runs that have not ended, page by page."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
+    from flows.campaign.history import read_campaign_runs
 
-    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(campaign)]),
-                               state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ACTIVE_TYPES)))
-    runs, offset = [], 0
-    while True:
-        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.START_TIME_ASC, limit=PAGE, offset=offset)
-        runs += page
-        if len(page) < PAGE:
-            return runs
-        offset += PAGE
+    return await read_campaign_runs(client, campaign, "START_TIME_ASC", state={"type": {"any_": [t.value for t in ACTIVE_TYPES]}})
 
 
 async def server_views(client, addresses: set[str]) -> tuple[dict, dict[str, str]]:
