@@ -13,6 +13,7 @@ from flows.naming import (
     EPISODE_TAG,
     PLAN_VARIABLE_PREFIX,
     campaign_of_plan_variable,
+    campaign_plan_variable,
     campaign_tag,
     pause_variable,
 )
@@ -96,3 +97,14 @@ pause check per running one)."""
             updated=variable.updated,
         ))
     return sorted(summaries, key=lambda s: s.updated or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
+
+
+async def campaign_known(client, name: str) -> bool:
+    """Whether this server holds campaign `name`: its plan variable, or an episode run of it."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    if await client.read_variable_by_name(campaign_plan_variable(name)) is not None:
+        return True
+    runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(name)])),
+                                       limit=1)
+    return bool(runs)

@@ -180,7 +180,9 @@ def runners(
     node_selector: List[str] = typer.Option([], "--node-selector", help="KEY=VALUE, e.g. cloud.google.com/gke-accelerator=nvidia-l4 (repeatable)."),
     toleration: Optional[List[str]] = typer.Option(None, "--toleration", help="KEY[=VALUE][:EFFECT] (repeatable; default nvidia.com/gpu:NoSchedule)."),
     api_url_secret: Optional[str] = typer.Option(None, "--api-url-secret", help="PREFECT_API_URL from this Secret: NAME or NAME:KEY."),
-    api_url: Optional[str] = typer.Option(None, "--api-url", help="PREFECT_API_URL as a plain value instead."),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="PREFECT_API_URL as a plain value instead (default: the server found, see --api)."),
+    api: Optional[str] = typer.Option(None, "--api", help="Where to check --pool (default: --api-url, else PREFECT_API_URL, else your `evalq server`)."),
+    allow_loopback: bool = typer.Option(False, "--allow-loopback", help="Let the pods use a loopback API URL."),
     name: Optional[str] = typer.Option(None, "--name", help="Job name (default evalq-runners)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Default evalq."),
     service_account: Optional[str] = typer.Option(None, "--service-account"),
@@ -189,17 +191,24 @@ def runners(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the manifest here (YAML), else print it."),
     kubernetes_version: List[str] = VERSIONS,
 ) -> None:
-    """Warm runners on GPU nodes as one Indexed Job, validated strictly; `kubectl apply -f` it."""
+    """Warm runners on GPU nodes as one Indexed Job, validated strictly; `kubectl apply -f` it.
+    The pool is checked on the Prefect server first (and a loopback URL for the pods refused)."""
     import yaml
 
     from generate.jsonio import write_atomic
     from workpools.kubernetes.render import validate_manifests
     from workpools.kubernetes.runners import manifest
+    from workpools.runner.checks import checked_runner_server
 
     try:
         import kubernetes_validate  # noqa: F401
     except ModuleNotFoundError:
         raise InputError(None, "kubernetes-validate is not installed: pip install 'eval-jobqueue[kubernetes]'") from None
+    if api_url and api_url_secret:
+        raise InputError(None, "give the Prefect API URL either as a value or as a Secret, exactly one")
+    found = checked_runner_server(api or api_url, pool, allow_loopback or bool(api_url_secret), runner_url=api_url)
+    if not api_url_secret:
+        api_url = api_url or found.for_other_nodes
     job = runner_job(
         image=image, pool=pool, replicas=replicas, slots=slots, idle_timeout=idle_timeout, work_queues=work_queue,
         gpus=gpus, node_selector=key_values(node_selector, "--node-selector"), tolerations=toleration,
@@ -211,6 +220,7 @@ def runners(
     if problem:
         raise InputError(None, problem)
     text = yaml.safe_dump(rendered, sort_keys=False)
+    found.announce()
     if output is None:
         print(text, end="")
         return
