@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 
 app = typer.Typer(no_args_is_help=True, help="Kubernetes evaluation jobs from organizers' configs.")
@@ -89,6 +90,7 @@ def submit(
     config_version: Optional[str] = typer.Option(None, "--config-version", help="Commit to record (default: the config's git HEAD)."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Submit although the config's git tree has uncommitted changes."),
     deployment: str = typer.Option(DEFAULT_DEPLOYMENT, "--deployment", help="flow/deployment on the evalq-kubernetes pool."),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Queue CONFIG as a flow run on the Kubernetes pool, tagged with its provenance; print its URL."""
     from workpools.cli import with_prefect_api
@@ -102,7 +104,7 @@ def submit(
     tags = flow_run_tags(evaluation) + (["evalq"] + ([DIRTY_TAG] if version.dirty else []))
     checked_manifests(config, values, "evaluation", tags, ["1.33"])
     job = CommandJob(argv=settings.args, label=f"{settings.image.rsplit('/', 1)[-1]}:{settings.image_tag}")
-    run = with_prefect_api(create_run(deployment, job, values, tags))
+    run = with_prefect_api(create_run(deployment, job, values, tags), api)
     print(run_url(run))
 
 
