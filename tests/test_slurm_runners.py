@@ -79,11 +79,39 @@ class TestScript:
             assert result.exit_code == 2, (args, result.stderr)
             assert result.stderr.startswith(f"error: {option}: ") and result.stderr.count("\n") == 1, result.stderr
 
-    def test_submitting_needs_the_api_url(self, tmp_path):
-        result = evalq_here("workpools", "slurm-runners", "--pool", "p", "--nodes", "1", "--slots", "1",
-                            "--log-dir", str(tmp_path), env={"PREFECT_API_URL": None})
+    def test_without_a_server_it_says_how_to_find_one(self, tmp_path):
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(restore_defaults={PREFECT_API_URL}):
+            result = evalq_here("workpools", "slurm-runners", "--pool", "p", "--nodes", "1", "--slots", "1",
+                                "--log-dir", str(tmp_path), env={"PREFECT_API_URL": None})
         assert result.exit_code == 2
-        assert result.stderr == "error: PREFECT_API_URL is not set: the runners take it from this environment\n"
+        assert result.stderr == ("error: no Prefect server found: pass --api URL, set PREFECT_API_URL, or start one "
+                                 "with `evalq server start --detach`\n")
+
+
+class TestChecks:
+    """`--dry-run` runs the checks, then prints the script; each refusal is one line, exit 2."""
+
+    ARGS = ("workpools", "slurm-runners", "--nodes", "1", "--slots", "1", "--dry-run")
+
+    def test_a_loopback_api_url_is_refused_unless_allowed(self, slurm_runner_pool, prefect_server):
+        refused = evalq_here(*self.ARGS, "--pool", slurm_runner_pool)
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert refused.stderr == (f"error: the runners would talk to {prefect_server.api_url}, this machine's loopback, which "
+                                  "other nodes cannot reach: serve Prefect on an address they reach (`evalq server start "
+                                  "--host 0.0.0.0`, or --api URL), or pass --allow-loopback on a single-node cluster\n")
+        allowed = evalq_here(*self.ARGS, "--pool", slurm_runner_pool, "--allow-loopback")
+        assert allowed.exit_code == 0 and allowed.stdout.startswith("#!/bin/bash")
+        assert allowed.stderr == f"Prefect server: {prefect_server.api_url} (PREFECT_API_URL)\n"
+
+    def test_an_unknown_pool_is_refused_with_the_pools_of_the_right_type(self, slurm_runner_pool, prefect_server):
+        refused = evalq_here(*self.ARGS, "--pool", "gpu-runnres", "--allow-loopback")
+        assert refused.exit_code == 2 and refused.stdout == ""
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"error: --pool gpu-runnres: no work pool of type evalq-runner by that name on "
+                               f"{prefect_server.api_url} (pools of that type: ")
+        assert slurm_runner_pool in line and "`evalq workpools apply --kind runner --name gpu-runnres` creates one" in line
 
 
 # -- on the real cluster ------------------------------------------------------------------------
@@ -130,7 +158,7 @@ def test_a_runner_array_plays_a_campaign_and_exits_when_idle(slurm_runner_pool, 
     submitted = evalq(
         "workpools", "slurm-runners", "--pool", POOL, "--nodes", "2", "--slots", "2", "--idle-timeout", "10",
         "--gres", "gpu:1", "--partition", "debug", "--time", "5", "--log-dir", str(tmp_path / "logs"),
-        "--chdir", str(elsewhere), "--job-name", "evalq-runner-test",
+        "--chdir", str(elsewhere), "--job-name", "evalq-runner-test", "--allow-loopback",  # a single-node cluster
         env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
     )
     assert submitted.returncode == 0, submitted.stderr

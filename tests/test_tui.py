@@ -459,7 +459,7 @@ class TestPanels:
             assert app.is_running
 
 
-# -- which API: configured, else the local server evalq runs ---------------------------------
+# -- which API: the rule of flows/runtime/discovery.py ----------------------------------------
 def write_server_record(home: Path, api_url: str, pid: int) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "server.json").write_text(json.dumps({"api_url": api_url, "pid": pid}))
@@ -483,8 +483,12 @@ def no_api_configured(monkeypatch):
 
 class TestDiscovery:
     def test_local_server_only_when_its_process_lives_and_it_answers(self, prefect_server, tmp_path):
+        from flows.runtime.discovery import folder_server
         from flows.runtime.host import free_port
-        from tui.discover import local_server_url
+
+        def local_server_url(home):
+            found = folder_server(home)
+            return found and found.api_url
 
         home = tmp_path / ".evalq"
         assert local_server_url(home) is None
@@ -512,8 +516,8 @@ class TestDiscovery:
             banner = app.query_one(Banner)
             await until(lambda: banner.display, pilot=pilot, what="banner", timeout=15)
             text = str(banner.render())
-            assert "No Prefect API configured: set PREFECT_API_URL" in text and "evalq demo --keep" in text
-            assert str(home / "server.json") in text
+            assert "no Prefect server found: pass --api URL, set PREFECT_API_URL" in text and "evalq server start" in text
+            assert f"no campaign has run in this folder ({home}/ holds no embedded database)" in text
             assert "no Prefect API" in app.sub_title and "dispatching" not in app.sub_title
             write_server_record(home, prefect_server.api_url, prefect_server.process.pid)
             rows = app.query_one("#rows", DataTable)

@@ -23,15 +23,16 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, Select, TabbedContent, TabPane
 
+from flows.runtime.folder_server import DEFAULT_HOME
 from tui import messages as msg
 from tui.actions import ActionRefused
 from tui.aggregate import History, Throughput
 from tui.app_actions import EpisodeActions
 from tui.commands import EvalCommands
-from tui.discover import DEFAULT_HOME, configured_api_url, find_api_url, no_api_message
 from tui.gateway import api_url
 from tui.loop import BackgroundLoop, LoopStopped
 from tui.source import Source
+from tui.watched import WatchedServer
 from tui.widgets.banner import Banner, describe_error
 from tui.widgets.detail import EpisodeScreen
 from tui.widgets.logs import LogsPanel
@@ -78,8 +79,9 @@ class EvalTui(EpisodeActions, App):
     def __init__(self, campaign: str | None = None, refresh_seconds: float = 2.0, live: bool = True, home: Path = DEFAULT_HOME):
         super().__init__()
         self.home = Path(home)
-        self.api_found = configured_api_url() is not None
-        """Whether an API is known; until then each tick looks for one (`tui.discover`)."""
+        self.prefect_server = WatchedServer(self.home)
+        self.api_found = self.prefect_server.configured()
+        """Whether an API is known; until then each tick looks for one (`tui/watched.py`)."""
         self.source = Source(campaign)
         self.refresh_seconds = refresh_seconds
         self.live = live
@@ -137,6 +139,7 @@ class EvalTui(EpisodeActions, App):
     def on_unmount(self) -> None:
         if self.io is not None:
             self.io.stop(self.source.close())
+        self.prefect_server.close()
 
     def watch_stalls(self) -> None:
         """Track how late the UI loop runs a 0.1 s timer: the bench's responsiveness figure."""
@@ -186,20 +189,20 @@ class EvalTui(EpisodeActions, App):
             return
         except Exception as exc:  # noqa: BLE001 - shown in the banner, retried next tick
             self.post_message(msg.ApiStatus(describe_error(exc, api_url())))
+            self.prefect_server.unreachable()
         finally:
             self.refreshes += 1
             self.last_refresh_seconds = time.perf_counter() - started
             self._refreshing.release()
 
     def look_for_api(self) -> bool:
-        """In a worker, while no API is known: find one (`tui.discover`), or say there is none."""
-        url = find_api_url(self.home)
-        if url is None:
-            self.post_message(msg.ApiStatus(no_api_message(self.home)))
+        """In a worker, while no API is known: find one (`tui/watched.py`), or say there is none."""
+        found = self.prefect_server.find()
+        if found is None:
+            self.post_message(msg.ApiStatus(self.prefect_server.missing()))
             return False
-        os.environ["PREFECT_API_URL"] = url  # every Prefect client of this process follows it
         self.api_found = True
-        self.call_from_thread(self.notify, f"Watching the Prefect API at {url}", title="Prefect API")
+        self.call_from_thread(self.notify, f"Watching {found.describe()}", title="Prefect server")
         self.call_from_thread(self.update_subtitle)
         self.start_log_tail()
         return True
@@ -364,12 +367,15 @@ class EvalTui(EpisodeActions, App):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="evaltui",
-        description="Live dashboard of an evalq campaign (on PREFECT_API_URL, else on the local server evalq runs).",
+        description="Live dashboard of an evalq campaign on the Prefect server evalq's rule finds.",
     )
     parser.add_argument("--campaign", help="campaign to watch (default: the most recent one)")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="evalq's home, whose server.json names a running local server (default .evalq)")
+    parser.add_argument("--api", help="Prefect API URL (default: PREFECT_API_URL, else your `evalq server`, else this folder's embedded database)")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="the folder whose embedded database to watch when no other server is found (default .evalq)")
     parser.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
     args = parser.parse_args(argv)
+    if args.api:
+        os.environ["PREFECT_API_URL"] = args.api
     app = EvalTui(campaign=args.campaign, refresh_seconds=args.refresh, home=args.home)
     app.run()
     for url in app.opened_urls:

@@ -35,6 +35,7 @@ async def campaign(
     prefetch: int = 1,
     max_prefetch: int = 3,
     max_in_flight: int | None = None,
+    resume_at: int | None = None,
     resume_below: int | None = None,
     submit_interval: float = 0.0,
     max_attempts: int = 3,

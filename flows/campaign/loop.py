@@ -77,7 +77,7 @@ class CampaignLoop:
             {pool: resources.capacity(pool) for pool in resources.pools},
             prefetch=settings.prefetch,
             max_in_flight=settings.max_in_flight,
-            resume_below=settings.resume_below,
+            resume_at=settings.resume_threshold,
             alternatives=lambda job: len(self.demand.servers(job)),
             servers={pool: {s.address: s.capacity for s in resources.servers(pool)} for pool in resources.pools},
             compatible=self.demand.servers_in,

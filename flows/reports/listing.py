@@ -9,8 +9,11 @@ from pydantic import BaseModel
 from flows.campaign.history import PAGE
 from flows.campaign.plan import CampaignPlan
 from flows.naming import (
+    EPISODE_TAG,
     PLAN_VARIABLE_PREFIX,
     campaign_of_plan_variable,
+    campaign_plan_variable,
+    campaign_tag,
     pause_variable,
 )
 from flows.reports.jobs import JobCounts, count_jobs
@@ -78,3 +81,14 @@ async def list_campaigns(client) -> list[CampaignSummary]:
             updated=variable.updated,
         ))
     return sorted(summaries, key=lambda s: s.updated or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
+
+
+async def campaign_known(client, name: str) -> bool:
+    """Whether this server holds campaign `name`: its plan variable, or an episode run of it."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    if await client.read_variable_by_name(campaign_plan_variable(name)) is not None:
+        return True
+    runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(name)])),
+                                       limit=1)
+    return bool(runs)

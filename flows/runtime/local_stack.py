@@ -1,8 +1,9 @@
 """The local runtime: a Prefect server, the local work pool and a warm runner.
 
 `evalq demo` and `evalq campaign run` (without PREFECT_API_URL) use it. The server is the
-user's `evalq server` when one is up (nothing to start or stop), else an embedded one that
-lives in a project-local folder (`.evalq/` by default) and stops with the context manager.
+one the rule finds (`discovery.py`): the user's `evalq server` when one is up (nothing to start
+or stop), else an embedded one on this folder's database (`folder_server.py`: `.evalq/` by
+default) that stops with the context manager.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from flows.naming import EPISODE_ENTRYPOINT, LOCAL_WORK_POOL
 from flows.runtime.api import use_api
+from flows.runtime.discovery import configured_api, user_server
 from flows.runtime.embedded_server import EmbeddedServer
+from flows.runtime.folder_server import DEFAULT_HOME, FolderLock, server_home, take_over
 from flows.runtime.host import die_with_parent, free_port, port_is_free
 from flows.runtime.process_groups import terminate_group
 from flows.runtime.provisioning import prepare_api
@@ -24,7 +27,6 @@ from flows.runtime.server_record import SERVER_FILE, ServerRecord
 from flows.runtime.zombies import HEARTBEAT_SECONDS
 from generate.jsonio import write_atomic
 
-DEFAULT_HOME = Path(".evalq")
 PREFERRED_PORT = 4200
 STARTUP_WAIT_SECONDS = 120.0
 """How long an embedded server (and the runner started beside it) may take to come up."""
@@ -85,26 +87,29 @@ class LocalStack:
         self.server_env = server_env
         self.server: EmbeddedServer | None = None
         self.worker: subprocess.Popen | None = None
-        self.api_url = os.environ.get("PREFECT_API_URL")
+        self.api_url = configured.api_url if (configured := configured_api()) else None
         self.shared_server = False
         """True when the user's `evalq server` serves this stack."""
         self.pointed = False
         """True while this process's PREFECT_API_URL points at the server this stack found or started."""
         self._settings = contextlib.ExitStack()
+        self._folder = FolderLock(self.home)
+        """Held from choosing the folder's server until its record is written."""
 
     @property
     def ui_url(self) -> str:
         return self.server.ui_url if self.server else (self.api_url or "").removesuffix("/api")
 
     def start(self) -> "LocalStack":
-        from flows.runtime.user_server import running_server
-
-        if self.api_url is None and not self.server_env and (record := running_server()) is not None:
+        if self.api_url is None and not self.server_env and (found := user_server()) is not None:
             self.shared_server = True
-            self.use(record.api_url)
+            self.use(found.api_url)
         if self.api_url is None:
-            port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
-            self.server = EmbeddedServer(self.home / "prefect", port=port, ui=self.ui, extra_env=self.server_env).launch()
+            self._folder.acquire()
+            port = take_over(self.home)  # a reader's server: serve on its port, the reader keeps its URL
+            if port is None or not port_is_free(port):
+                port = PREFERRED_PORT if port_is_free(PREFERRED_PORT) else free_port()
+            self.server = EmbeddedServer(server_home(self.home), port=port, ui=self.ui, extra_env=self.server_env).launch()
         if self.server is not None:
             import flows.runtime.deployments  # noqa: F401  this process's import of Prefect (~3 s) overlaps the server's start
         if self.worker_kind == "runner" and (self.shared_server or self.server is not None):
@@ -116,6 +121,7 @@ class LocalStack:
             self.api_url = self.server.api_url
             record = ServerRecord(api_url=self.api_url, pid=self.server.process.pid)
             write_atomic(self.home / SERVER_FILE, record.model_dump_json() + "\n")
+            self._folder.release()
             self.use(self.api_url)
         asyncio.run(prepare_api(kind=self.worker_kind))
         if self.worker is None:
@@ -135,6 +141,7 @@ class LocalStack:
         self._settings.enter_context(use_api(api_url))
 
     def stop(self) -> None:
+        self._folder.release()
         if self.pointed:
             flush_prefect_clients()  # while the server still listens: nothing is lost, nothing complains
         if self.worker is not None:

@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 from flows.naming import LOCAL_WORK_POOL
-from generate.errors import InputError, exit_on_input_error
+from flows.runtime.discovery import API_HELP
+from generate.errors import exit_on_input_error
 
 
 @exit_on_input_error
@@ -22,21 +23,21 @@ def runner(
     poll_seconds: float = typer.Option(5.0, "--poll-seconds", min=0.1, help="Safety poll; scheduled runs wake the runner at once"),
     wait: float = typer.Option(0.0, "--wait", min=0, help="Wait up to this many seconds for the API and the pool (a runner started beside its server)"),
     preload: List[str] = typer.Option([], "--preload", help="Import this flow entrypoint (module:flow) while waiting (repeatable)"),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Run the flow runs of a work pool inside this process, several at once (a warm runner)."""
-    import os
+    from flows.runtime.discovery import check_server, pointed_at, require_prefect
 
-    from flows.runtime.api import check_api
-
-    if not os.environ.get("PREFECT_API_URL"):
-        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server should the runner take work from?")
-    api_url = os.environ["PREFECT_API_URL"]
-    for entrypoint in preload:
-        preload_flow(entrypoint)
-    if wait:
-        wait_for_pool(api_url, pool, wait)
-    check_api(api_url)
-    raise typer.Exit(serve(pool, work_queue, slots, idle_timeout, name, poll_seconds))
+    found = require_prefect(api, check=False)  # checked below, after waiting for it with --wait
+    with pointed_at(found.api_url):
+        for entrypoint in preload:
+            preload_flow(entrypoint)
+        if wait:
+            wait_for_pool(found.api_url, pool, wait)
+        check_server(found)
+        found.announce()
+        code = serve(pool, work_queue, slots, idle_timeout, name, poll_seconds)
+    raise typer.Exit(code)
 
 
 def preload_flow(entrypoint: str) -> None:
