@@ -36,8 +36,8 @@ def test_verdicts():
     assert verdict(StateType.CANCELLING, False, age=0) is Settle.CANCEL  # at once
     assert verdict(StateType.PENDING, False, age=5) is None  # a claim just made: not yet
     assert verdict(StateType.PENDING, False, age=31) is Settle.HAND_BACK
-    assert verdict(StateType.RUNNING, True, age=31) is Settle.COMPLETE
-    assert verdict(StateType.RUNNING, False, age=31) is Settle.CRASH
+    assert verdict(StateType.RUNNING, True, age=0) is Settle.COMPLETE
+    assert verdict(StateType.RUNNING, False, age=0) is Settle.CRASH
     assert verdict(StateType.SCHEDULED, False, age=999) is None
 
 

@@ -9,9 +9,10 @@ longer heartbeats (`verdict`, pure):
 - Cancelling: Cancelled, at once (the runner that would have stopped it is gone);
 - Running, in one of the episode's phases: Completed if its metrics file exists (it played and
   wrote them; its runner died before saying so), else Crashed: requeued as any crash.
-A Pending or Running run counts once it has been in its state for `ORPHAN_SECONDS`, and nothing
-is judged until the campaign has reached the API for `GRACE_SECONDS` in a row: after an outage
-every runner reads dead until its next heartbeat.
+A Pending run counts once it has been Pending for `ORPHAN_SECONDS` (a claim younger than the
+reading may be a new runner's), and nothing is judged until the campaign has reached the API for
+`GRACE_SECONDS` in a row: after an outage every runner reads dead until its next heartbeat.
+Before it acts, the run's history must still name that runner's claim last.
 
 A Pending run names its runner in its message (`flows.naming.claim_message`); a started one in
 its state history, which is read (one call per run, once) only when a runner of the pool has
@@ -41,7 +42,7 @@ from flows.runtime.liveness import (
 LIVENESS_SECONDS = 10.0
 """How often the campaign reads who serves its pool."""
 ORPHAN_SECONDS = 30.0
-"""How long a Pending or Running run of a dead runner is left alone first."""
+"""How long a Pending run of a runner that reads dead is left alone first."""
 GRACE_SECONDS = 3 * RUNNER_HEARTBEAT_SECONDS
 """After the campaign reaches the API again, every runner has heartbeated within this."""
 
@@ -57,12 +58,10 @@ def verdict(state_type: StateType, metrics_exist: bool, age: float) -> Settle | 
     """What to do with a run whose runner is gone, `age` s in its state; None: not yet, or nothing."""
     if state_type == StateType.CANCELLING:
         return Settle.CANCEL
-    if age < ORPHAN_SECONDS:
-        return None
-    if state_type == StateType.PENDING:
-        return Settle.HAND_BACK
-    if state_type == StateType.RUNNING:
+    if state_type == StateType.RUNNING:  # its runner, from its history, claimed it well before this reading
         return Settle.COMPLETE if metrics_exist else Settle.CRASH
+    if state_type == StateType.PENDING and age >= ORPHAN_SECONDS:  # a runner this reading missed may have just claimed it
+        return Settle.HAND_BACK
     return None
 
 

@@ -69,8 +69,10 @@ class PoolService(BaseModel):
         """One line: whether anything serves the pool, and if not, how to start something."""
         if not self.exists:
             return self.start_hint()
+        live = len(self.live_workers)
+        if self.served and not self.ever_polled:
+            return f"work pool {self.pool}: created {self.quiet_seconds:.0f} s ago, not polled yet"
         if self.served:
-            live = len(self.live_workers)
             return f"work pool {self.pool}: polled {self.quiet_seconds:.0f} s ago, {live} live worker{'s' if live != 1 else ''}"
         if self.quiet_seconds is None:
             silence = "no queue to poll"
