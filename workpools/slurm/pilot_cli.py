@@ -48,6 +48,8 @@ def slurm_runners(
     job_name: str = typer.Option("evalq-runner", "--job-name"),
     evalq: Optional[str] = typer.Option(None, "--evalq", help="How the nodes run evalq (default: this Python, -m flows.cli)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the batch script; submit nothing."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, metavar="N",
+                                       help="Stay and resubmit pilots while the pool has work and fewer than N are queued or running."),
 ) -> None:
     """Submit warm runners as one SLURM job array: the queue wait is paid once per node, not per episode."""
     from workpools.slurm.commands import SlurmError
@@ -70,6 +72,10 @@ def slurm_runners(
         array.log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(array.log_dir, f"cannot create the log directory: {exc.strerror or exc}") from None
+    if keep is not None:
+        from workpools.slurm.keeper import keep_pilots
+
+        raise typer.Exit(keep_pilots(array, keep, dict(os.environ)))
     try:
         job_id = asyncio.run(submit(array, dict(os.environ)))
     except SlurmError as exc:
