@@ -8,7 +8,9 @@ longer heartbeats (`verdict`, pure):
   any live runner takes it again;
 - Cancelling: Cancelled, at once (the runner that would have stopped it is gone);
 - Running, in one of the episode's phases: Completed if its metrics file exists (it played and
-  wrote them; its runner died before saying so), else Crashed: requeued as any crash.
+  wrote them; its runner died before saying so), else Crashed: requeued as any crash. A slot it
+  still held on a policy server (by its slot events) is given back at once, rather than when
+  its lease expires (60 s and more), so its requeued attempt need not wait.
 A Pending run counts once it has been Pending for `ORPHAN_SECONDS` (a claim younger than the
 reading may be a new runner's), and nothing is judged until the campaign has reached the API for
 `GRACE_SECONDS` in a row: after an outage every runner reads dead until its next heartbeat.
@@ -23,6 +25,7 @@ process outlives the worker, and the zombie automation watches them.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from enum import Enum
 from typing import Callable
@@ -38,12 +41,16 @@ from flows.runtime.liveness import (
     PoolService,
     read_pool_service,
 )
+from flows.slots.pools import release_slots_of
 
 LIVENESS_SECONDS = 10.0
 """How often the campaign reads who serves its pool."""
 ORPHAN_SECONDS = 30.0
 """How long a Pending run of a runner that reads dead is left alone first."""
 GRACE_SECONDS = 3 * RUNNER_HEARTBEAT_SECONDS
+SLOT_EVENTS_BEFORE = dt.timedelta(days=1)
+"""How far before its current state a dead run's slot events are looked for (its lease renewals go on
+while it plays, so a held lease may be as old as the episode timeout)."""
 """After the campaign reaches the API again, every runner has heartbeated within this."""
 
 
@@ -160,5 +167,9 @@ class OrphanWatch:
         accepted = result.status.value == "ACCEPT"
         if result.state is not None:
             self.observe(run_id, result.state)
-        self.logger.warning("Flow run %s: its runner %s is gone (no heartbeat): %s", run_id, runner,
-                            settle.value if accepted else f"left {result.state.name if result.state else 'as it is'}")
+        freed = []
+        if accepted and settle in (Settle.CRASH, Settle.COMPLETE, Settle.CANCEL):  # it may have died holding a server
+            freed = await release_slots_of(self.client, str(run_id), current.timestamp - SLOT_EVENTS_BEFORE)
+        self.logger.warning("Flow run %s: its runner %s is gone (no heartbeat): %s%s", run_id, runner,
+                            settle.value if accepted else f"left {result.state.name if result.state else 'as it is'}",
+                            "; the policy-server slot it held given back" if freed else "")
