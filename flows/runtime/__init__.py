@@ -2,8 +2,9 @@
 the lease engine (`lease_engine.py`), what a server needs before episodes run (`provisioning.py`:
 work pools, deployments, zombie automation), the embedded server (`embedded_server.py`, its
 database template and `server.json` record), the user's `evalq server` (`user_server.py`), the
-local stack (`local_stack.py`), processes (`host.py`, `process_groups.py`), PostgreSQL
-(`postgres.py`).
+local stack (`local_stack.py`), processes (`host.py`, `process_groups.py`) and keeping one alive
+(`supervisor.py`), who serves a work pool and which runners live (`liveness.py`), memory
+(`memory.py`), PostgreSQL (`postgres.py`).
 
 May import: `flows/naming.py` only (docs/architecture.md, "Layers"). `workpools/` builds on it.
 """
