@@ -89,7 +89,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
     def __init__(self, *args: Any, idle_timeout: float | None = None, poll_seconds: float = 5.0,
                  max_memory_mb: float | None = None, **kwargs: Any):
         kwargs.setdefault("name", f"evalq-runner-{socket.gethostname()}-{os.getpid()}")
-        kwargs.setdefault("heartbeat_interval_seconds", RUNNER_HEARTBEAT_SECONDS)
+        if not os.environ.get("PREFECT_WORKER_HEARTBEAT_SECONDS"):  # `prefect worker start` passes Prefect's 30 s
+            kwargs["heartbeat_interval_seconds"] = RUNNER_HEARTBEAT_SECONDS
         super().__init__(*args, **kwargs)
         self.idle_timeout = idle_timeout
         self.poll_seconds = poll_seconds
