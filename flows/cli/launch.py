@@ -51,6 +51,7 @@ def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") ->
         with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 90 s
             state = asyncio.run(campaign(**settings, return_state=True))
     finally:
+        signals.listening = False  # from here a signal ends the command at once
         for hook in hooks:
             STOP_HOOKS.remove(hook)
     if signals.caught is not None:
@@ -88,7 +89,10 @@ class SignalStop:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "SignalStop":
-        self._previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # elsewhere signals are not ours to take
+            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
         return self
 
     def _on_signal(self, signum: int, frame) -> None:
@@ -100,7 +104,7 @@ class SignalStop:
         """The campaign's stop hook (called in its thread, the main one)."""
         from flows.campaign.loop import Stop
 
-        if not self.listening:
+        if not self.listening and self._previous:
             for signum in SIGNALS:
                 signal.signal(signum, self._on_signal)
             self.listening = True
