@@ -25,6 +25,7 @@ from flows.campaign.orphans import Settle, verdict
 from flows.naming import claim_message, episode_run_name, episode_tags, idempotency_key
 from flows.runtime.process_groups import terminate_group
 from kit import apply_runner_pool, make_fleet, make_job, pool_params, wait_for, write_inputs
+from test_campaign_cli import evalq
 from prefect.client.schemas.objects import StateType
 
 POOL = "evalq-orphans-test"
@@ -83,6 +84,7 @@ def test_runs_of_a_runner_gone_are_handed_back_or_cancelled_and_the_stats_line_s
     outcome: dict = {}
 
     def start_a_runner_once_both_are_settled():
+        outcome["status"] = evalq("campaign", "status", name, env={"PREFECT_API_URL": os.environ["PREFECT_API_URL"]})
         outcome["handed back"] = wait_for(lambda: (s := asyncio.run(state_of(stranded_run))).type == StateType.SCHEDULED and s,
                                           180, "the stranded run to be handed back")
         outcome["cancelled"] = wait_for(lambda: (s := asyncio.run(state_of(cancelled_run))).is_final() and s, 30,
@@ -112,4 +114,7 @@ def test_runs_of_a_runner_gone_are_handed_back_or_cancelled_and_the_stats_line_s
     summary = state.result()
     assert summary["done"] == 2 and list(summary["cancelled"]) == [cancelled.id] and not summary["retried"]
     assert "`evalq runner --pool evalq-orphans-test`" in caplog.text  # the stats line says what serves it
+    status = outcome["status"].stdout
+    assert f"{stranded.id} [Pending]: claimed by runner evalq-runner-gone_0, which is gone (no heartbeat)" in status, status
+    assert "work pool evalq-orphans-test: " in status.splitlines()[1], status
     assert asyncio.run(state_of(stranded_run)).is_completed()  # the same run, no attempt charged
