@@ -32,6 +32,7 @@ from typing import Callable
 from uuid import UUID
 
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Completed, Crashed, Scheduled
 
 from flows.naming import claim_of_message
@@ -135,12 +136,18 @@ class OrphanWatch:
             return
         departed, self.departed = self.departed, False
         for run_id, state in list(self.states.items()):
-            owner = await self.owner(run_id, state, departed)
-            if owner is None or self.service.alive(owner):
-                continue
-            settle = verdict(state.type, self.metrics_exist(run_id), now - self.since[run_id][1])
-            if settle is not None:
-                await self.settle(run_id, settle, owner)
+            try:
+                owner = await self.owner(run_id, state, departed)
+                if owner is None or self.service.alive(owner):
+                    continue
+                settle = verdict(state.type, self.metrics_exist(run_id), now - self.since[run_id][1])
+                if settle is not None:
+                    await self.settle(run_id, settle, owner)
+            except ObjectNotFound:  # deleted meanwhile: the campaign's reads stop seeing it
+                self.forget(run_id)
+            except Exception as exc:  # the safety net must never stop a campaign: next time
+                if not is_transient(exc):
+                    self.logger.warning("Could not settle flow run %s of a runner gone: %s", run_id, exc)
 
     async def owner(self, run_id: UUID, state, departed: bool) -> str | None:
         """The runner holding a run; a started run's history is read when it may have just lost it."""
