@@ -122,9 +122,9 @@ class OrphanWatch:
         try:
             self.service = await read_pool_service(self.client, self.pool, self.queue,
                                                    self.service.pool_type if self.service else None)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
+        except Exception as exc:  # API away (judge nothing until it is back a while), or refused: never fatal
+            if not is_transient(exc) and self.api_since is not None:
+                self.logger.warning("Could not read who serves work pool %s: %s", self.pool, exc)
             self.api_since = None
             return
         if self.api_since is None:
