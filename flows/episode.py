@@ -50,6 +50,7 @@ from flows.naming import (
 )
 from flows.results.metrics_files import EpisodeProvenance, metrics_document
 from flows.results.videos import EpisodeVideo
+from flows.runtime.memory import PEAKS, EpisodeMemory
 from flows.slots.events import SlotEvent
 from flows.slots.leaser import SAFETY_POLL_SECONDS, PoolNotApplied, Slot, SlotLeaser
 from flows.slots.quarantine import quarantine_server
@@ -99,7 +100,7 @@ def started_as(state_name: str) -> bool:
 
 def episode_document(
     metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, held: float,
-    video: str | None = None,
+    video: str | None = None, memory: EpisodeMemory | None = None,
 ) -> dict:
     """The metrics file: the evaluator's metrics plus where and how they were produced."""
     return metrics_document(metrics, EpisodeProvenance(
@@ -118,6 +119,7 @@ def episode_document(
         held_seconds=round(held, 3),
         finished_at=time.time(),
         video=video,
+        **(vars(memory) if memory else {}),
     ))
 
 
@@ -147,28 +149,29 @@ async def evaluate_episode(
     run_id = flow_run.get_id()
     run_id = UUID(run_id) if run_id else None
     video = EpisodeVideo.for_job(episode, results_dir)
-    async with get_client() as client:
-        if not started_as(LOADING_STATE):  # a warm runner's engine starts it as Loading already
-            await set_phase(client, run_id, LOADING_STATE)
-        await mark_rerun(client, run_id)
-        try:
-            runner = load_evaluator(evaluator, evaluator_options, logger)
-            video.offer_to(runner)
-            await call(runner.prepare, episode)
-        except EvaluationError as exc:
-            logger.error("Not retryable: %s", exc)
-            return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
-        episode_run = EpisodeRun(
-            client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
-            evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [], video,
-            server_wait_seconds=server_wait_seconds,
-        )
-        try:
-            return await episode_run.lease_and_run_elsewhere_on_fault()
-        finally:
-            if hasattr(runner, "kill"):
-                await runner.kill()
-            video.discard()
+    with PEAKS.tracking() as memory_key:  # this process's peak memory while it runs, for its metrics
+        async with get_client() as client:
+            if not started_as(LOADING_STATE):  # a warm runner's engine starts it as Loading already
+                await set_phase(client, run_id, LOADING_STATE)
+            await mark_rerun(client, run_id)
+            try:
+                runner = load_evaluator(evaluator, evaluator_options, logger)
+                video.offer_to(runner)
+                await call(runner.prepare, episode)
+            except EvaluationError as exc:
+                logger.error("Not retryable: %s", exc)
+                return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
+            episode_run = EpisodeRun(
+                client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
+                evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [], video,
+                server_wait_seconds=server_wait_seconds, memory_key=memory_key,
+            )
+            try:
+                return await episode_run.lease_and_run_elsewhere_on_fault()
+            finally:
+                if hasattr(runner, "kill"):
+                    await runner.kill()
+                video.discard()
 
 
 @dataclass
@@ -194,6 +197,8 @@ class EpisodeRun:
     """Servers that failed this run, while it has others to try."""
     server_wait_seconds: float | None = None
     """How long to wait while every compatible server is quarantined, then fail; None: forever."""
+    memory_key: object = None
+    """The episode's key in this process's memory sampler (`flows/runtime/memory.py`)."""
 
     async def lease_and_run_elsewhere_on_fault(self):
         """`lease_and_run`; when the server fails (it is quarantined by then), again on another
@@ -264,9 +269,8 @@ class EpisodeRun:
         """Write the metrics file atomically, never over another run's; the end state."""
         logger = get_run_logger()
         video = self.video.publish(replace=self.force) if self.video else None
-        text = dump_json(
-            episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held, video)
-        )
+        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held,
+                                          video, PEAKS.finish(self.memory_key)))
         if self.force:
             write_atomic(self.target, text)
         elif not write_new_atomic(self.target, text):

@@ -66,6 +66,32 @@ def slot_of_running_message(message: str | None) -> tuple[str, str] | None:
     address, pool = message[3:-1].split(" (", 1)
     return address, pool
 
+CLAIM_PREFIX = "claimed by runner "
+
+
+def claim_message(runner: str, token: str) -> str:
+    """The Pending message of a runner's claim: who holds the run, and which claim it is (the
+    token tells a claim that landed from one another runner made, when the answer was lost)."""
+    return f"{CLAIM_PREFIX}{runner} [{token}]"
+
+
+def claim_of_message(message: str | None) -> tuple[str, str | None] | None:
+    """(runner, token) of a `claim_message` (token None from runners older than tokens); None for
+    any other message, such as a Prefect worker's claim, which names nobody."""
+    if not message or not message.startswith(CLAIM_PREFIX):
+        return None
+    rest = message[len(CLAIM_PREFIX):]
+    runner, sep, token = rest.rpartition(" [")
+    if sep and token.endswith("]"):
+        return runner, token[:-1]
+    return rest, None
+
+
+def handed_back_message(runner: str, why: str) -> str:
+    """The Scheduled message of a run given back unstarted, so another runner takes it."""
+    return f"handed back by runner {runner}: {why}"
+
+
 # Custom state names an episode may end in
 SKIPPED_STATE = "Skipped"
 """Completed: the metrics file already existed, nothing ran."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -165,3 +166,31 @@ def test_max_in_flight_2_resume_at_0_completes_in_waves_and_logs_plain_progress(
     progress = [line for line in result.stderr.splitlines() if line.startswith("episodes ")]
     assert progress and progress[-1].startswith("episodes 5/5 | failed 0 | cancelled 0 | in flight 0 | retried 0 | 0:00:")
     assert all(line.endswith(" elapsed") for line in progress), progress  # whole lines, never a cut bar
+
+
+@pytest.mark.parametrize("signum, how", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_sigterm_or_ctrl_c_stops_a_campaign_with_one_line_and_it_goes_on_where_it_stopped(episode_worker, tmp_path, signum, how):
+    import time
+
+    from kit import wait_for
+
+    fleet, resources = make_fleet({"sig_1": [1]})
+    jobs = [make_job(tmp_path, "sig", "pick", i, ["sig_1"]) for i in range(4)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    name = f"signalled-{how}"
+    args = ["campaign", "run", "--jobs", str(jobs_file), "--resources", str(resources_file), "--results-dir",
+            str(tmp_path / "results"), "--name", name, "--evaluator-option", "load_seconds=0.1",
+            "--evaluator-option", "steps=10", "--evaluator-option", "step_seconds=0.2"]
+    with fleet:
+        command = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env={**os.environ})
+        wait_for(lambda: jobs[0].metrics_path(tmp_path / "results").exists(), 120, "the first episode")
+        time.sleep(0.5)
+        command.send_signal(signum)
+        _, stderr = command.communicate(timeout=120)
+        assert command.returncode == 128 + signum, stderr[-3000:]
+        assert stderr.rstrip().splitlines()[-1] == f"Campaign {name!r} stopped by {how}; the same command goes on where it stopped"
+        assert "Traceback" not in stderr and "ERROR" not in stderr, stderr[-3000:]
+        again = evalq(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(job.metrics_path(tmp_path / "results").exists() for job in jobs)

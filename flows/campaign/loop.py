@@ -5,7 +5,10 @@ Per pool at most `capacity + prefetch x servers` episodes are in flight (`dispat
 starts at `prefetch` per server and follows the measured readiness of episodes up to
 `max_prefetch` (`prefetch.py`). Crashed/Failed episodes are requeued up to `max_attempts`
 (`outcomes.py`); the loop honours a pause switch (a Prefect Variable) and thresholds, reads
-rerun requests, and logs a stats line every `stats_interval` seconds. Flow-run idempotency keys
+rerun requests, and logs a stats line every `stats_interval` seconds, which says when nothing
+has polled the episodes' work pool for 30 s. Runs held by a runner that is gone are handed
+back, or crashed and requeued (`orphans.py`); a stop hook (the local stack's runner supervisor)
+can end it with one line. Flow-run idempotency keys
 (campaign, job, attempt) make running it again pick up where it stopped; failed jobs get new
 attempts and cancelled ones are left alone (`history.py`). A run that settled a job and is
 rerun from outside (the Prefect UI's Retry) is followed again (`settled.py`).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from uuid import UUID
@@ -31,6 +35,7 @@ from prefect.variables import Variable
 
 from flows.campaign.dispatch import Dispatcher, Ticket
 from flows.campaign.history import ResumePlan, cancel_requested, plan_rerun
+from flows.campaign.orphans import LIVENESS_SECONDS, OrphanWatch
 from flows.campaign.outcomes import Outcome, Tally, classify
 from flows.campaign.outputs import stats_line
 from flows.campaign.plan import plan_value
@@ -55,6 +60,20 @@ from generate.models import Job, Resources
 
 PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
 """Called after every tick with the running totals (the CLI's progress bar listens here)."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a stop hook ends the campaign before its work is done."""
+
+    why: str
+    asked: bool = False
+    """The user asked for it (SIGTERM, Ctrl-C): the invocation ends Completed, saying so; else Failed."""
+
+
+STOP_HOOKS: list[Callable[[], Stop | None]] = []
+"""Called every tick, in the campaign's thread: a `Stop` ends the campaign (the command line's
+SIGTERM and Ctrl-C; the local stack's runner that could not be kept alive)."""
 
 POLL_BATCH = 200
 DISPATCH_CONCURRENCY = 8
@@ -98,6 +117,9 @@ class CampaignLoop:
         """Runs that settled a job as failed or cancelled: followed, should someone rerun them."""
         self.reruns: set[UUID] = set()
         """Runs in flight again after a rerun from outside: their end settles the job, no requeue."""
+        self.halted: Stop | None = None
+        """Why a stop hook ended it, None while it goes on."""
+        self.orphans: OrphanWatch | None = None
 
     def episode_parameters(self, ticket: Ticket) -> dict:
         job = ticket.job
@@ -143,9 +165,16 @@ class CampaignLoop:
             campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
         )
         await self.start_pause()
-        last_stats, last_pause_read = time.monotonic(), float("-inf")
-        while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped:
+        if deployment.work_pool_name:
+            self.orphans = OrphanWatch(self.client, deployment.work_pool_name, deployment.work_queue_name, self.logger,
+                                       lambda run_id: self.in_flight[run_id].job.metrics_path(self.s.results_dir).exists())
+        last_stats, last_pause_read, last_liveness = time.monotonic(), float("-inf"), float("-inf")
+        while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped \
+                and not self.halted:
             await self.collect()
+            if self.orphans and time.monotonic() - last_liveness >= LIVENESS_SECONDS:
+                last_liveness = time.monotonic()
+                await self.orphans.check()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
                 await self.read_pause()
@@ -157,8 +186,10 @@ class CampaignLoop:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
-                self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
-            if (self.dispatcher.pending or self.in_flight) and not self.stopped:
+                self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused,
+                                                  self.orphans.service if self.orphans else None))
+            self.halted = next((stop for hook in STOP_HOOKS if (stop := hook())), None)
+            if (self.dispatcher.pending or self.in_flight) and not self.stopped and not self.halted:
                 await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
         if await Variable.aget(pause_variable(self.s.name), default=False):
             await Variable.aset(pause_variable(self.s.name), False, overwrite=True)  # the pause was this invocation's
@@ -213,6 +244,8 @@ class CampaignLoop:
             if run.state is None:
                 continue
             ticket = self.in_flight[run.id]
+            if self.orphans:
+                self.orphans.observe(run.id, run.state)
             self.note_readiness(run.id, ticket, run.state.name)
             if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
                 self.dispatcher.landed(ticket, *slot)
@@ -222,6 +255,8 @@ class CampaignLoop:
             outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
                                await cancel_requested(self.client, run))
             if outcome is not None:
+                if self.orphans:
+                    self.orphans.forget(run.id)
                 del self.in_flight[run.id]
                 self.dispatched_at.pop(run.id, None)
                 self.reruns.discard(run.id)

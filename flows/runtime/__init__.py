@@ -4,7 +4,8 @@ what a server needs before episodes run (`provisioning.py`: work pools, deployme
 automation), the embedded server (`embedded_server.py`, its database template and `server.json`
 record), the user's `evalq server` (`user_server.py`), this folder's embedded database and who
 serves it (`folder_server.py`), the local stack (`local_stack.py`), processes and addresses
-(`host.py`, `process_groups.py`), PostgreSQL (`postgres.py`).
+(`host.py`, `process_groups.py`) and keeping one alive (`supervisor.py`), who serves a work pool
+and which runners live (`liveness.py`), memory (`memory.py`), PostgreSQL (`postgres.py`).
 
 May import: `flows/naming.py` only (docs/architecture.md, "Layers"). `workpools/` builds on it.
 """

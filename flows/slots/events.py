@@ -112,6 +112,17 @@ def holder_events_query(address: str, window: dt.timedelta) -> dict:
     return server_events_query([SLOT_ACQUIRED, SLOT_RELEASED], now - window, now + dt.timedelta(minutes=1), address)
 
 
+def run_slot_events_query(flow_run_id: str, since: dt.datetime) -> dict:
+    """One flow run's acquired and released events since `since`, newest first."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return {
+        "occurred": {"since": since.isoformat(), "until": (now + dt.timedelta(minutes=1)).isoformat()},
+        "event": {"name": [SLOT_ACQUIRED, SLOT_RELEASED]},
+        "related": {"id": [flow_run_resource_id(flow_run_id)]},
+        "order": "DESC",
+    }
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a slot on a policy server, from `evalq.slot.acquired` events."""

@@ -8,6 +8,7 @@ import shlex
 import socket
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -16,10 +17,11 @@ from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 from workpools.cli import with_prefect_api
 from workpools.local.entries import QueueEntry, Status
+from workpools.local.submit import DEFAULT_HOME
 
 queue_app = typer.Typer(
     no_args_is_help=False,
-    help="The local GPU queue (task-spooler style): list, output, info, kill, remove, clear, slots.",
+    help="The local GPU queue (task-spooler style): list, output, info, kill, remove, clear, slots, worker.",
 )
 
 FOLLOW_SECONDS = 0.5
@@ -185,6 +187,25 @@ def slots(count: Optional[str] = typer.Argument(None, metavar="[N|unlimited]"), 
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     print(f"{host}: {in_prefect(lambda client: set_slots(client, host, wanted), api).describe()}")
+
+
+@queue_app.command("worker")
+@exit_on_input_error
+def worker(
+    slots: int = typer.Option(32, "--slots", min=1, help="Jobs run at once (each job is a process group)."),
+    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Where its log goes (runner.log)."),
+) -> None:
+    """Run the queue's runner in the foreground and restart it when it dies (until Ctrl-C)."""
+    import os
+
+    from workpools.local.keeper import keep_queue_runner
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise InputError(None, "PREFECT_API_URL is not set: point it at the Prefect server the queue lives on")
+    home = home.expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(keep_queue_runner(api_url, slots, home / "runner.log"))
 
 
 # --- rendering ---------------------------------------------------------------------------------

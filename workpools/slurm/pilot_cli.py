@@ -52,6 +52,8 @@ def slurm_runners(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the server and pool, print the batch script; submit nothing."),
     api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
     allow_loopback: bool = typer.Option(False, "--allow-loopback", help="Let runners use a loopback API URL (a single-node cluster)."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, metavar="N",
+                                       help="Stay and resubmit pilots while the pool has work and fewer than N are queued or running."),
 ) -> None:
     """Submit warm runners as one SLURM job array: the queue wait is paid once per node, not per episode."""
     from workpools.slurm.commands import SlurmError
@@ -74,6 +76,13 @@ def slurm_runners(
         array.log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(array.log_dir, f"cannot create the log directory: {exc.strerror or exc}") from None
+    if keep is not None:
+        from flows.runtime.discovery import pointed_at
+        from workpools.slurm.keeper import keep_pilots
+
+        with pointed_at(found.api_url):
+            code = keep_pilots(array, keep, {**os.environ, "PREFECT_API_URL": found.for_other_nodes})
+        raise typer.Exit(code)
     try:
         job_id = asyncio.run(submit(array, {**os.environ, "PREFECT_API_URL": found.for_other_nodes}))
     except SlurmError as exc:
