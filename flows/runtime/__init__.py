@@ -1,5 +1,6 @@
-"""Talking to Prefect and running it: one API probe (`api.py`) and retry rule (`api_retry.py`),
-the lease engine (`lease_engine.py`), what a server needs before episodes run (`provisioning.py`:
+"""Talking to Prefect and running it: one API probe (`api.py`) and retry rule (`api_retry.py`:
+hiccups and outages of up to `api_health.py`'s budget, said once; `outages.py`: Prefect's events
+and log workers through one), the lease engine (`lease_engine.py`), what a server needs before episodes run (`provisioning.py`:
 work pools, deployments, zombie automation), the embedded server (`embedded_server.py`, its
 database template and `server.json` record), the user's `evalq server` (`user_server.py`), the
 local stack (`local_stack.py`), processes (`host.py`, `process_groups.py`), PostgreSQL
