@@ -25,6 +25,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
 )
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
 
@@ -47,7 +48,9 @@ from flows.naming import (
     slot_of_running_message,
 )
 from flows.results.metrics_files import read_provenance
+from flows.runtime.api_health import API_HEALTH
 from flows.runtime.api_retry import retrying
+from flows.slots.orphans import release_slots_of
 from flows.slots.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
@@ -137,18 +140,19 @@ class CampaignLoop:
         )
         last_stats, last_pause_read = time.monotonic(), float("-inf")
         while (self.dispatcher.pending or self.in_flight) and not self.stopped:
-            await self.collect()
+            await retrying(self.collect, forever=True)  # an API outage is waited out (flows/runtime/api_retry.py)
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
-                await self.read_pause()
-                await self.read_retry_requests()
+                await retrying(self.read_pause, forever=True)
+                await retrying(self.read_retry_requests, forever=True)
             if not self.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
-                self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
+                self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.resources,
+                                                                   self.paused), forever=True))
             if (self.dispatcher.pending or self.in_flight) and not self.stopped:
                 await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
         return self.tally
@@ -180,7 +184,7 @@ class CampaignLoop:
             name=episode_run_name(ticket.job, ticket.attempt),
             tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
-        ))
+        ), forever=True)
         self.in_flight[run.id] = ticket
         self.dispatched_at[run.id] = time.monotonic()
 
@@ -209,6 +213,8 @@ class CampaignLoop:
             outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
                                await cancel_requested(self.client, run))
             if outcome is not None:
+                if run.state.type in (StateType.CRASHED, StateType.CANCELLED):  # its holder may be gone, its lease not
+                    await release_slots_of(self.client, run, self.s.name)
                 del self.in_flight[run.id]
                 self.dispatched_at.pop(run.id, None)
                 self.dispatcher.finished(ticket)
@@ -217,7 +223,8 @@ class CampaignLoop:
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
         if run_id in self.dispatched_at and state_name in (WAITING_STATE, RUNNING_STATE):
-            self.tuner.ready_after(ticket.pool, time.monotonic() - self.dispatched_at.pop(run_id))
+            dispatched, now = self.dispatched_at.pop(run_id), time.monotonic()  # time without an API is no load time:
+            self.tuner.ready_after(ticket.pool, now - dispatched - API_HEALTH.unavailable_within(dispatched, now))
             self.retune(ticket.pool)
 
     def retune(self, pool: str) -> None:
