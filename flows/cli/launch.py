@@ -26,7 +26,7 @@ def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStac
     from flows.cli.console import campaign_progress, console, summary_tables
     from flows.runtime.zombies import heartbeating
 
-    with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 90 s
+    with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 6 min
         state = asyncio.run(campaign(**settings, return_state=True))
     if not state.is_completed():
         raise SystemExit(f"error: campaign flow ended {state.name}: {state.message}")
