@@ -24,8 +24,10 @@ def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStac
             return run_campaign(settings, worker_limit, home, own_stack)
     from flows.campaign.flow import campaign
     from flows.cli.console import campaign_progress, console, summary_tables
+    from flows.runtime.outages import handle_api_outages
     from flows.runtime.zombies import heartbeating
 
+    handle_api_outages()  # before the flow's first log lines, which an outage must not lose either
     with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 6 min
         state = asyncio.run(campaign(**settings, return_state=True))
     if not state.is_completed():

@@ -4,8 +4,10 @@ Two services of Prefect's run in every process that runs flows, and neither is o
 - The events worker keeps every event it could not send and resends them all, in order and
   with their times, once the API is back (`prefect/events/clients.py`, `_reconnect`), but on
   the way it logs a WARNING ("Unable to connect") and an ERROR ("Service 'EventsWorker'
-  failed to process item") per event. `EventsOutageNoise` drops that pair and reports the
-  outage to `API_HEALTH`, which says it once.
+  failed to process item") per event. `OutageNoise` drops that pair and reports the outage
+  to `API_HEALTH`, which says it once. It also drops the websockets library's ERROR
+  "keepalive ping failed" when the ping found its connection closed (a race of its keepalive
+  task with the close, seen once a server had gone away): the connection's owner reconnects.
 - The log worker gives a batch of run logs up after its client's retries (about a minute),
   drops it and writes "--- Error logging to API ---" to stderr. `PatientLogWorker` sends
   its batches with `retrying`, so they wait out an outage of up to the budget.
@@ -21,17 +23,19 @@ import threading
 import time
 
 from prefect.logging.handlers import APILogWorker, set_api_log_sink
+from websockets.exceptions import ConnectionClosed
 
 from flows.runtime.api_health import API_HEALTH, ApiHealth
 from flows.runtime.api_retry import retrying
 
 
-class EventsOutageNoise(logging.Filter):
+class OutageNoise(logging.Filter):
     """Drops the events client's "Unable to connect" WARNING (reporting the outage to
-    `API_HEALTH` instead) and the events worker's ERROR that follows it for the same event."""
+    `API_HEALTH` instead), the events worker's ERROR that follows it for the same event, and a
+    websocket keepalive's ERROR about a connection already closed."""
 
     FOLLOWS_WITHIN_SECONDS = 5.0
-    LOGGERS = ("prefect.events.clients", "prefect._internal.concurrency")
+    LOGGERS = ("prefect.events.clients", "prefect._internal.concurrency", "websockets.client")
 
     def __init__(self, health: ApiHealth = API_HEALTH):
         super().__init__()
@@ -47,6 +51,8 @@ class EventsOutageNoise(logging.Filter):
             return False
         if record.name == "prefect._internal.concurrency" and message.startswith("Service %r failed to process item"):
             return not (args[:1] == ("EventsWorker",) and time.monotonic() - self._last_refused <= self.FOLLOWS_WITHIN_SECONDS)
+        if record.name == "websockets.client" and message == "keepalive ping failed":
+            return not (record.exc_info and isinstance(record.exc_info[1], ConnectionClosed))
         return True
 
 
@@ -63,14 +69,14 @@ class PatientLogWorker(APILogWorker):
             logging.getLogger("evalq.api").debug("dropped %d log lines: %s", len(items), exc)
 
 
-_NOISE = EventsOutageNoise()
+_NOISE = OutageNoise()
 _installed = threading.Lock()
 
 
 def handle_api_outages() -> None:
-    """Install `EventsOutageNoise` and `PatientLogWorker` in this process (once)."""
+    """Install `OutageNoise` and `PatientLogWorker` in this process (once)."""
     with _installed:
-        for name in EventsOutageNoise.LOGGERS:
+        for name in OutageNoise.LOGGERS:
             target = logging.getLogger(name)
             if _NOISE not in target.filters:
                 target.addFilter(_NOISE)
