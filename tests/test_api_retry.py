@@ -15,7 +15,7 @@ import pytest
 import flows.runtime.api_retry as api_retry
 from flows.runtime.api_health import AWAY_MESSAGE, BACK_MESSAGE, OUTAGE_BUDGET_SECONDS, ApiHealth
 from flows.runtime.api_retry import MAX_DELAY_SECONDS, delay, retrying
-from flows.runtime.outages import EventsOutageNoise
+from flows.runtime.outages import OutageNoise
 
 REQUEST = httpx.Request("GET", "http://api/health")
 
@@ -155,7 +155,7 @@ def record(name: str, level: int, msg: str, *args) -> logging.LogRecord:
 
 def test_the_events_workers_complaints_become_the_one_warning(caplog):
     health = ApiHealth()
-    noise = EventsOutageNoise(health)
+    noise = OutageNoise(health)
     unable = record("prefect.events.clients", logging.WARNING, "Unable to connect to %r. ... Reason: %s. Set ...",
                     "ws://api/events/in", "[Errno 111] Connect call failed")
     failed = record("prefect._internal.concurrency", logging.ERROR, "Service %r failed to process item %r",
@@ -172,4 +172,46 @@ def test_the_events_workers_complaints_become_the_one_warning(caplog):
 def test_an_events_worker_error_without_an_outage_is_shown():
     failed = record("prefect._internal.concurrency", logging.ERROR, "Service %r failed to process item %r",
                     "EventsWorker", "Event(...)")
-    assert EventsOutageNoise(ApiHealth()).filter(failed)
+    assert OutageNoise(ApiHealth()).filter(failed)
+
+
+def test_time_without_the_api_is_no_load_time_for_the_prefetch_tuner(monkeypatch, tmp_path):
+    """An episode dispatched before an outage is seen ready after it: the campaign's sample of
+    its load time leaves the outage out (else prefetch would jump to its ceiling)."""
+    import flows.campaign.loop as loop_module
+    from flows.campaign.dispatch import Ticket
+    from flows.campaign.loop import CampaignLoop
+    from flows.campaign.settings import CampaignSettings
+    from flows.naming import WAITING_STATE
+    from generate.models import Resources
+    from kit import make_job
+
+    health = ApiHealth()
+    monkeypatch.setattr(loop_module, "API_HEALTH", health)
+    monkeypatch.setattr(loop_module, "get_run_logger", lambda: logging.getLogger("test"))
+    resources = Resources.model_validate({"p_1": [{"host": "127.0.0.1", "port": 1}]})
+    job = make_job(tmp_path, "p", "pick", 1, ["p_1"])
+    settings = CampaignSettings(
+        jobs_file="jobs.json", resources_file="resources.json", results_dir=str(tmp_path), name="tuner",
+        evaluator="sim", evaluator_options={}, prefetch=1, max_prefetch=3, max_in_flight=None, resume_below=None,
+        submit_interval=0.0, max_attempts=3, deployment="d/local", stats_interval=60.0, tick_seconds=0.5,
+        lease_seconds=320.0, poll_seconds=10.0, timeout_seconds=3600.0, only=None)
+    loop = CampaignLoop([job], resources, settings, client=None)
+    now = time.monotonic()
+    loop.dispatched_at["run"] = now - 70.0  # dispatched 70 s ago, 60 s of which without an API
+    health.outages.append((now - 65.0, now - 5.0))
+    loop.note_readiness("run", Ticket(job, 1, "p_1"), WAITING_STATE)
+    assert loop.tuner.ready["p_1"].value == pytest.approx(10.0, abs=0.5)
+
+
+def test_a_keepalive_that_finds_its_connection_closed_is_no_error():
+    from websockets.exceptions import ConnectionClosedError
+
+    def keepalive_failed(exc: BaseException) -> logging.LogRecord:
+        failed = record("websockets.client", logging.ERROR, "keepalive ping failed")
+        failed.exc_info = (type(exc), exc, None)
+        return failed
+
+    noise = OutageNoise(ApiHealth())
+    assert not noise.filter(keepalive_failed(ConnectionClosedError(None, None)))  # its owner reconnects
+    assert noise.filter(keepalive_failed(RuntimeError("a real bug")))

@@ -223,9 +223,14 @@ class CampaignLoop:
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
         if run_id in self.dispatched_at and state_name in (WAITING_STATE, RUNNING_STATE):
-            dispatched, now = self.dispatched_at.pop(run_id), time.monotonic()  # time without an API is no load time:
-            self.tuner.ready_after(ticket.pool, now - dispatched - API_HEALTH.unavailable_within(dispatched, now))
+            dispatched, now = self.dispatched_at.pop(run_id), time.monotonic()
+            self.tuner.ready_after(ticket.pool, now - dispatched - self.unserved_within(ticket.pool, dispatched, now))
             self.retune(ticket.pool)
+
+    def unserved_within(self, pool: str, since: float, until: float) -> float:
+        """Seconds of [since, until] in which nothing could serve `pool`'s episodes: no load time
+        for the prefetch tuner. The time without a Prefect API, as this process saw it."""
+        return API_HEALTH.unavailable_within(since, until)
 
     def retune(self, pool: str) -> None:
         prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), len(self.dispatcher.servers[pool]))
