@@ -12,8 +12,8 @@ Two services of Prefect's run in every process that runs flows, and neither is o
   drops it and writes "--- Error logging to API ---" to stderr. `PatientLogWorker` sends
   its batches with `retrying`, so they wait out an outage of up to the budget.
 
-`handle_api_outages()` installs both, once per process: the campaign flow, the episode flow
-and the warm runner call it.
+`handle_api_outages()` installs both, once per process: `evalq campaign run` (before the
+campaign flow's first log lines), the campaign and episode flows and the warm runner call it.
 """
 
 from __future__ import annotations

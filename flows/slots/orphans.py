@@ -12,6 +12,7 @@ renewal interval. A run that released its slot itself is skipped, or answered "n
 
 from __future__ import annotations
 
+import datetime as dt
 from uuid import UUID
 
 from prefect.client.schemas.objects import FlowRun
@@ -21,13 +22,14 @@ from flows.naming import SLOT_RELEASED
 from flows.runtime.lease_engine import Leases
 from flows.slots.events import SlotEvent, held_slots, run_slot_events_query
 from flows.slots.leaser import EPISODE_SLOT
-from flows.slots.pools import read_events
+from flows.slots.pools import HOLDER_WINDOW, read_events
 
 
 async def release_slots_of(client, run: FlowRun, campaign: str) -> list[str]:
     """Give back every lease `run` still holds; the servers freed."""
     freed = []
-    for acquired in held_slots(await read_events(client, run_slot_events_query(str(run.id), run.created))):
+    since = run.created or dt.datetime.now(dt.timezone.utc) - HOLDER_WINDOW
+    for acquired in held_slots(await read_events(client, run_slot_events_query(str(run.id), since))):
         if await Leases(client, EPISODE_SLOT).release(UUID(acquired.lease_id)):
             emit_event(**SlotEvent(
                 name=SLOT_RELEASED, address=acquired.address, pool=acquired.pool, job_id=acquired.job_id,
