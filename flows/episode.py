@@ -50,9 +50,17 @@ from flows.naming import (
 )
 from flows.results.metrics_files import EpisodeProvenance, metrics_document
 from flows.results.videos import EpisodeVideo
+from flows.runtime.api_retry import retrying
 from flows.runtime.memory import PEAKS, EpisodeMemory
+from flows.runtime.outages import handle_api_outages
 from flows.slots.events import SlotEvent
-from flows.slots.leaser import SAFETY_POLL_SECONDS, PoolNotApplied, Slot, SlotLeaser
+from flows.slots.leaser import (
+    EPISODE_LEASE_SECONDS,
+    SAFETY_POLL_SECONDS,
+    PoolNotApplied,
+    Slot,
+    SlotLeaser,
+)
 from flows.slots.quarantine import quarantine_server
 from flows.slots.quarantine_policy import NoLiveServer, ServerFaults
 from flows.slots.steering import candidates
@@ -71,10 +79,11 @@ def slot_event(name: str, slot: Slot, job: Job, campaign: str, run_id: UUID | No
 async def set_phase(client, run_id: UUID | None, name: str, message: str | None = None) -> None:
     """Show the episode's phase as a named Running state (countable, visible in the UI).
 
-    Proposed, not forced: a run being cancelled stays Cancelling (its runner stops it).
+    Proposed, not forced: a run being cancelled stays Cancelling (its runner stops it). Proposed
+    again across an API outage (the same Running state twice is accepted): the episode plays on.
     """
     if run_id is not None:
-        await client.set_flow_run_state(run_id, Running(name=name, message=message))
+        await retrying(lambda: client.set_flow_run_state(run_id, Running(name=name, message=message)))
 
 
 async def mark_rerun(client, run_id: UUID | None) -> None:
@@ -132,7 +141,7 @@ async def evaluate_episode(
     evaluator_options: dict | None = None,
     campaign: str = "adhoc",
     force: bool = False,
-    lease_seconds: float = 60.0,
+    lease_seconds: float = EPISODE_LEASE_SECONDS,
     poll_seconds: float = SAFETY_POLL_SECONDS,
     timeout_seconds: float = 3600.0,
     prefer: list[str] | None = None,
@@ -140,6 +149,7 @@ async def evaluate_episode(
 ):
     """Evaluate one episode: load, lease a policy-server slot, run, write metrics, release."""
     logger = get_run_logger()
+    handle_api_outages()
     episode = Job.model_validate(job)
     attach_cloud_logging(campaign=campaign, team=episode.payload.team_slug, task=episode.payload.task, instance=episode.payload.instance_id)
     target = episode.metrics_path(results_dir)

@@ -20,7 +20,8 @@ from flows.campaign.selection import select_jobs
 from flows.campaign.settings import CampaignSettings
 from flows.cloudlogging.attach import attach_cloud_logging
 from flows.naming import CAMPAIGN_FLOW, EPISODE_DEPLOYMENT
-from flows.slots.leaser import SAFETY_POLL_SECONDS
+from flows.runtime.outages import handle_api_outages
+from flows.slots.leaser import EPISODE_LEASE_SECONDS, SAFETY_POLL_SECONDS
 from flows.slots.pools import apply_pools
 
 
@@ -42,7 +43,7 @@ async def campaign(
     deployment: str = EPISODE_DEPLOYMENT,
     stats_interval: float = 60.0,
     tick_seconds: float = 0.5,
-    lease_seconds: float = 60.0,
+    lease_seconds: float = EPISODE_LEASE_SECONDS,
     poll_seconds: float = SAFETY_POLL_SECONDS,
     timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
@@ -51,6 +52,7 @@ async def campaign(
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = CampaignSettings.model_validate({**locals(), "evaluator_options": evaluator_options or {}})
+    handle_api_outages()
     attach_cloud_logging(campaign=name)
     jobs, resources = load_campaign_inputs(jobs_file, resources_file)
     settings.planned = len(jobs)  # the plan stays whole when --only runs a part of it

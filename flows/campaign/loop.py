@@ -30,6 +30,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
 )
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
 
@@ -54,7 +55,9 @@ from flows.naming import (
     slot_of_running_message,
 )
 from flows.results.metrics_files import read_provenance
+from flows.runtime.api_health import API_HEALTH
 from flows.runtime.api_retry import retrying
+from flows.slots.reclaim import release_slots_of
 from flows.slots.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
@@ -167,18 +170,19 @@ class CampaignLoop:
         await self.start_pause()
         if deployment.work_pool_name:
             self.orphans = OrphanWatch(self.client, deployment.work_pool_name, deployment.work_queue_name, self.logger,
-                                       lambda run_id: self.in_flight[run_id].job.metrics_path(self.s.results_dir).exists())
+                                       lambda run_id: self.in_flight[run_id].job.metrics_path(self.s.results_dir).exists(),
+                                       self.s.name)
         last_stats, last_pause_read, last_liveness = time.monotonic(), float("-inf"), float("-inf")
         while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped \
                 and not self.halted:
-            await self.collect()
+            await retrying(self.collect, forever=True)  # an API outage is waited out (flows/runtime/api_retry.py)
             if self.orphans and time.monotonic() - last_liveness >= LIVENESS_SECONDS:
                 last_liveness = time.monotonic()
                 await self.orphans.check()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
-                await self.read_pause()
-                await self.read_retry_requests()
+                await retrying(self.read_pause, forever=True)
+                await retrying(self.read_retry_requests, forever=True)
                 await self.follow_settled_runs()
             if not self.paused:
                 await self.dispatch(deployment.id)
@@ -186,8 +190,9 @@ class CampaignLoop:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
-                self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused,
-                                                  self.orphans.service if self.orphans else None))
+                self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.resources,
+                                                                   self.paused, self.orphans.service if self.orphans else None),
+                                                forever=True))
             self.halted = next((stop for hook in STOP_HOOKS if (stop := hook())), None)
             if (self.dispatcher.pending or self.in_flight) and not self.stopped and not self.halted:
                 await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
@@ -222,7 +227,7 @@ class CampaignLoop:
             name=episode_run_name(self.s.name, ticket.job.id, ticket.attempt),
             tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
-        ))
+        ), forever=True)
         self.in_flight[run.id] = ticket
         self.dispatched_at[run.id] = time.monotonic()
 
@@ -257,6 +262,8 @@ class CampaignLoop:
             if outcome is not None:
                 if self.orphans:
                     self.orphans.forget(run.id)
+                if run.state.type in (StateType.CRASHED, StateType.CANCELLED):  # its holder may be gone, its lease not
+                    await release_slots_of(self.client, str(run.id), self.s.name, run.created)
                 del self.in_flight[run.id]
                 self.dispatched_at.pop(run.id, None)
                 self.reruns.discard(run.id)
@@ -267,8 +274,14 @@ class CampaignLoop:
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
         if run_id in self.dispatched_at and state_name in (WAITING_STATE, RUNNING_STATE):
-            self.tuner.ready_after(ticket.pool, time.monotonic() - self.dispatched_at.pop(run_id))
+            dispatched, now = self.dispatched_at.pop(run_id), time.monotonic()
+            self.tuner.ready_after(ticket.pool, now - dispatched - self.unserved_within(ticket.pool, dispatched, now))
             self.retune(ticket.pool)
+
+    def unserved_within(self, pool: str, since: float, until: float) -> float:
+        """Seconds of [since, until] in which nothing could serve `pool`'s episodes: no load time
+        for the prefetch tuner. The time without a Prefect API, as this process saw it."""
+        return API_HEALTH.unavailable_within(since, until)
 
     def retune(self, pool: str) -> None:
         prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), len(self.dispatcher.servers[pool]))

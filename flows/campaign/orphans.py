@@ -42,7 +42,7 @@ from flows.runtime.liveness import (
     PoolService,
     read_pool_service,
 )
-from flows.slots.pools import release_slots_of
+from flows.slots.reclaim import release_slots_of
 
 LIVENESS_SECONDS = 10.0
 """How often the campaign reads who serves its pool."""
@@ -86,8 +86,11 @@ def settled_state(settle: Settle, runner: str):
 class OrphanWatch:
     """Who serves the pool, who holds each run in flight, and the runs of the dead to settle."""
 
-    def __init__(self, client, pool: str, queue: str | None, logger, metrics_exist: Callable[[UUID], bool]):
+    def __init__(self, client, pool: str, queue: str | None, logger, metrics_exist: Callable[[UUID], bool],
+                 campaign: str = ""):
         self.client, self.pool, self.queue, self.logger = client, pool, queue, logger
+        self.campaign = campaign
+        """Named in the `evalq.slot.released` events of the slots it gives back."""
         self.metrics_exist = metrics_exist
         self.service: PoolService | None = None
         """The latest reading (the stats line and status show it)."""
@@ -176,7 +179,7 @@ class OrphanWatch:
             self.observe(run_id, result.state)
         freed = []
         if accepted and settle in (Settle.CRASH, Settle.COMPLETE, Settle.CANCEL):  # it may have died holding a server
-            freed = await release_slots_of(self.client, str(run_id), current.timestamp - SLOT_EVENTS_BEFORE)
+            freed = await release_slots_of(self.client, str(run_id), self.campaign, current.timestamp - SLOT_EVENTS_BEFORE)
         self.logger.warning("Flow run %s: its runner %s is gone (no heartbeat): %s%s", run_id, runner,
                             settle.value if accepted else f"left {result.state.name if result.state else 'as it is'}",
                             "; the policy-server slot it held given back" if freed else "")

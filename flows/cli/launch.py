@@ -47,6 +47,7 @@ def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") ->
     from flows.campaign.flow import campaign
     from flows.campaign.loop import STOP_HOOKS, Stop
     from flows.cli.console import campaign_progress, console, summary_tables
+    from flows.runtime.outages import handle_api_outages
     from flows.runtime.zombies import heartbeating
 
     def runner_lost() -> Stop | None:
@@ -54,8 +55,9 @@ def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") ->
 
     hooks = [signals.hook, runner_lost]
     STOP_HOOKS.extend(hooks)
+    handle_api_outages()  # before the flow's first log lines, which an outage must not lose either
     try:
-        with campaign_progress(settings.get("stats_interval", 60.0)), heartbeating():  # the zombie automation crashes silent runs
+        with campaign_progress(settings.get("stats_interval", 60.0)), heartbeating():  # the zombie automation crashes runs silent for 6 min
             state = asyncio.run(campaign(**settings, return_state=True))
     finally:
         signals.listening = False  # from here a signal ends the command at once

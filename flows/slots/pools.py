@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.events.filters import EventFilter
@@ -30,7 +29,6 @@ from flows.slots.events import (
     SlotEvent,
     holder_events_query,
     holders_from_events,
-    run_slot_events_query,
     server_events_query,
 )
 from flows.slots.pool_status import (
@@ -138,23 +136,6 @@ async def holders_of(client: PrefectClient, address: str, busy: int) -> list[Hol
     if busy <= 0:
         return []
     return holders_from_events(await read_events(client, holder_events_query(address, HOLDER_WINDOW)))[-busy:]
-
-
-async def release_slots_of(client: PrefectClient, flow_run_id: str, since: dt.datetime) -> list[str]:
-    """Give back the slots a flow run still holds by its slot events (it died holding them:
-    waiters need not wait for its leases to expire); the lease ids given back."""
-    import httpx
-
-    freed = []
-    for holder in holders_from_events(await read_events(client, run_slot_events_query(flow_run_id, since))):
-        try:
-            await client.release_concurrency_slots_with_lease(UUID(holder.lease_id))
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code not in (404, 410):  # else: expired meanwhile
-                raise
-            continue
-        freed.append(holder.lease_id)
-    return freed
 
 
 async def unreachable_servers(client: PrefectClient, window: dt.timedelta = UNREACHABLE_WINDOW) -> list[SlotEvent]:

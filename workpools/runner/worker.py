@@ -26,7 +26,6 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
-from prefect._internal.observers import FlowRunCancellingObserver
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
@@ -42,19 +41,22 @@ from prefect.workers.base import (
 )
 
 from flows.naming import RUNNER_POOL_TYPE
-from flows.runtime.api_retry import is_transient
+from flows.runtime.api_retry import is_transient, retrying
 from flows.runtime.liveness import RUNNER_HEARTBEAT_SECONDS, forget_worker
 from flows.runtime.memory import rss_mb
+from flows.runtime.outages import handle_api_outages
+from workpools.runner.cancels import PatientCancellingObserver
 from workpools.runner.claims import claim, hand_back
 from workpools.runner.engine import ClaimedRuns, execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
 
 STOP_GRACE_SECONDS = 15
 """A stopping runner waits this long for each crashed run to record its state and release its slot."""
-CANCEL_POLL_SECONDS = 10
-"""How often cancels are polled for when the events websocket is down."""
+CANCEL_POLL_SECONDS = 5
+"""How often cancels are polled for when the events websocket is down (jittered by 30%): a
+cancel issued as the API comes back from an outage is obeyed within 10 s, before the stream is."""
 HEARTBEAT_SECONDS = 30
-"""Prefect's lowest heartbeat frequency: silent runs are found within a minute and a half."""
+"""Prefect's lowest heartbeat frequency: the zombie automation's window (`flows/runtime/zombies.py`) counts on it."""
 PICK_UP_BATCH_SECONDS = 0.05
 """Woken by a scheduled run, wait this long before reading: a campaign's burst is one read."""
 SCHEDULED_PAGE = 200
@@ -118,6 +120,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
 
     async def start(self, run_once: bool = False, with_healthcheck: bool = False, printer=print) -> None:
         """Claim and run flow runs until stopped (or idle for `idle_timeout` seconds)."""
+        handle_api_outages()
         heartbeat = int(os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or HEARTBEAT_SECONDS)
         self._runs = RunLoop({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}, on_client=self._claimed.install).start()
         self._wake = asyncio.Event()
@@ -188,7 +191,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             except Exception as exc:  # the API is away: try again at the next round
                 if not is_transient(exc):
                     raise
-                self.log.warning("Prefect API unavailable while picking up runs (%s); retrying", exc)
+                self.log.debug("Prefect API unavailable while picking up runs (%s); retrying", exc)  # said once: API_HEALTH
                 await anyio.sleep(1.0)
         self._last_polled_time = _now()
 
@@ -217,11 +220,11 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
 
     async def _scheduled_runs(self) -> list[FlowRun]:
         try:
-            responses = await self.client.get_scheduled_flow_runs_for_work_pool(
+            responses = await retrying(lambda: self.client.get_scheduled_flow_runs_for_work_pool(
                 work_pool_name=self._work_pool_name,
                 work_queue_names=list(self._work_queues) or None,
                 scheduled_before=_now(),
-            )
+            ), deadline=time.monotonic() + self.poll_seconds)  # then the next round tries again
         except ObjectNotFound:
             return []
         return [response.flow_run for response in responses]
@@ -355,7 +358,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         if self._cancelling_observer is not None or self._work_pool is None:
             return
         self._cancelling_observer = await self._exit_stack.enter_async_context(
-            FlowRunCancellingObserver(
+            PatientCancellingObserver(
                 on_cancelling=lambda flow_run_id: self._runs_task_group.start_soon(self._cancel_run, flow_run_id),
                 polling_interval=CANCEL_POLL_SECONDS,
                 event_filter=EventFilter(
