@@ -39,6 +39,7 @@ from flows.campaign.history import ResumePlan, cancel_requested, plan_rerun
 from flows.campaign.orphans import LIVENESS_SECONDS, OrphanWatch
 from flows.campaign.outcomes import Outcome, Tally, classify
 from flows.campaign.outputs import stats_line
+from flows.campaign.pause import PauseSwitch
 from flows.campaign.plan import plan_value
 from flows.campaign.prefetch import PrefetchTuner
 from flows.campaign.rerun_requests import RetryRequest, drop_request, pending_requests
@@ -51,7 +52,6 @@ from flows.naming import (
     episode_run_name,
     episode_tags,
     idempotency_key,
-    pause_variable,
     slot_of_running_message,
 )
 from flows.results.metrics_files import read_provenance
@@ -109,7 +109,7 @@ class CampaignLoop:
         self.in_flight: dict[UUID, Ticket] = {}
         self.dispatched_at: dict[UUID, float] = {}
         """Runs not yet seen ready, with when they were created (monotonic)."""
-        self.paused = False
+        self.pause = PauseSwitch(settings.name, self.logger)
         self.resumed = ResumePlan()
         self.by_id = {job.id: job for job in jobs}
         self.last_attempt: dict[str, int] = {}
@@ -167,7 +167,7 @@ class CampaignLoop:
         await Variable.aset(
             campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
         )
-        await self.start_pause()
+        await self.pause.start(self.s.paused)
         if deployment.work_pool_name:
             self.orphans = OrphanWatch(self.client, deployment.work_pool_name, deployment.work_queue_name, self.logger,
                                        lambda run_id: self.in_flight[run_id].job.metrics_path(self.s.results_dir).exists(),
@@ -181,23 +181,22 @@ class CampaignLoop:
                 await self.orphans.check()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
-                await retrying(self.read_pause, forever=True)
+                await retrying(self.pause.read, forever=True)
                 await retrying(self.read_retry_requests, forever=True)
                 await self.follow_settled_runs()
-            if not self.paused:
+            if not self.pause.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
                 self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.resources,
-                                                                   self.paused, self.orphans.service if self.orphans else None),
+                                                                   self.pause.paused, self.orphans.service if self.orphans else None),
                                                 forever=True))
             self.halted = next((stop for hook in STOP_HOOKS if (stop := hook())), None)
             if (self.dispatcher.pending or self.in_flight) and not self.stopped and not self.halted:
                 await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
-        if await Variable.aget(pause_variable(self.s.name), default=False):
-            await Variable.aset(pause_variable(self.s.name), False, overwrite=True)  # the pause was this invocation's
+        await self.pause.clear()
         return self.tally
 
     async def dispatch(self, deployment_id: UUID) -> None:
@@ -318,27 +317,6 @@ class CampaignLoop:
             self.tally.failures[job.id] = f"{state_name}: {message}"
             self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
         return outcome
-
-    async def start_pause(self) -> None:
-        """A pause belongs to an invocation: this one starts paused only with `--paused`, and
-        says so when it clears a pause an earlier invocation left behind."""
-        name = pause_variable(self.s.name)
-        left = bool(await Variable.aget(name, default=False))
-        if self.s.paused:
-            await Variable.aset(name, True, overwrite=True)
-            self.paused = True
-            self.logger.warning("Dispatch paused (--paused): resume from evaltui (p) or set the Prefect Variable %s to false", name)
-        elif left:
-            await Variable.aset(name, False, overwrite=True)
-            self.logger.warning("An earlier invocation of campaign %r left dispatch paused: this one starts unpaused "
-                                "(run it with --paused to start paused)", self.s.name)
-
-    async def read_pause(self) -> None:
-        paused = bool(await Variable.aget(pause_variable(self.s.name), default=False))
-        if paused != self.paused:
-            self.logger.warning("Dispatch %s", "paused" if paused else "resumed")
-            self.paused = paused
-
 
     async def read_retry_requests(self) -> None:
         """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
