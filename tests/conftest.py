@@ -21,6 +21,8 @@ EXAMPLE = REPO / "examples" / "challenge"
 os.environ.setdefault("NO_GCE_CHECK", "true")
 # No test may find (and use, or stop) a user's `evalq server`; tests that want one start their own.
 os.environ["EVALQ_SERVER_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evalq-tests-no-server-{os.getpid()}")
+# Nor write jobs' output, environments or a queue worker's record into the user's ~/.evalq/queue.
+os.environ["EVALQ_QUEUE_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evalq-tests-queue-{os.getpid()}")
 DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
 # A background job of a non-interactive shell (`pytest ... &`, as .ci/run's PostgreSQL pass) starts
 # with SIGINT ignored, and so would every process the tests start: the Ctrl-C tests need it back.

@@ -34,7 +34,8 @@ class Project:
         self.folder = root / "project"
         self.folder.mkdir()
         self.server_home = root / "server"
-        self.env = {**os.environ, "EVALQ_SERVER_HOME": str(self.server_home), "PREFECT_HOME": str(root / "prefect-client")}
+        self.env = {**os.environ, "EVALQ_SERVER_HOME": str(self.server_home), "PREFECT_HOME": str(root / "prefect-client"),
+                    "EVALQ_QUEUE_HOME": str(root / "queue")}
         self.env.pop("PREFECT_API_URL", None)
 
     def evalq(self, *args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -209,8 +210,9 @@ def test_after_an_embedded_campaign_the_commands_read_its_folder_or_say_what_to_
         assert "this folder's embedded database" in server_line(result), args
     assert HERE in project.ok("campaign", "list").stdout
     assert folder_is_not_served(project)  # each stopped the server it started
-    # Commands that need a server of their own say so, with the fix.
-    for args in (["submit", "--", "true"], ["queue"], ["runner", "--pool", "evalq-runner"], ["workpools", "apply"],
+    # Commands that need a server of their own say so, with the fix (`evalq submit` and the grading
+    # service start the user's server instead: tests/test_no_setup.py).
+    for args in (["queue"], ["runner", "--pool", "evalq-runner"], ["workpools", "apply"],
                  ["grader", "node", "--name", "n1"], ["workpools", "slurm-runners", "--pool", "evalq-runner", "--nodes", "1",
                                                       "--slots", "1", "--dry-run"]):
         assert one_error_line(project.evalq(*args)) == NO_SERVER, args
@@ -272,9 +274,10 @@ def test_with_the_user_server_up_commands_find_it_and_the_folder_campaign_stays_
     assert server_line(project.ok("campaign", "status", THERE)).endswith("(your evalq server)")
     assert server_line(project.ok("pools", "status", "resources.json")).endswith("(your evalq server)")
     assert server_line(project.ok("workpools", "apply", "--kind", "local")).endswith("(your evalq server)")
-    submitted = project.ok("submit", "--", "true")  # the GPU queue finds the user's server
-    assert server_line(submitted).endswith("(your evalq server)") and submitted.stdout.startswith("1\t")
+    submitted = project.ok("submit", "--", "true")  # the GPU queue finds the user's server (and starts its worker)
+    assert server_line(submitted).endswith("(your evalq server)") and submitted.stdout == "1\n"
     assert server_line(project.ok("queue")).endswith("(your evalq server)")
+    project.ok("queue", "shutdown")  # the queue worker submit started; the server was not its to stop
     assert "2 done" in project.ok("campaign", "report", HERE).stdout  # still in sight after `evalq submit`
     runner = project.ok("runner", "--pool", "evalq-runner", "--slots", "1", "--idle-timeout", "1")
     assert server_line(runner).endswith("(your evalq server)")
