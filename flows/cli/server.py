@@ -11,12 +11,15 @@ from typing import Optional
 
 import typer
 
+from flows.cli import server_scaled
+from flows.runtime.scaled import split_environment
 from flows.runtime.server_record import SERVER_FILE, ServerRecord
 from flows.runtime.user_server import running_server, server_home
 from generate.errors import InputError, exit_on_input_error
 
 app = typer.Typer(no_args_is_help=True, help="The user's Prefect server, kept up across evalq commands.")
 DATABASE_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
+REDIS_ENV = "PREFECT_REDIS_MESSAGING_URL"
 
 
 HOME = typer.Option(None, "--home", help="Server folder (default $EVALQ_SERVER_HOME or ~/.local/state/evalq/server)")
@@ -24,6 +27,7 @@ HOME = typer.Option(None, "--home", help="Server folder (default $EVALQ_SERVER_H
 
 def describe(record: ServerRecord) -> str:
     parts = [f"pid {record.pid}", f"database {record.database or 'sqlite'}"] + ([f"UI {record.ui_url}"] if record.ui_url else [])
+    parts += ([f"redis {record.redis}"] if record.redis else []) + ([] if record.services else ["API replica: services apart"])
     return f"{record.api_url} ({', '.join(parts)})"
 
 
@@ -37,6 +41,10 @@ def start(
     home: Optional[Path] = HOME,
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the Prefect UI too"),
     detach: bool = typer.Option(False, "--detach", help="Start in the background and return once it is ready"),
+    redis: Optional[str] = typer.Option(None, "--redis", envvar=REDIS_ENV, show_envvar=True,
+                                        help="redis://host:6379/0: Prefect's messaging, leases and Docket there (API replicas share them)"),
+    services: bool = typer.Option(True, "--services/--no-services",
+                                  help="--no-services: an API replica; `evalq server services` runs the background services once"),
 ) -> None:
     """Run a Prefect server (in the foreground, until Ctrl-C) that campaigns and runners use."""
     from flows.runtime.user_server import check_database_url, serve
@@ -44,26 +52,30 @@ def start(
     home = (home or server_home()).resolve()
     if database:
         check_database_url(database)
+    split_environment(database, redis, services)  # one line now, not from the detached child
     if detach:
-        raise typer.Exit(start_detached(home, host, port, database, ui))
+        raise typer.Exit(start_detached(home, host, port, database, ui, redis=redis, services=services))
     home.mkdir(parents=True, exist_ok=True)
 
     def ready(record: ServerRecord) -> None:
         typer.echo(f"evalq server ready: {describe(record)}")
         typer.echo(f"  export PREFECT_API_URL={record.api_url}   # for runners and other tools; evalq commands find it")
 
-    serve(home, host, port, database, ui, on_ready=ready)
+    serve(home, host, port, database, ui, on_ready=ready, redis=redis, services=services)
     typer.echo("evalq server stopped")
 
 
-def start_detached(home: Path, host: str, port: int, database: str | None, ui: bool, timeout: float = 120.0) -> int:
+def start_detached(home: Path, host: str, port: int, database: str | None, ui: bool, timeout: float = 120.0, *,
+                   redis: str | None = None, services: bool = True) -> int:
     """`evalq server start` in a new session, its output in `<home>/server-command.log`; wait until it serves."""
     home.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "flows.cli", "server", "start", "--home", str(home), "--host", host, "--port", str(port),
-            "--ui" if ui else "--no-ui"]
+            "--ui" if ui else "--no-ui", "--services" if services else "--no-services"]
     env = {**os.environ}
     if database:
         env[DATABASE_ENV] = database  # in the environment, not on a command line others can read
+    if redis:
+        env[REDIS_ENV] = redis
     log_path = home / "server-command.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -101,3 +113,9 @@ def stop(home: Optional[Path] = HOME) -> None:
     home = (home or server_home()).resolve()
     record = stop_server(home)
     typer.echo(f"evalq server stopped ({record.api_url})" if record else f"no evalq server was running (home {home / SERVER_FILE})")
+
+
+# Prefect split across processes (API replicas, the services apart): flows/cli/server_scaled.py.
+app.command("migrate")(server_scaled.migrate)
+app.command("services")(server_scaled.services)
+app.command("haproxy-config")(server_scaled.haproxy_config)

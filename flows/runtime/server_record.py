@@ -21,6 +21,10 @@ class ServerRecord(BaseModel):
     database: str | None = None
     """`sqlite`, or the PostgreSQL URL without its password (`evalq server` only)."""
     ui_url: str | None = None
+    redis: str | None = None
+    """The Redis of Prefect's messaging and leases, without its password (`--redis`)."""
+    services: bool = True
+    """False: an API replica, Prefect's background services run apart (`--no-services`)."""
 
 
 def read_record(home: Path) -> ServerRecord | None:

@@ -18,6 +18,7 @@ from flows.runtime.embedded_server import EmbeddedServer
 from flows.runtime.host import port_is_free, process_alive
 from flows.runtime.process_groups import terminate
 from flows.runtime.provisioning import prepare_api
+from flows.runtime.scaled import one_replica_at_a_time, redact_url, split_environment
 from flows.runtime.server_record import (
     SERVER_FILE,
     ServerRecord,
@@ -61,10 +62,13 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://..."
 
 
-def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_ready=None) -> None:
-    """Run the server in the foreground until SIGINT/SIGTERM or until it exits by itself."""
-    import asyncio
+def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_ready=None, *,
+          redis: str | None = None, services: bool = True) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM or until it exits by itself.
 
+    `redis`: Prefect's messaging, ordering, leases and Docket there; `services=False`: an API
+    replica, its background services apart (`evalq server services`; `flows/runtime/scaled.py`)."""
+    import asyncio
 
     if (running := running_server(home)) is not None:
         raise InputError(home / SERVER_FILE, f"an evalq server already runs at {running.api_url} (pid {running.pid}); "
@@ -72,15 +76,17 @@ def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_r
     if not port_is_free(port):
         raise InputError(None, f"--port: {port} is in use")
     extra = {"PREFECT_API_DATABASE_CONNECTION_URL": check_database_url(database)} if database else {}
-    server = EmbeddedServer(home / "prefect", port=port, ui=ui, extra_env=extra, host=host)
+    extra.update(split_environment(database, redis, services))
+    server = EmbeddedServer(home / "prefect", port=port, ui=ui, extra_env=extra, host=host, services=services)
     stop = []
     previous = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        with use_api(server.api_url):
+        with use_api(server.api_url), one_replica_at_a_time(redis):
             asyncio.run(prepare_api("runner", SERVER_POOLS))
         record = ServerRecord(api_url=server.api_url, pid=os.getpid(), database=redact(database) if database else "sqlite",
-                              ui_url=server.ui_url if ui else None)
+                              ui_url=server.ui_url if ui else None, redis=redact_url(redis) if redis else None,
+                              services=services)
         write_atomic(home / SERVER_FILE, record.model_dump_json() + "\n")
         if on_ready:
             on_ready(record)
