@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from importlib.util import find_spec
@@ -23,8 +21,8 @@ import pytest
 from kit import limit_counts, make_fleet, make_job, wait_for, write_inputs
 
 from flows.demo.busy import by_server
-from flows.naming import LOCAL_WORK_POOL, SLOT_RELEASED, WAITING_STATE, campaign_tag
-from flows.runtime.local_stack import worker_environment
+from flows.naming import SLOT_RELEASED, WAITING_STATE, campaign_tag
+from flows.runtime.local_stack import start_worker
 from flows.runtime.process_groups import terminate_group
 
 pytestmark = pytest.mark.scaled
@@ -92,13 +90,6 @@ class ReleaseListener(threading.Thread):
         self.join(10)
 
 
-def start_runner(api_url: str, name: str, log_path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "flows.cli", "runner", "--pool", LOCAL_WORK_POOL, "--slots", str(RUNNER_SLOTS), "--name", name]
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, env=worker_environment(api_url), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-
 async def episode_histories() -> dict[str, dict]:
     """Run id -> its name, final state, runner (from the claim) and when it began waiting for a server."""
     from prefect import get_client
@@ -153,7 +144,7 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
         listener.start()
         assert listener.subscribed.wait(30), "no events subscription on a replica"
     runner_logs = [tmp_path / f"runner-{i}.log" for i in (1, 2)]
-    runners = [start_runner(api, f"scaled-r{i}", log) for i, log in enumerate(runner_logs, 1)]
+    runners = [start_worker(api, RUNNER_SLOTS, log, name=f"scaled-r{i}") for i, log in enumerate(runner_logs, 1)]
     wait_for(lambda: all("started" in log.read_text() for log in runner_logs), 120, "both runners")
     killed_at: list[float] = []
 

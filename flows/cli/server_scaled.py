@@ -19,7 +19,8 @@ from flows.runtime.scaled import (
 )
 from generate.errors import InputError, exit_on_input_error
 
-DATABASE = typer.Option(None, "--database", envvar="PREFECT_API_DATABASE_CONNECTION_URL", show_envvar=True,
+DATABASE = typer.Option(None, "--database", envvar=["PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"],
+                        show_envvar=True,
                         help="postgresql+asyncpg://user:password@host/db, shared by every replica")
 REDIS = typer.Option(None, "--redis", envvar="PREFECT_REDIS_MESSAGING_URL", show_envvar=True,
                      help="redis://host:6379/0, shared by every replica (the Docket takes the next database, /1)")
