@@ -5,6 +5,11 @@ A campaign and two warm runners talk to the balancer; one replica is SIGKILLed m
 
 Every episode completes exactly once, no slot leaks, and slot releases reach waiters through
 Redis whichever replica they are connected to. Run by CI's own pass: `pytest --scaled -m scaled`.
+
+The kill comes as an episode ends, so often while a lease is being taken: if the dead replica had
+granted it, Prefect's client takes it again through the other one and the first lease, which no
+one knows, holds that server until it expires (60 s, then the services' repossessor, then the
+waiters' safety poll): the test then takes ~1.5 min longer, and still no slot stays taken.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ SAFETY_POLL = 30.0
 """Waiters' safety poll in this campaign: a waiter woken within seconds heard the release event."""
 WOKEN_WITHIN = 10.0
 VICTIM, SURVIVOR = 0, 1
+RECONNECTED = 3.0
+"""Seconds after the kill by which haproxy has marked the replica down (~1.5 s) and the runners'
+events subscriptions have reconnected (~10 ms): a waiter that starts waiting later hears releases live."""
+LEASE_BACK = 100.0
+"""Seconds a lease nobody holds may take to come back: 60 s lease + the repossessor's 15 s loop + slack."""
 RUNNER_SLOTS = 3
 """Each runner's: the two together hold 3 playing and 3 waiting episodes, so both runners take
 work and a server often passes from one runner's episode to the other's."""
@@ -136,7 +146,7 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
 
     busy = tmp_path / "busy.jsonl"
     fleet, resources = make_fleet({"sa_1": [1], "sb_1": [1], "sc_1": [1]}, log_path=busy)
-    jobs = [make_job(tmp_path, team, "pick", i, [f"{team}_1"]) for team in ("sa", "sb", "sc") for i in range(10)]
+    jobs = [make_job(tmp_path, team, "pick", i, [f"{team}_1"]) for team in ("sa", "sb", "sc") for i in range(12)]
     jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
     results = tmp_path / "results"
     listeners = [ReleaseListener(stack.replica_url(i)) for i in (VICTIM, SURVIVOR)]
@@ -149,8 +159,8 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
     killed_at: list[float] = []
 
     def kill_mid_campaign() -> None:
-        done = lambda: len(list(results.rglob("*.json"))) >= len(jobs) // 2  # noqa: E731
-        wait_for(done, 300, "half of the episodes")
+        done = lambda: len(list(results.rglob("*.json"))) >= len(jobs) // 3  # noqa: E731
+        wait_for(done, 300, "a third of the episodes")
         killed_at.append(time.time())
         stack.kill_replica(VICTIM)
 
@@ -174,9 +184,13 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
             intervals = [json.loads(line) for line in busy.read_text().splitlines()]
             assert sorted(i["episode"] for i in intervals) == sorted(job.id for job in jobs)
             assert all(s.violations == 0 and s.max_active <= s.capacity for s in stats.values())
-            # No slot leaks: every limit back to 0, read through the balancer (the survivor).
-            wait_for(lambda: set(asyncio.run(limit_counts(resources)).values()) == {0}, 30, "every slot back",
+            # No slot leaks: every limit back to 0, read through the balancer (the survivor). A lease
+            # the dead replica granted as it died and the client took again would come back when it
+            # expires (60 s lease, then the services' repossessor): wait that long, no longer.
+            freed = time.monotonic()
+            wait_for(lambda: set(asyncio.run(limit_counts(resources)).values()) == {0}, LEASE_BACK, "every slot back",
                      detail=lambda: asyncio.run(limit_counts(resources)))
+            freed = time.monotonic() - freed
     finally:
         for runner in runners:
             terminate_group(runner, grace=10)
@@ -187,13 +201,14 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
     # every one released while it lived, whichever replica the releasing runner was connected to.
     victim, survivor = (listener.released for listener in listeners)
     assert set(survivor) == set(histories)
-    assert {run for run, at in survivor.items() if at < killed_at[0] - 1} <= set(victim)
+    assert {run for run, at in survivor.items() if at < killed_at[0] - 3} <= set(victim)
     # ...and reach the waiters: a waiter in the other runner took the server within seconds, not
     # at its 30 s safety poll, before the kill and once the clients had reconnected after it.
     moves = [h for h in handoffs(intervals, histories) if h["cross_runner"]]
-    before = [h["gap"] for h in moves if h["released"] < killed_at[0] - 1]
-    after = [h["gap"] for h in moves if h["waiting_since"] > killed_at[0] + 10]
-    assert before, f"no handoff between the runners before the kill: {handoffs(intervals, histories)}"
+    before = [h["gap"] for h in moves if h["released"] < killed_at[0] - 3]
+    after = [h["gap"] for h in moves if h["waiting_since"] > killed_at[0] + RECONNECTED]
+    assert before and after, f"no handoff between the runners before or after the kill: {handoffs(intervals, histories)}"
     assert max(before + after) < WOKEN_WITHIN, (before, after)
-    print(f"handoffs between runners: before the kill {sorted(before)}, after {sorted(after)}; "
+    print(f"slots all free {freed:.1f} s after the campaign; handoffs between runners: before the kill "
+          f"{sorted(before)}, after {sorted(after)}; "
           f"all handoffs {[(round(h['released'] - killed_at[0], 1), round(h['gap'], 2), h['cross_runner']) for h in handoffs(intervals, histories)]}")
