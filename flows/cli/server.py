@@ -59,6 +59,9 @@ def start(
 
     def ready(record: ServerRecord) -> None:
         typer.echo(f"evalq server ready: {describe(record)}")
+        if not record.services:
+            typer.echo("  an API replica: runners, campaigns and evaltui use the balancer in front of the replicas")
+            return
         typer.echo(f"  export PREFECT_API_URL={record.api_url}   # for runners and other tools; evalq commands find it")
 
     serve(home, host, port, database, ui, on_ready=ready, redis=redis, services=services)
