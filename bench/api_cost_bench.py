@@ -37,7 +37,6 @@ from flows.naming import (  # noqa: E402
 )
 from flows.runtime.local_stack import LocalStack  # noqa: E402
 from flows.runtime.postgres import LocalPostgres  # noqa: E402
-from flows.runtime.process_groups import terminate_group  # noqa: E402
 from generate.models import Resources  # noqa: E402
 
 SETTLE_SECONDS = 3.0
@@ -156,7 +155,7 @@ def main() -> None:
     env = {"PREFECT_API_DATABASE_CONNECTION_URL": postgres.url} if postgres else None
     try:
         with LocalStack(work / "home", worker_limit=1, ui=False, server_env=env) as stack:
-            terminate_group(stack.worker)  # the calls are replayed here, nothing may pick the runs up
+            stack.stop_worker()  # the calls are replayed here, nothing may pick the runs up (nor restart it)
             measured = asyncio.run(replay(stack, postgres, args.runs, work))
     finally:
         if postgres is not None:

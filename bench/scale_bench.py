@@ -223,7 +223,7 @@ async def fill(jobs: list, results_dir: Path, pg, reserved_from: int, api_runs: 
 
     todo = [job for job in jobs if not job.metrics_path(results_dir).exists() and job.payload.instance_id < reserved_from]
     body_of = lambda job: {  # noqa: E731
-        "name": episode_run_name(job, 1),
+        "name": episode_run_name(CAMPAIGN, job.id, 1),
         "parameters": {"job": job.model_dump(mode="json"), "results_dir": str(results_dir), "campaign": CAMPAIGN},
         "tags": episode_tags(job, CAMPAIGN, job.resource_type, 1),
         "idempotency_key": idempotency_key(CAMPAIGN, job, 1),

@@ -39,6 +39,7 @@ from flows.naming import (
     LOADING_STATE,
     MISCONFIGURED_STATE,
     NOT_RETRYABLE_STATE,
+    RERUN_TAG,
     RUNNING_STATE,
     SERVER_UNREACHABLE,
     SKIPPED_STATE,
@@ -49,8 +50,17 @@ from flows.naming import (
 )
 from flows.results.metrics_files import EpisodeProvenance, metrics_document
 from flows.results.videos import EpisodeVideo
+from flows.runtime.api_retry import retrying
+from flows.runtime.memory import PEAKS, EpisodeMemory
+from flows.runtime.outages import handle_api_outages
 from flows.slots.events import SlotEvent
-from flows.slots.leaser import SAFETY_POLL_SECONDS, PoolNotApplied, Slot, SlotLeaser
+from flows.slots.leaser import (
+    EPISODE_LEASE_SECONDS,
+    SAFETY_POLL_SECONDS,
+    PoolNotApplied,
+    Slot,
+    SlotLeaser,
+)
 from flows.slots.quarantine import quarantine_server
 from flows.slots.quarantine_policy import NoLiveServer, ServerFaults
 from flows.slots.steering import candidates
@@ -69,10 +79,24 @@ def slot_event(name: str, slot: Slot, job: Job, campaign: str, run_id: UUID | No
 async def set_phase(client, run_id: UUID | None, name: str, message: str | None = None) -> None:
     """Show the episode's phase as a named Running state (countable, visible in the UI).
 
-    Proposed, not forced: a run being cancelled stays Cancelling (its runner stops it).
+    Proposed, not forced: a run being cancelled stays Cancelling (its runner stops it). Proposed
+    again across an API outage (the same Running state twice is accepted): the episode plays on.
     """
     if run_id is not None:
-        await client.set_flow_run_state(run_id, Running(name=name, message=message))
+        await retrying(lambda: client.set_flow_run_state(run_id, Running(name=name, message=message)))
+
+
+async def mark_rerun(client, run_id: UUID | None) -> None:
+    """Tag the run `evalq-rerun` when it ran before: the Prefect UI's Retry (`prefect flow-run
+    retry`) started it again after it had ended. Prefect counts every start in `run_count`
+    (read before this one), and reports read the state history of runs so tagged."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    known = context.flow_run if context else None
+    if run_id is None or known is None or not known.run_count or RERUN_TAG in known.tags:
+        return
+    await client.update_flow_run(run_id, tags=[*known.tags, RERUN_TAG])
 
 
 def started_as(state_name: str) -> bool:
@@ -85,7 +109,7 @@ def started_as(state_name: str) -> bool:
 
 def episode_document(
     metrics: dict, job: Job, slot: Slot, campaign: str, run_id: UUID | None, evaluator: str, held: float,
-    video: str | None = None,
+    video: str | None = None, memory: EpisodeMemory | None = None,
 ) -> dict:
     """The metrics file: the evaluator's metrics plus where and how they were produced."""
     return metrics_document(metrics, EpisodeProvenance(
@@ -104,6 +128,7 @@ def episode_document(
         held_seconds=round(held, 3),
         finished_at=time.time(),
         video=video,
+        **(vars(memory) if memory else {}),
     ))
 
 
@@ -116,7 +141,7 @@ async def evaluate_episode(
     evaluator_options: dict | None = None,
     campaign: str = "adhoc",
     force: bool = False,
-    lease_seconds: float = 60.0,
+    lease_seconds: float = EPISODE_LEASE_SECONDS,
     poll_seconds: float = SAFETY_POLL_SECONDS,
     timeout_seconds: float = 3600.0,
     prefer: list[str] | None = None,
@@ -124,6 +149,7 @@ async def evaluate_episode(
 ):
     """Evaluate one episode: load, lease a policy-server slot, run, write metrics, release."""
     logger = get_run_logger()
+    handle_api_outages()
     episode = Job.model_validate(job)
     attach_cloud_logging(campaign=campaign, team=episode.payload.team_slug, task=episode.payload.task, instance=episode.payload.instance_id)
     target = episode.metrics_path(results_dir)
@@ -133,27 +159,29 @@ async def evaluate_episode(
     run_id = flow_run.get_id()
     run_id = UUID(run_id) if run_id else None
     video = EpisodeVideo.for_job(episode, results_dir)
-    async with get_client() as client:
-        if not started_as(LOADING_STATE):  # a warm runner's engine starts it as Loading already
-            await set_phase(client, run_id, LOADING_STATE)
-        try:
-            runner = load_evaluator(evaluator, evaluator_options, logger)
-            video.offer_to(runner)
-            await call(runner.prepare, episode)
-        except EvaluationError as exc:
-            logger.error("Not retryable: %s", exc)
-            return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
-        episode_run = EpisodeRun(
-            client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
-            evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [], video,
-            server_wait_seconds=server_wait_seconds,
-        )
-        try:
-            return await episode_run.lease_and_run_elsewhere_on_fault()
-        finally:
-            if hasattr(runner, "kill"):
-                await runner.kill()
-            video.discard()
+    with PEAKS.tracking() as memory_key:  # this process's peak memory while it runs, for its metrics
+        async with get_client() as client:
+            if not started_as(LOADING_STATE):  # a warm runner's engine starts it as Loading already
+                await set_phase(client, run_id, LOADING_STATE)
+            await mark_rerun(client, run_id)
+            try:
+                runner = load_evaluator(evaluator, evaluator_options, logger)
+                video.offer_to(runner)
+                await call(runner.prepare, episode)
+            except EvaluationError as exc:
+                logger.error("Not retryable: %s", exc)
+                return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
+            episode_run = EpisodeRun(
+                client, episode, Resources.model_validate(resources), runner, target, force, campaign, run_id,
+                evaluator, lease_seconds, poll_seconds, timeout_seconds, prefer or [], video,
+                server_wait_seconds=server_wait_seconds, memory_key=memory_key,
+            )
+            try:
+                return await episode_run.lease_and_run_elsewhere_on_fault()
+            finally:
+                if hasattr(runner, "kill"):
+                    await runner.kill()
+                video.discard()
 
 
 @dataclass
@@ -179,6 +207,8 @@ class EpisodeRun:
     """Servers that failed this run, while it has others to try."""
     server_wait_seconds: float | None = None
     """How long to wait while every compatible server is quarantined, then fail; None: forever."""
+    memory_key: object = None
+    """The episode's key in this process's memory sampler (`flows/runtime/memory.py`)."""
 
     async def lease_and_run_elsewhere_on_fault(self):
         """`lease_and_run`; when the server fails (it is quarantined by then), again on another
@@ -249,9 +279,8 @@ class EpisodeRun:
         """Write the metrics file atomically, never over another run's; the end state."""
         logger = get_run_logger()
         video = self.video.publish(replace=self.force) if self.video else None
-        text = dump_json(
-            episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held, video)
-        )
+        text = dump_json(episode_document(metrics, self.job, slot, self.campaign, self.run_id, self.evaluator, held,
+                                          video, PEAKS.finish(self.memory_key)))
         if self.force:
             write_atomic(self.target, text)
         elif not write_new_atomic(self.target, text):

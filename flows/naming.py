@@ -32,6 +32,9 @@ PREFORK_LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
 
 TAG = "evalq"
 EPISODE_TAG = "evalq-episode"
+RERUN_TAG = "evalq-rerun"
+"""Added by an episode run that starts again after it had ended (the Prefect UI's Retry,
+`prefect flow-run retry`): its state history holds more than one attempt."""
 
 # Events (resource = the policy server, related = flow run, pool, campaign)
 SLOT_ACQUIRED = "evalq.slot.acquired"
@@ -62,6 +65,32 @@ def slot_of_running_message(message: str | None) -> tuple[str, str] | None:
         return None
     address, pool = message[3:-1].split(" (", 1)
     return address, pool
+
+CLAIM_PREFIX = "claimed by runner "
+
+
+def claim_message(runner: str, token: str) -> str:
+    """The Pending message of a runner's claim: who holds the run, and which claim it is (the
+    token tells a claim that landed from one another runner made, when the answer was lost)."""
+    return f"{CLAIM_PREFIX}{runner} [{token}]"
+
+
+def claim_of_message(message: str | None) -> tuple[str, str | None] | None:
+    """(runner, token) of a `claim_message` (token None from runners older than tokens); None for
+    any other message, such as a Prefect worker's claim, which names nobody."""
+    if not message or not message.startswith(CLAIM_PREFIX):
+        return None
+    rest = message[len(CLAIM_PREFIX):]
+    runner, sep, token = rest.rpartition(" [")
+    if sep and token.endswith("]"):
+        return runner, token[:-1]
+    return rest, None
+
+
+def handed_back_message(runner: str, why: str) -> str:
+    """The Scheduled message of a run given back unstarted, so another runner takes it."""
+    return f"handed back by runner {runner}: {why}"
+
 
 # Custom state names an episode may end in
 SKIPPED_STATE = "Skipped"
@@ -164,15 +193,29 @@ def episode_tags(job: Job, campaign: str, pool: str, attempt: int) -> list[str]:
     ]
 
 
-def episode_run_name(job: Job, attempt: int) -> str:
-    """`team/task/instance`, with the attempt when it is not the first."""
-    return job.id if attempt == 1 else f"{job.id} (attempt {attempt})"
+RUN_NAME_CAMPAIGN_CHARS = 40
+"""How much of the campaign's name an episode run's name carries (its tag keeps the whole name)."""
+ATTEMPT_SUFFIX = " (attempt "
+
+
+def episode_run_name(campaign: str, job_id: str, attempt: int = 1) -> str:
+    """`<campaign>:<team>/<task>/<instance>`, then ` (attempt N)` after the first attempt: the
+    runs of two campaigns tell themselves apart in `prefect flow-run ls` and the UI. A campaign
+    name longer than `RUN_NAME_CAMPAIGN_CHARS` is cut with `…` (Prefect sets no limit, but its
+    lists show the start of a name); the `campaign:` tag keeps it whole."""
+    label = campaign if len(campaign) <= RUN_NAME_CAMPAIGN_CHARS else campaign[:RUN_NAME_CAMPAIGN_CHARS - 1] + "…"
+    name = f"{label}:{job_id}"
+    return name if attempt == 1 else f"{name}{ATTEMPT_SUFFIX}{attempt})"
 
 
 def job_id_of_run_name(run_name: str) -> str:
-    """The job id back from an episode run's name (`episode_run_name` in reverse)."""
-    job_id, sep, rest = run_name.rpartition(" (attempt ")
-    return job_id if sep and rest.endswith(")") and rest[:-1].isdigit() else run_name
+    """The job id back from an episode run's name (`episode_run_name` in reverse); also from
+    the names of runs made before names carried the campaign (`<team>/<task>/<instance>`)."""
+    base, sep, rest = run_name.rpartition(ATTEMPT_SUFFIX)
+    if not (sep and rest.endswith(")") and rest[:-1].isdigit()):
+        base = run_name
+    _, colon, job_id = base.rpartition(":")
+    return job_id if colon and job_id.count("/") == 2 else base
 
 
 def attempt_of(tags: list[str]) -> int:

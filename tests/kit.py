@@ -85,3 +85,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.3, detail
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}" + (f"; {detail()}" if detail else ""))
+
+
+async def campaign_log(campaign: str) -> list[str]:
+    """The log lines of the campaign's own flow run(s), as the server has them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.reports.runs import campaign_flow_runs
+
+    async with get_client() as client:
+        ids = [run.id for run in await campaign_flow_runs(client, campaign)]
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
+    return [log.message for log in logs]

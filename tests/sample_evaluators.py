@@ -48,4 +48,20 @@ class GatedEvaluator(ConstantEvaluator):
         deadline = time.monotonic() + 120
         while job.payload.instance_id == 1 and not self.release.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+        return {**super().run(job, server), "success": 1}  # what the campaign's leaderboard ranks
+
+
+class HungryEvaluator(ConstantEvaluator):
+    """Holds `megabytes` of memory (touched, so resident) while it plays, then frees it."""
+
+    def __init__(self, megabytes: int = 100, score: float = 1.0):
+        super().__init__(score)
+        self.megabytes = int(megabytes)
+
+    def run(self, job, server):
+        block = bytearray(self.megabytes * 2**20)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        time.sleep(1.2)  # sampled twice a second
+        del block
         return super().run(job, server)

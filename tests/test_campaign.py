@@ -75,7 +75,7 @@ def test_campaign_evaluates_every_episode_once_within_capacity(episode_worker, t
     assert asyncio.run(planned("complete")) == {("alpha", "pick"): 3, ("beta", "open"): 2, ("beta", "pick"): 2}
     runs = asyncio.run(campaign_runs("complete"))
     assert len(runs) == len(jobs)
-    assert {run.name for run in runs} == {job.id for job in jobs}
+    assert {run.name for run in runs} == {f"complete:{job.id}" for job in jobs}  # the campaign, then the job
 
     # Running the finished campaign again dispatches nothing.
     with fleet.__class__([]):
@@ -93,5 +93,5 @@ def test_dead_policy_server_is_retried_then_reported(episode_worker, tmp_path):
     assert resources.servers("dead_1")[0].address in summary["failed"]["dead/pick/1"]
     assert (tmp_path / "results" / "failed.txt").read_text() == "dead/pick/1\n"
     runs = asyncio.run(campaign_runs("dead-server"))
-    assert sorted(run.name for run in runs) == ["dead/pick/1", "dead/pick/1 (attempt 2)"]
+    assert sorted(run.name for run in runs) == ["dead-server:dead/pick/1", "dead-server:dead/pick/1 (attempt 2)"]
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -84,13 +85,14 @@ def test_pools_apply_and_status(prefect_server, inputs):
     assert "a_1" in status.stdout and "0/1" in status.stdout
 
 
-def test_pools_need_an_api(inputs):
+def test_pools_need_an_api(inputs, tmp_path):
     _, resources_file = inputs
     env = {**os.environ}
     env.pop("PREFECT_API_URL", None)
     result = subprocess.run([sys.executable, "-m", "flows.cli", "pools", "status", str(resources_file)],
-                            capture_output=True, text=True, env=env, timeout=60)
-    assert_one_line_error(result, "PREFECT_API_URL")
+                            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert_one_line_error(result, "no Prefect server found", "PREFECT_API_URL", "evalq server start --detach",
+                          "no campaign has run in this folder")
 
 
 @pytest.mark.parametrize("alive, expected_code", [(True, 0), (False, 1)])
@@ -127,3 +129,68 @@ def test_a_finished_campaign_is_a_no_op_without_any_server(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "all 3 episodes already have metrics" in result.stdout
     assert not (tmp_path / "results" / "failed.txt").exists()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--max-in-flight", "2", "--resume-below", "0"], "--resume-below 0: dispatch would never resume"),
+    (["--max-in-flight", "2", "--resume-at", "-1"], "--resume-at -1: dispatch would never resume"),
+    (["--resume-at", "0"], "--resume-at needs --max-in-flight"),
+])
+def test_thresholds_that_never_resume_are_refused(inputs, args, fragment):
+    jobs_file, resources_file = inputs
+    result = evalq("campaign", "run", "--jobs", str(jobs_file), "--resources", str(resources_file), *args)
+    assert_one_line_error(result, fragment)
+
+
+def test_max_in_flight_2_resume_at_0_completes_in_waves_and_logs_plain_progress(episode_worker, tmp_path):
+    """The batch tool's `--stop_threshold 2 --resume_threshold 0`: two at a time, the next two once both ended.
+    Its output is no terminal: the progress bar is a plain line per stats tick."""
+    import asyncio
+
+    from test_campaign import campaign_runs
+
+    fleet, resources = make_fleet({"wave_1": [1, 1, 1]})
+    jobs = [make_job(tmp_path, "wave", "pick", i, ["wave_1"]) for i in range(5)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    with fleet:
+        result = evalq("campaign", "run", "--jobs", str(jobs_file), "--resources", str(resources_file),
+                       "--results-dir", str(tmp_path / "results"), "--name", "waves", "--max-in-flight", "2",
+                       "--resume-at", "0", "--stats-interval", "1", "--evaluator-option", "load_seconds=0.1",
+                       "--evaluator-option", "steps=5", "--evaluator-option", "step_seconds=0.1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(asyncio.run(campaign_runs("waves")), key=lambda run: run.created)
+    assert len(runs) == 5 and all(run.state.is_completed() for run in runs)
+    in_flight_at = [sum(1 for other in runs if other.created < run.created < other.end_time) for run in runs]
+    assert in_flight_at[0::2] == [0, 0, 0], in_flight_at  # each wave starts once the last one has ended
+    assert max(in_flight_at) <= 1, in_flight_at
+    progress = [line for line in result.stderr.splitlines() if line.startswith("episodes ")]
+    assert progress and progress[-1].startswith("episodes 5/5 | failed 0 | cancelled 0 | in flight 0 | retried 0 | 0:00:")
+    assert all(line.endswith(" elapsed") for line in progress), progress  # whole lines, never a cut bar
+
+
+@pytest.mark.parametrize("signum, how", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_sigterm_or_ctrl_c_stops_a_campaign_with_one_line_and_it_goes_on_where_it_stopped(episode_worker, tmp_path, signum, how):
+    import time
+
+    from kit import wait_for
+
+    fleet, resources = make_fleet({"sig_1": [1]})
+    jobs = [make_job(tmp_path, "sig", "pick", i, ["sig_1"]) for i in range(4)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    name = f"signalled-{how}"
+    args = ["campaign", "run", "--jobs", str(jobs_file), "--resources", str(resources_file), "--results-dir",
+            str(tmp_path / "results"), "--name", name, "--evaluator-option", "load_seconds=0.1",
+            "--evaluator-option", "steps=10", "--evaluator-option", "step_seconds=0.2"]
+    with fleet:
+        command = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env={**os.environ})
+        wait_for(lambda: jobs[0].metrics_path(tmp_path / "results").exists(), 120, "the first episode")
+        time.sleep(0.5)
+        command.send_signal(signum)
+        _, stderr = command.communicate(timeout=120)
+        assert command.returncode == 128 + signum, stderr[-3000:]
+        assert stderr.rstrip().splitlines()[-1] == f"Campaign {name!r} stopped by {how}; the same command goes on where it stopped"
+        assert "Traceback" not in stderr and "ERROR" not in stderr, stderr[-3000:]
+        again = evalq(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(job.metrics_path(tmp_path / "results").exists() for job in jobs)

@@ -9,7 +9,7 @@ import sys
 
 from flows.campaign.flow import campaign
 from generate.models import Resources
-from kit import make_fleet, make_job, write_inputs
+from kit import campaign_log, make_fleet, make_job, wait_for, write_inputs
 from test_campaign import FAST_SIM, campaign_runs, run_campaign
 
 
@@ -73,7 +73,7 @@ def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path
 
     async def failed_run():
         for _ in range(600):
-            runs = [r for r in await campaign_runs(name) if r.name == "gate/pick/0" and r.state and r.state.is_failed()]
+            runs = [r for r in await campaign_runs(name) if r.name == f"{name}:gate/pick/0" and r.state and r.state.is_failed()]
             if runs:
                 return runs[0].id
             await asyncio.sleep(0.2)
@@ -108,4 +108,49 @@ def test_a_retry_from_evaltui_goes_through_the_campaign(episode_worker, tmp_path
     assert summary["done"] == 2 and summary["failed"] == {}
     assert (tmp_path / "results" / "failed.txt").read_text() == ""
     names = sorted(run.name for run in asyncio.run(campaign_runs(name)))
-    assert names == ["gate/pick/0", "gate/pick/0 (attempt 2)", "gate/pick/1"]
+    assert names == [f"{name}:gate/pick/0", f"{name}:gate/pick/0 (attempt 2)", f"{name}:gate/pick/1"]
+
+
+async def pause_value(name: str, value: bool | None = None):
+    """The campaign's pause variable (set first when `value` is given)."""
+    from prefect.variables import Variable
+
+    from flows.naming import pause_variable
+
+    if value is not None:
+        await Variable.aset(pause_variable(name), value, overwrite=True)
+    return await Variable.aget(pause_variable(name), default=None)
+
+
+def test_a_pause_belongs_to_its_invocation(episode_worker, tmp_path):
+    # Failed before the fix: the second invocation started "Dispatch paused" by the first one's
+    # variable, and nothing said why or how to resume.
+    import threading
+    import time
+
+    from flows.runtime.api import use_api
+
+    fleet, resources = make_fleet({"pause_1": [1]})
+    seen: dict = {}
+
+    def resume_later():
+        with use_api(os.environ["PREFECT_API_URL"]):
+            wait_for(lambda: asyncio.run(pause_value("pause-start")) is True, 60, "the campaign to start paused")
+            time.sleep(3)  # a few of its ticks: nothing may be dispatched meanwhile
+            seen["runs while paused"] = len(asyncio.run(campaign_runs("pause-start")))
+            asyncio.run(pause_value("pause-start", False))
+
+    resumer = threading.Thread(target=resume_later)
+    asyncio.run(pause_value("pause-left", True))  # as an earlier invocation (evaltui's `p`) left it
+    with fleet:
+        left = run_campaign(tmp_path, [make_job(tmp_path, "pause", "pick", 0, ["pause_1"])], resources, "pause-left")
+        resumer.start()
+        try:  # --paused: this invocation starts paused, and dispatches once resumed
+            started = run_campaign(tmp_path, [make_job(tmp_path, "pause", "pick", 1, ["pause_1"])], resources, "pause-start", paused=True)
+        finally:
+            resumer.join(90)
+    assert left["done"] == 1
+    assert asyncio.run(pause_value("pause-left")) is False
+    wait_for(lambda: any("left dispatch paused: this one starts unpaused" in line for line in asyncio.run(campaign_log("pause-left"))),
+             30, "the campaign to say it cleared the old pause")
+    assert seen["runs while paused"] == 0 and started["done"] == 1

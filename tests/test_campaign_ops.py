@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import time
 import os
 import threading
+import time
 
+from kit import make_fleet, make_job, pool_params, write_inputs
 from prefect import get_client
 from prefect.client.schemas.objects import State, StateType
-
-from flows.naming import campaign_plan_variable, episode_run_name, episode_tags, idempotency_key
-from kit import make_fleet, make_job, pool_params, write_inputs
 from test_campaign import FAST_SIM, artifact_description, campaign_runs, run_campaign
 from test_campaign_cli import assert_one_line_error, evalq
+
+from flows.results.metrics_files import read_provenance
+from flows.naming import (
+    campaign_plan_variable,
+    episode_run_name,
+    episode_tags,
+    idempotency_key,
+)
 
 DEAD_SERVER = {**FAST_SIM, "connect_timeout": 2}
 GIVE_UP = 2.0
@@ -99,8 +105,8 @@ def test_dead_server_report_then_only_failed_completes_them(episode_worker, tmp_
     assert (tmp_path / "results" / "failed.txt").read_text() == ""
     assert all(job.metrics_path(tmp_path / "results").exists() for job in jobs)
     assert stats[dead].episodes == 2 and stats[dead].violations == 0
-    assert run_names("ops-dead") == ["dead/pick/1", "dead/pick/1 (attempt 2)", "dead/pick/2", "dead/pick/2 (attempt 2)",
-                                     "live/pick/1", "live/pick/2"]
+    assert run_names("ops-dead") == ["ops-dead:dead/pick/1", "ops-dead:dead/pick/1 (attempt 2)", "ops-dead:dead/pick/2",
+                                     "ops-dead:dead/pick/2 (attempt 2)", "ops-dead:live/pick/1", "ops-dead:live/pick/2"]
     after = report_of("ops-dead", "--results-dir", str(tmp_path / "results"))
     assert (after["done"], after["failed"], after["resubmit"], after["planned"]) == (4, 0, [], 4)
 
@@ -125,7 +131,7 @@ def test_rerun_under_the_same_name_gives_failed_jobs_fresh_attempts(episode_work
         second = run_campaign(tmp_path, jobs, resources, "ops-rerun", max_attempts=2, evaluator_options=DEAD_SERVER,
                              server_wait_seconds=GIVE_UP)
     assert second["fresh_attempts"] == 1 and second["done"] == 1 and not second["failed"]
-    assert run_names("ops-rerun") == ["late/pick/1", "late/pick/1 (attempt 2)", "late/pick/1 (attempt 3)"]
+    assert run_names("ops-rerun") == ["ops-rerun:late/pick/1", "ops-rerun:late/pick/1 (attempt 2)", "ops-rerun:late/pick/1 (attempt 3)"]
     third = run_campaign(tmp_path, jobs, resources, "ops-rerun", max_attempts=2)  # finished: nothing to do
     assert third["already_done"] == 1 and third["done"] == 0 and third["fresh_attempts"] == 0
     assert len(run_names("ops-rerun")) == 3
@@ -158,23 +164,28 @@ def test_a_cancelled_episode_is_reported_not_requeued_and_only_brings_it_back(ep
         canceller.start()
         summary = run_campaign(tmp_path, jobs, resources, "ops-cancel", evaluator_options=slow)
         canceller.join()
-        assert cancelled["run"] == "calm/pick/1"
+        assert cancelled["run"] == "ops-cancel:calm/pick/1"
         assert list(summary["cancelled"]) == ["calm/pick/1"] and not summary["failed"] and summary["retried"] == 0
-        assert run_names("ops-cancel") == ["calm/pick/1"]
+        assert run_names("ops-cancel") == ["ops-cancel:calm/pick/1"]
         assert (tmp_path / "results" / "failed.txt").read_text() == ""
         report = report_of("ops-cancel")
         assert report["cancelled_ids"] == ["calm/pick/1"] and report["resubmit"] == [] and report["failed"] == 0
 
         again = run_campaign(tmp_path, jobs, resources, "ops-cancel", evaluator_options=FAST_SIM)
         assert list(again["cancelled"]) == ["calm/pick/1"] and again["done"] == 0
-        assert run_names("ops-cancel") == ["calm/pick/1"]  # the user's word stands
+        assert run_names("ops-cancel") == ["ops-cancel:calm/pick/1"]  # the user's word stands
 
         named = run_campaign(tmp_path, jobs, resources, "ops-cancel", evaluator_options=FAST_SIM, only=["calm/pick/1"])
     assert named["done"] == 1 and not named["cancelled"]
-    assert run_names("ops-cancel") == ["calm/pick/1", "calm/pick/1 (attempt 2)"]
+    assert run_names("ops-cancel") == ["ops-cancel:calm/pick/1", "ops-cancel:calm/pick/1 (attempt 2)"]
+    # Jobs, not runs: the cancelled run was superseded by the one that completed (it said "cancelled 1").
+    listed = next(c for c in json.loads(evalq("campaign", "list", "--json", env=api_env()).stdout) if c["name"] == "ops-cancel")
+    assert (listed["done"], listed["cancelled"], listed["failed"], listed["attempts"], listed["retries"]) == (1, 0, 0, 2, 1)
+    report = report_of("ops-cancel")
+    assert (report["done"], report["cancelled"], report["attempts"], report["retries"]) == (1, 0, 2, 1)
 
 
-async def start_episode_by_hand(job, resources, name: str, results_dir: str, options: dict):
+async def start_episode_by_hand(job, resources, name: str, results_dir: str, options: dict, evaluator: str = "sim"):
     """An episode run as an earlier invocation of campaign `name` would have created it."""
     from flows.slots.pools import apply_pools
 
@@ -185,8 +196,8 @@ async def start_episode_by_hand(job, resources, name: str, results_dir: str, opt
         return await client.create_flow_run_from_deployment(
             deployment.id,
             parameters={"job": job.model_dump(mode="json"), "resources": pool_params(job, resources),
-                        "results_dir": results_dir, "evaluator": "sim", "evaluator_options": options, "campaign": name},
-            name=episode_run_name(job, 1), tags=episode_tags(job, name, pool, 1), idempotency_key=idempotency_key(name, job, 1),
+                        "results_dir": results_dir, "evaluator": evaluator, "evaluator_options": options, "campaign": name},
+            name=episode_run_name(name, job.id, 1), tags=episode_tags(job, name, pool, 1), idempotency_key=idempotency_key(name, job, 1),
         )
 
 
@@ -199,20 +210,24 @@ def test_runs_in_flight_are_adopted_purge_refuses_then_removes_runs_but_keeps_re
     fleet, resources = make_fleet({"keep_1": [1]})
     jobs = [make_job(tmp_path, "keep", "pick", 1, ["keep_1"])]
     results = tmp_path / "results"
+    release = tmp_path / "release"  # the episode plays until the test has seen purge refuse
     with fleet:
-        asyncio.run(start_episode_by_hand(jobs[0], resources, "ops-purge", str(results.resolve()),
-                                          {"load_seconds": 10, "steps": 4, "step_seconds": 0.05}))
+        by_hand = asyncio.run(start_episode_by_hand(jobs[0], resources, "ops-purge", str(results.resolve()),
+                                                    {"fail_once": str(tmp_path / "unused"), "release": str(release)},
+                                                    evaluator="tests.sample_evaluators:GatedEvaluator"))
         refused = evalq("campaign", "purge", "ops-purge", env=api_env())
         assert_one_line_error(refused, "ops-purge", "is running", "--force")
+        release.touch()
         summary = run_campaign(tmp_path, jobs, resources, "ops-purge")
-        stats = fleet.stats()
-    assert summary["done"] == 1 and sum(s.episodes for s in stats.values()) == 1
-    assert run_names("ops-purge") == ["keep/pick/1"]  # adopted, not duplicated
+    assert summary["done"] == 1
+    assert read_provenance(jobs[0].metrics_path(results)).flow_run_id == str(by_hand.id)  # the run started by hand played it
+    assert run_names("ops-purge") == ["ops-purge:keep/pick/1"]  # adopted, not duplicated
 
     listed = evalq("campaign", "list", "--json", env=api_env())
     assert listed.returncode == 0, listed.stderr
     mine = next(c for c in json.loads(listed.stdout) if c["name"] == "ops-purge")
-    assert (mine["planned"], mine["completed"], mine["in_flight"], mine["state"]) == (1, 1, 0, "done")
+    assert (mine["planned"], mine["done"], mine["failed"], mine["in_flight"], mine["waiting"], mine["state"]) == (1, 1, 0, 0, 0, "done")
+    assert (mine["attempts"], mine["retries"], mine["runs"]) == (1, 0, 1)
     table = evalq("campaign", "list", env=api_env())
     assert "ops-purge" in table.stdout
 
@@ -220,7 +235,7 @@ def test_runs_in_flight_are_adopted_purge_refuses_then_removes_runs_but_keeps_re
     assert dry.returncode == 0 and "would delete 1 episode runs (1 Completed) and 1 campaign flow runs" in dry.stdout
     recent = evalq("campaign", "purge", "ops-purge", "--older-than", "1d", env=api_env())
     assert "deleted 0 episode runs and 0 campaign flow runs; 2 runs kept" in recent.stdout
-    assert run_names("ops-purge") == ["keep/pick/1"]
+    assert run_names("ops-purge") == ["ops-purge:keep/pick/1"]
 
     purged = evalq("campaign", "purge", "ops-purge", env=api_env())
     assert purged.returncode == 0, purged.stderr

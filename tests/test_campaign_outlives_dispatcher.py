@@ -80,7 +80,7 @@ def test_a_killed_campaign_run_again_adopts_its_episodes(episode_worker, tmp_pat
     summary = state.result()
     assert summary["done"] + summary["already_done"] == len(jobs) and not summary["failed"], summary
     runs = asyncio.run(episode_runs())
-    assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # one run per job: none twice
+    assert sorted(run.name for run in runs) == sorted(f"{NAME}:{job.id}" for job in jobs)  # one run per job: none twice
     assert all(run.state.type == StateType.COMPLETED for run in runs)
     assert {run.id for run in in_flight} <= {run.id for run in runs}  # adopted, not replaced
     played = [json.loads(line)["episode"] for line in busy.read_text().splitlines()]
@@ -91,17 +91,19 @@ def test_a_killed_campaign_run_again_adopts_its_episodes(episode_worker, tmp_pat
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
 
     # The killed dispatcher's own flow run stays Running until the zombie automation crashes it,
-    # 90 s after its last heartbeat (tests/test_runner.py covers the automation for episodes).
+    # 6 min after its last heartbeat (tests/test_runner.py covers the automation for episodes).
     killed = [run for run in asyncio.run(campaign_flow_runs()) if run.id != state.state_details.flow_run_id]
     assert len(killed) == 1 and killed[0].state.type in (StateType.RUNNING, StateType.CRASHED), killed
 
 
 def test_the_campaign_process_heartbeats_well_within_the_zombie_window(prefect_server):
     """`evalq campaign run` runs the campaign flow in its own process (`heartbeating()`): at
-    Prefect's default frequency (180 s) the zombie automation would crash a live campaign after 90 s."""
+    Prefect's default frequency (180 s) the zombie automation would crash a live campaign after
+    an API outage shorter than the one it waits out."""
     from prefect import flow
     from prefect.settings import get_current_settings
 
+    from flows.runtime.api_health import OUTAGE_BUDGET_SECONDS
     from flows.runtime.zombies import heartbeating, zombie_automation
 
     @flow
@@ -109,6 +111,7 @@ def test_the_campaign_process_heartbeats_well_within_the_zombie_window(prefect_s
         return get_current_settings().flows.heartbeat_frequency
 
     window = zombie_automation().trigger.within.total_seconds()
-    assert get_current_settings().flows.heartbeat_frequency > window / 2  # why the context is needed
+    # A live run's last delivered heartbeat may be one interval older than the outage's start.
+    assert window - get_current_settings().flows.heartbeat_frequency < OUTAGE_BUDGET_SECONDS  # why the context is needed
     with heartbeating():
-        assert 2 * frequency_seen_by_the_engine() <= window
+        assert window - frequency_seen_by_the_engine() > OUTAGE_BUDGET_SECONDS

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
+
+import pytest
 
 from flows.evaluators.command import CommandEvaluator
 
@@ -29,3 +32,55 @@ def test_constructing_an_evaluator_leaks_no_file_descriptor():
         assert evaluator.metrics_file.exists()
         asyncio.run(evaluator.kill())
         assert not evaluator.metrics_file.exists()
+
+
+def evaluator_program(source: str) -> CommandEvaluator:
+    return CommandEvaluator(f"{sys.executable} -c {shlex.quote(source)}")
+
+
+def test_a_failure_names_the_programs_last_stderr_line_bounded_and_masked(monkeypatch):
+    from flows.evaluators import EvaluationError
+    from generate.models import Job, Server
+
+    monkeypatch.setenv("TEAM_API_TOKEN", "tok-3f9a77c1")
+    job = Job(id="a/pick/1", payload=dict(team="A", team_slug="a", track="standard", task="pick", instance_id=1,
+                                          instance_basename="b", instance_path="p"), resource_type="p_1", resource_types=["p_1"])
+    before_ready = evaluator_program("import sys; print('loading', flush=True); sys.stderr.write('no GPU visible\\n\\n'); sys.exit(3)")
+    with pytest.raises(EvaluationError) as failed:
+        asyncio.run(before_ready.prepare(job))
+    assert str(failed.value) == "evaluator exited with code 3 before READY: no GPU visible"
+
+    program = ("import os, sys; print('READY', flush=True); sys.stdin.readline(); "
+               "sys.stderr.write('x' * 500 + '\\n'); "
+               "sys.stderr.write('auth failed with token=' + os.environ['TEAM_API_TOKEN'] + ' password: hunter22\\n'); sys.exit(4)")
+    playing = evaluator_program(program)
+
+    async def play():
+        await playing.prepare(job)
+        return await playing.run(job, Server(host="127.0.0.1", port=9))
+
+    with pytest.raises(EvaluationError) as failed:
+        asyncio.run(play())
+    assert str(failed.value) == "evaluator exited with code 4: auth failed with token=*** password: ***"
+
+    chatty = evaluator_program("import sys; print('READY', flush=True); sys.stdin.readline(); sys.stderr.write('y' * 500 + '\\n'); sys.exit(5)")
+
+    async def play_chatty():
+        await chatty.prepare(job)
+        return await chatty.run(job, Server(host="127.0.0.1", port=9))
+
+    with pytest.raises(EvaluationError) as failed:
+        asyncio.run(play_chatty())
+    reason = str(failed.value)
+    assert reason.startswith("evaluator exited with code 5: yyy") and reason.endswith("…") and len(reason) < 250
+
+
+def test_redact_masks_what_looks_like_a_credential():
+    from flows.evaluators.redact import redact, secret_values
+
+    secrets = secret_values({"PREFECT_API_KEY": "pnu_abcdef123", "HOME": "/home/someone", "AUTH_ON": "1"})
+    assert secrets == ["pnu_abcdef123"]
+    assert redact("key pnu_abcdef123 in /home/someone", secrets) == "key *** in /home/someone"
+    assert redact("Authorization: Bearer eyJhbGciOi", []) == "Authorization: Bearer ***"
+    assert redact("postgresql+asyncpg://prefect:s3cret@db:5432/prefect", []) == "postgresql+asyncpg://***@db:5432/prefect"
+    assert redact("step 3 of 40: success=1", []) == "step 3 of 40: success=1"

@@ -36,3 +36,25 @@ def test_failed_reasons_are_wrapped_whole_not_cut():
         assert "".join(REASON.split()) in reasons
         assert "Crashed:zombie" in reasons
         assert "team_with_a_long_name/pick_cube/12" in column_text(table, 0, width)
+
+
+def test_without_a_terminal_progress_is_a_plain_line_per_stats_tick(monkeypatch):
+    """A line at the first tick, then at most one per interval, and the last state at the end."""
+    from flows.campaign.dispatch import Dispatcher
+    from flows.campaign.outcomes import Tally
+    from flows.cli import console as output
+
+    printed = Console(width=40, record=True, color_system=None)  # narrow: a line is never cut, only wrapped
+    monkeypatch.setattr(output, "console", printed)
+    now = [100.0]
+    plain = output.PlainProgress(interval=60.0, clock=lambda: now[0])
+    tally, dispatcher = Tally(total=44), Dispatcher({"a": 2})
+    for seconds, finished in ((1, 0), (30, 3), (61, 9), (90, 12), (125, 20)):
+        now[0], tally.done = 100.0 + seconds, finished
+        plain(tally, dispatcher)
+    plain.flush()
+    lines = printed.export_text().replace("\n", " ").split("episodes ")[1:]
+    assert [" ".join(line.split()) for line in lines] == [
+        f"{done}/44 | failed 0 | cancelled 0 | in flight 0 | retried 0 | 0:0{minutes} elapsed"
+        for done, minutes in ((0, "0:01"), (9, "1:01"), (20, "2:05"))
+    ]

@@ -213,3 +213,16 @@ def test_an_episode_deployment_with_the_old_pull_step_runs_the_way_a_cluster_job
                                               work_pool_name="evalq-local", pull_steps=OLD_PULL_STEP)
 
     run_episode_as_a_cluster_job(tmp_path, "oldpull", old_deployment)
+
+
+def test_workpools_apply_gives_a_runner_pool_its_episode_deployment(prefect_server):
+    """No `prefect deploy` step in the warm-runner recipe: the pool comes with evaluate-episode on it."""
+    from typer.testing import CliRunner
+
+    from flows.cli.root import app
+
+    result = CliRunner().invoke(app, ["workpools", "apply", "--kind", "runner", "--name", "runner-apply-test"])
+    assert result.exit_code == 0, result.output
+    assert "applied deployment evaluate-episode/runner-apply-test on runner-apply-test" in result.stdout
+    deployment = asyncio.run(read("evaluate-episode/runner-apply-test"))
+    assert deployment.work_pool_name == "runner-apply-test" and deployment.entrypoint == "flows.episode:evaluate_episode"

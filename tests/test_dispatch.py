@@ -1,6 +1,9 @@
 """The dispatcher's rules: windows per pool, least-utilized first, thresholds, requeue order."""
 
+import pytest
+
 from flows.campaign.dispatch import Dispatcher
+from flows.campaign.settings import resume_threshold
 from generate.models import Job
 
 
@@ -56,17 +59,58 @@ def test_finished_frees_the_window():
 
 
 def test_stop_and_resume_thresholds_have_hysteresis():
-    d = Dispatcher({"a": 10}, prefetch=0, max_in_flight=4, resume_below=2)
+    d = Dispatcher({"a": 10}, prefetch=0, max_in_flight=4, resume_at=1)
     for i in range(10):
         d.add(job(i, ["a"]))
     tickets = [d.next() for _ in range(4)]
     assert d.next() is None and d.stopped
-    d.finished(tickets.pop())  # 3 in flight: not below 2 yet
+    d.finished(tickets.pop())  # 3 in flight: not down to 1 yet
     assert d.next() is None
-    d.finished(tickets.pop())  # 2 in flight: still not below 2
+    d.finished(tickets.pop())  # 2 in flight: still more than 1
     assert d.next() is None
-    d.finished(tickets.pop())  # 1 in flight: resume
-    assert d.next() is not None and not d.stopped
+    d.finished(tickets.pop())  # 1 in flight: resume, up to 4 again
+    assert [d.next() is not None for _ in range(4)] == [True, True, True, False] and d.stopped
+
+
+def test_resume_at_zero_waits_until_every_episode_has_ended():
+    """The batch submitter's `--stop_threshold 2 --resume_threshold 0`."""
+    d = Dispatcher({"a": 10}, prefetch=0, max_in_flight=2, resume_at=0)
+    for i in range(5):
+        d.add(job(i, ["a"]))
+    first = [d.next(), d.next()]
+    assert d.next() is None
+    d.finished(first[0])
+    assert d.next() is None  # one still in flight
+    d.finished(first[1])
+    assert d.next() is not None and d.next() is not None and d.next() is None
+
+
+def test_without_resume_at_dispatch_goes_on_as_soon_as_one_ends():
+    d = Dispatcher({"a": 10}, prefetch=0, max_in_flight=2)
+    for i in range(4):
+        d.add(job(i, ["a"]))
+    first = [d.next(), d.next()]
+    assert d.next() is None
+    d.finished(first[0])
+    assert d.next() is not None and d.next() is None
+
+
+@pytest.mark.parametrize(("max_in_flight", "resume_at", "resume_below", "expected"), [
+    (2, 0, None, 0), (4, None, 2, 1), (4, None, None, 3), (None, None, None, None), (4, 6, None, 6),
+])
+def test_resume_threshold_of_the_options(max_in_flight, resume_at, resume_below, expected):
+    assert resume_threshold(max_in_flight, resume_at, resume_below) == expected
+
+
+@pytest.mark.parametrize(("max_in_flight", "resume_at", "resume_below", "problem"), [
+    (2, None, 0, "--resume-below 0: dispatch would never resume"),
+    (2, -1, None, "--resume-at -1: dispatch would never resume"),
+    (None, 0, None, "--resume-at needs --max-in-flight"),
+    (2, 0, 1, "give one"),
+])
+def test_thresholds_that_never_resume_are_refused(max_in_flight, resume_at, resume_below, problem):
+    with pytest.raises(ValueError, match=problem):
+        resume_threshold(max_in_flight, resume_at, resume_below)
 
 
 def test_requeue_goes_first_with_its_attempt():

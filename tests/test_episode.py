@@ -56,6 +56,22 @@ def test_episode_writes_metrics_and_releases_its_slot(fleet, tmp_path):
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="memory is read from /proc (Linux)")
+def test_metrics_record_the_peak_memory_while_the_episode_ran(fleet, tmp_path):
+    """An evaluator that holds 150 MiB while it plays: the episode's peak is at least that above
+    its start, alone in its process; the next episode does not inherit it (the peak is reset)."""
+    servers, resources = fleet
+    hungry, plain = make_job(tmp_path, "mem", "pick", 1, ["p_1"]), make_job(tmp_path, "mem", "pick", 2, ["p_1"])
+    assert episode(hungry, resources, tmp_path / "results", evaluator="sample_evaluators:HungryEvaluator",
+                   evaluator_options={"megabytes": 150}).is_completed()
+    assert episode(plain, resources, tmp_path / "results", evaluator="sample_evaluators:ConstantEvaluator",
+                   evaluator_options={}).is_completed()
+    first = json.loads(hungry.metrics_path(tmp_path / "results").read_text())["evalq"]
+    second = json.loads(plain.metrics_path(tmp_path / "results").read_text())["evalq"]
+    assert first["peak_rss_mb"] - first["rss_at_start_mb"] >= 150 and first["concurrent_max"] == 1, first
+    assert second["peak_rss_mb"] < first["peak_rss_mb"] - 100, (first, second)
+
+
 def test_existing_metrics_skip_the_episode(fleet, tmp_path):
     servers, resources = fleet
     job = make_job(tmp_path, "alpha", "pick", 2, ["p_1"])
@@ -120,6 +136,8 @@ def test_command_evaluator_line_protocol(fleet, tmp_path, exit_code, expected_na
     if exit_code == 0:
         document = json.loads(job.metrics_path(tmp_path / "results").read_text())
         assert document["server_seen"] == resources.servers("p_1")[0].address
+    if exit_code == 3:  # the program's own last stderr line next to its exit code, its password masked
+        assert state.message == "evaluator exited with code 3: to retry, log in at https://***@policy.example/"
 
 
 def test_module_evaluator(fleet, tmp_path):

@@ -7,7 +7,7 @@ import datetime as dt
 from prefect.client.schemas.objects import StateType
 
 from flows.campaign.history import EpisodeRecord, latest_attempts, resume_plan
-from flows.naming import attempt_of, job_id_of_run_name
+from flows.naming import attempt_of, episode_run_name, idempotency_key, job_id_of_run_name
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -18,7 +18,22 @@ def record(job_id: str, attempt: int, state_type: StateType | None, message: str
                          message=message, created=T0 + dt.timedelta(minutes=minute))
 
 
-def test_run_names_and_tags_parse_back():
+def test_run_names_carry_the_campaign_and_parse_back():
+    assert episode_run_name("final", "team/pick/3") == "final:team/pick/3"
+    assert episode_run_name("final", "team/pick/3", 12) == "final:team/pick/3 (attempt 12)"
+    assert job_id_of_run_name("final:team/pick/3 (attempt 12)") == "team/pick/3"
+    assert job_id_of_run_name("v2:dev/b:team/pick/3") == "team/pick/3"  # a campaign name with ':' and '/'
+    long = episode_run_name("robot-challenge-2026-final-round-" * 3, "team/pick/3", 2)
+    assert long.startswith("robot-challenge-2026-final-round-robot-…:team/pick/3 (attempt 2)") and len(long) < 70
+    assert job_id_of_run_name(long) == "team/pick/3"
+    # the key that makes a dispatch idempotent does not change with the name
+    from generate.models import Job
+    job = Job(id="team/pick/3", payload=dict(team="Team", team_slug="team", track="standard", task="pick", instance_id=3,
+                                             instance_basename="b", instance_path="p"), resource_type="p_1", resource_types=["p_1"])
+    assert idempotency_key("final", job, 2) == "evalq:final:team/pick/3:2"
+
+
+def test_run_names_made_before_names_carried_the_campaign_parse_back():
     assert job_id_of_run_name("team/pick/3") == "team/pick/3"
     assert job_id_of_run_name("team/pick/3 (attempt 12)") == "team/pick/3"
     assert job_id_of_run_name("odd (attempt x)") == "odd (attempt x)"

@@ -10,6 +10,7 @@ run's log, ends Completed or Failed with the Job, and deletes the Job when the r
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -79,7 +80,8 @@ def submit(cluster, config: Path, run_specs: Path, namespace: str, *extra: str) 
         "--credentials", cluster.block, "--poll-seconds", "1", "--namespace", namespace, *extra,
     ])
     assert result.exit_code == 0, result.output
-    assert result.stderr == ""  # the session's runner polls the pool: no warning
+    # The server it used, and no warning: the session's runner polls the pool.
+    assert result.stderr.splitlines() == [f"Prefect server: {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"]
     job_name, url = result.stdout.strip().split("\t")
     return job_name, url.rstrip("/").rsplit("/", 1)[-1]
 

@@ -1,7 +1,9 @@
 """`evalq k8s runners`: warm runners as an Indexed Job, rendered offline and validated strictly
-(no API server can run here)."""
+(no Kubernetes API server can run here), once the pool is checked on the session's Prefect server."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import yaml
@@ -15,8 +17,22 @@ BASE = ["k8s", "runners", "--image", "ghcr.io/challenge/evalq:2026.11", "--pool"
         "--replicas", "3", "--slots", "4", "--idle-timeout", "120"]
 
 
+POOL = "gpu-runners"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runner_pool(prefect_server):
+    """The pool the runners take work from, of type evalq-runner, on the session's server."""
+    import asyncio
+
+    from kit import apply_runner_pool
+
+    asyncio.run(apply_runner_pool(POOL, "runner", as_name="k8s-runners-test"))
+
+
 def evalq(*args: str):
-    return CliRunner().invoke(app, list(args))
+    """`evalq k8s runners ...` checking the pool on the session's server (`--api`)."""
+    return CliRunner().invoke(app, [*args, "--api", os.environ["PREFECT_API_URL"]])
 
 
 def rendered(tmp_path, *args: str) -> dict:
@@ -62,12 +78,15 @@ def test_one_runner_pod_per_index_that_completes_when_idle(tmp_path):
 
 def test_user_values_cannot_expand_kubernetes_variables(tmp_path):
     """Kubernetes expands `$(VAR)` in args and reads `$$` as a literal `$`."""
-    manifest = rendered(tmp_path, "--api-url", "http://prefect:4200/api", "--pool", "it's $(HOME) \"pool\"",
-                        "--work-queue", "$$(X)")
-    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    from workpools.kubernetes.runners import RunnerJob, manifest
+
+    pool = "it's $(HOME) \"pool\""
+    rendered = manifest(RunnerJob(image="evalq:1", pool=pool, replicas=1, slots=1, idle_timeout=60,
+                                  api_url="http://prefect:4200/api", work_queues=["$$(X)"]))
+    args = rendered["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["runner", "--pool", "it's $$(HOME) \"pool\""]
     assert args[3:5] == ["--work-queue", "$$$$(X)"]
-    assert manifest["metadata"]["annotations"] == {"evalq.io/work-pool": "it's $(HOME) \"pool\""}
+    assert rendered["metadata"]["annotations"] == {"evalq.io/work-pool": "it's $(HOME) \"pool\""}
 
 
 def test_printed_without_output(tmp_path):
@@ -76,8 +95,22 @@ def test_printed_without_output(tmp_path):
     assert yaml.safe_load(result.stdout)["metadata"]["name"] == "evalq-runners"
 
 
+def test_without_an_api_url_the_pods_get_the_server_found_unless_it_is_loopback(tmp_path):
+    refused = one_error_line(evalq(*BASE))
+    assert refused.startswith(f"error: the runners would talk to {os.environ['PREFECT_API_URL']}, this machine's loopback")
+    manifest = rendered(tmp_path, "--allow-loopback")
+    env = {item["name"]: item for item in manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PREFECT_API_URL"] == {"name": "PREFECT_API_URL", "value": os.environ["PREFECT_API_URL"]}
+
+
+def test_an_unknown_pool_is_refused_with_the_pools_of_that_type(tmp_path):
+    line = one_error_line(evalq(*[arg if arg != POOL else "gpu-runnres" for arg in BASE], "--api-url", "http://prefect:4200/api"))
+    assert line.startswith("error: --pool gpu-runnres: no work pool of type evalq-runner by that name on ")
+    assert "(pools of that type: " in line and POOL in line
+
+
 @pytest.mark.parametrize(("args", "expected"), [
-    ([], "error: give the Prefect API URL either as a value or as a Secret, exactly one"),
+    (["--api-url", "http://127.0.0.1:4200/api"], "this machine's loopback, which other nodes cannot reach"),
     (["--api-url", "http://x", "--api-url-secret", "s"], "give the Prefect API URL either as a value or as a Secret"),
     (["--api-url", "http://x", "--name", "Evalq_Runners"], "error: --name: 'Evalq_Runners' is not a DNS label"),
     (["--api-url", "http://x", "--replicas", "0"], "error: --replicas: Input should be greater than or equal to 1"),

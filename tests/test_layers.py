@@ -21,9 +21,10 @@ from conftest import REPO
 PREFECT_FREE = [
     "generate.models", "generate.jsonio", "generate.errors",
     "flows.naming", "flows.campaign.settings", "flows.campaign.plan", "flows.campaign.dispatch",
-    "flows.campaign.prefetch", "flows.campaign.selection", "flows.slots.steering", "flows.slots.events",
+    "flows.campaign.prefetch", "flows.campaign.selection", "flows.campaign.run_history", "flows.slots.steering", "flows.slots.events",
     "flows.slots.pool_status", "flows.slots.quarantine_policy", "flows.slots.waiting", "flows.results.metrics_files",
-    "flows.results.leaderboard", "flows.runtime.process_groups", "tui.models", "tui.aggregate",
+    "flows.results.leaderboard", "flows.runtime.process_groups", "flows.runtime.liveness", "flows.runtime.supervisor",
+    "flows.runtime.memory", "tui.models", "tui.aggregate", "tui.run_index",
 ]
 """The domain: contracts and pure logic; `flows/campaign/outcomes.py` (Prefect's state types) is its
 one documented exception."""

@@ -233,12 +233,14 @@ class TestCli:
         assert result.stderr.strip() == f"error: {result.stderr.strip()[7:]}" and problem in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
-    def test_no_api_url_is_a_clear_error(self, fake_gpus, monkeypatch):
+    def test_no_server_is_a_clear_error(self, fake_gpus, monkeypatch):
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: None}):
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        with temporary_settings(restore_defaults={PREFECT_API_URL}):
             result = CliRunner().invoke(app, ["submit", "--", "true"])
-        assert result.exit_code == 2 and "PREFECT_API_URL is not set" in result.stderr
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: no Prefect server found: pass --api URL, set PREFECT_API_URL, or start one")
 
 
 # --- end to end on the session's Prefect server ------------------------------------------------

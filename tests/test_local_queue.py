@@ -455,3 +455,39 @@ def test_unknown_ids_are_one_line_errors(queue):
         result = cli("queue", verb, "999999")
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == "error: no job 999999 in the queue (`evalq queue` lists them)"
+
+
+def test_queue_worker_restarts_its_runner_when_it_dies(prefect_server, tmp_path):
+    """`evalq queue worker`: the queue's runner, started again when killed (a new name), stopped with
+    the worker by SIGTERM."""
+    import signal
+
+    from test_supervisor import kill_all
+
+    def runners() -> dict[str, int]:
+        found = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            names = [arg for arg in argv if arg.startswith(f"evalq-queue-{socket.gethostname()}-{worker.pid}")]
+            if "runner" in argv and names:
+                found[names[0]] = int(pid)
+        return found
+
+    worker = subprocess.Popen([sys.executable, "-m", "flows.cli", "queue", "worker", "--slots", "1", "--home", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        first = kit.wait_for(runners, 60, "the queue's runner")
+        kill_all(list(first.values()))
+        second = kit.wait_for(lambda: set(runners()) - set(first) and runners(), 60, "a new runner")
+        assert list(second) == [f"evalq-queue-{socket.gethostname()}-{worker.pid}-1"]
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, stderr
+    assert "warning: the queue's runner stopped (killed by SIGKILL); restarting it in 1 s" in stderr
+    assert stderr.rstrip().splitlines()[-1] == "evalq queue worker stopped" and "Traceback" not in stderr
+    assert not runners()

@@ -236,7 +236,7 @@ def test_a_dead_server_in_a_two_server_pool_costs_no_episode_anything(episode_wo
     servers = {json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["server"] for job in jobs}
     assert servers == {live} and stats[live].episodes == len(jobs) and stats[live].violations == 0
     runs = asyncio.run(episode_runs("half-dead"))
-    assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # one run each: no attempt charged
+    assert sorted(run.name for run in runs) == sorted(f"half-dead:{job.id}" for job in jobs)  # one run each: no attempt charged
     counts = asyncio.run(limit_counts(resources))
     assert set(counts.values()) == {0}, (counts, "dead", dead)  # the failing holder gave its slot back
 
@@ -278,7 +278,7 @@ def test_a_pool_without_a_live_server_waits_says_so_and_completes_when_one_comes
         fleet.stop()
     summary = outcome["state"].result()
     assert summary["done"] == len(jobs) and not summary["failed"] and summary["retried"] == 0
-    assert sorted(run.name for run in asyncio.run(episode_runs("all-down"))) == sorted(job.id for job in jobs)
+    assert sorted(run.name for run in asyncio.run(episode_runs("all-down"))) == sorted(f"all-down:{job.id}" for job in jobs)
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
     assert any("WARNING pool down_1: all 1 servers quarantined" in line for line in asyncio.run(campaign_log("all-down")))
 

@@ -27,7 +27,7 @@ from flows.campaign.flow import campaign
 from flows.runtime.deployments import apply_deployments
 from flows.runtime.local_stack import start_worker
 from flows.slots.pools import apply_pools
-from flows.naming import RUNNING_STATE, campaign_tag
+from flows.naming import RUNNING_STATE, campaign_tag, claim_of_message
 from flows.runtime.process_groups import terminate_group
 from flows.runtime.zombies import HEARTBEAT_SECONDS, heartbeating, install_zombie_automation
 from kit import limit_counts, make_fleet, make_job, pool_params, wait_for, write_inputs
@@ -133,7 +133,7 @@ def test_one_runner_process_plays_several_episodes_at_once(runner_pool, tmp_path
     assert most_at_once(busy) >= 2  # episodes overlapped...
     messages = asyncio.run(claims([run.id for run in asyncio.run(runs_of("side-by-side"))]))
     assert len(messages) == len(jobs)
-    assert len(set(messages)) == 1 and f"evalq-local-{os.getpid()}" in messages[0]  # ...in one runner
+    assert {claim_of_message(message)[0] for message in messages} == {f"evalq-local-{os.getpid()}"}  # ...in one runner
     assert all(s.violations == 0 for s in fleet.stats().values())
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
 
@@ -321,3 +321,39 @@ def test_a_killed_runner_loses_no_episode_and_leaks_no_slot(runner_pool, tmp_pat
         assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id
     assert all(s.violations == 0 and s.max_active <= s.capacity for s in fleet.stats().values())
     assert set(asyncio.run(limit_counts(resources)).values()) == {0}
+
+
+def test_a_runner_stopped_mid_claim_hands_the_run_back(runner_pool, tmp_path):
+    """SIGTERM while the runner's claim is granted and not yet answered (held 3 s by the test hook,
+    inside the part a stop cannot cut): the runner learns it won the run and gives it back,
+    Scheduled, unstarted: nothing is left Pending under a runner that is gone."""
+    from workpools.runner.claims import CLAIM_PAUSE_ENV
+
+    fleet, resources = make_fleet({"h_1": [1]})
+    job = make_job(tmp_path, "h", "pick", 1, ["h_1"])
+
+    async def create():
+        async with get_client() as client:
+            return await create_episode(client, job, resources, tmp_path / "results", "hand-back")
+
+    run = asyncio.run(create())
+    log = tmp_path / "runner.log"
+    runner = subprocess.Popen([sys.executable, "-m", "flows.cli", "runner", "--pool", POOL, "--slots", "1", "--name", "midclaim"],
+                              stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, CLAIM_PAUSE_ENV: "3"})
+    try:
+        pending = wait_for(lambda: (s := asyncio.run(state_of(run.id))).type.value == "PENDING" and s, 90, "the claim",
+                           detail=log.read_text)
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(60) == 0, log.read_text()
+    finally:
+        terminate_group(runner)
+    state = asyncio.run(state_of(run.id))
+    assert claim_of_message(pending.message)[0] == "midclaim"
+    assert state.type.value == "SCHEDULED" and state.message == "handed back by runner midclaim: it stopped before the run started"
+
+    async def delete():
+        async with get_client() as client:
+            await client.delete_flow_run(run.id)
+
+    asyncio.run(delete())

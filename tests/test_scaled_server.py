@@ -8,8 +8,9 @@ Redis whichever replica they are connected to. Run by CI's own pass: `pytest --s
 
 The kill comes as an episode ends, so often while a lease is being taken: if the dead replica had
 granted it, Prefect's client takes it again through the other one and the first lease, which no
-one knows, holds that server until it expires (60 s, then the services' repossessor, then the
-waiters' safety poll): the test then takes ~1.5 min longer, and still no slot stays taken.
+one knows, holds that server until it expires (the test's campaign leases for 60 s, not the
+320 s default; then the services' repossessor, then the waiters' safety poll): the test then takes
+~1.5 min longer, and still no slot stays taken.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 from kit import limit_counts, make_fleet, make_job, wait_for, write_inputs
 
 from flows.demo.busy import by_server
-from flows.naming import SLOT_RELEASED, WAITING_STATE, campaign_tag
+from flows.naming import SLOT_RELEASED, WAITING_STATE, campaign_tag, claim_of_message, job_id_of_run_name
 from flows.runtime.local_stack import start_worker
 from flows.runtime.process_groups import terminate_group
 
@@ -41,8 +42,10 @@ VICTIM, SURVIVOR = 0, 1
 RECONNECTED = 3.0
 """Seconds after the kill by which haproxy has marked the replica down (~1.5 s) and the runners'
 events subscriptions have reconnected (~10 ms): a waiter that starts waiting later hears releases live."""
+LEASE_SECONDS = 60.0
+"""The campaign's episode leases: the shortest allowed (the default, 320 s, outlasts an API outage)."""
 LEASE_BACK = 100.0
-"""Seconds a lease nobody holds may take to come back: 60 s lease + the repossessor's 15 s loop + slack."""
+"""Seconds a lease nobody holds may take to come back: the 60 s lease + the repossessor's 15 s loop + slack."""
 RUNNER_SLOTS = 3
 """Each runner's: the two together hold 3 playing and 3 waiting episodes, so both runners take
 work and a server often passes from one runner's episode to the other's."""
@@ -101,7 +104,7 @@ class ReleaseListener(threading.Thread):
 
 
 async def episode_histories() -> dict[str, dict]:
-    """Run id -> its name, final state, runner (from the claim) and when it began waiting for a server."""
+    """Run id -> its job, name, final state, runner (from the claim) and when it began waiting for a server."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
@@ -111,16 +114,16 @@ async def episode_histories() -> dict[str, dict]:
         histories = {}
         for run in runs:
             states = await client.read_flow_run_states(run.id)
-            claims = [s.message for s in states if s.type.value == "PENDING" and (s.message or "").startswith("claimed by")]
+            claims = [claim[0] for s in states if s.type.value == "PENDING" and (claim := claim_of_message(s.message))]
             waiting = [s.timestamp.timestamp() for s in states if s.name == WAITING_STATE]
-            histories[str(run.id)] = {"name": run.name, "state": run.state.type.value, "runner": claims[-1] if claims else None,
-                                      "waiting_since": min(waiting) if waiting else None}
+            histories[str(run.id)] = {"job": job_id_of_run_name(run.name), "name": run.name, "state": run.state.type.value,
+                                      "runner": claims[-1] if claims else None, "waiting_since": min(waiting) if waiting else None}
     return histories
 
 
 def handoffs(intervals: list[dict], histories: dict[str, dict]) -> list[dict]:
     """Consecutive episodes on one server where the next one was already waiting when the first ended."""
-    by_job = {history["name"]: history for history in histories.values()}
+    by_job = {history["job"]: history for history in histories.values()}
     found = []
     for items in by_server(intervals).values():
         for prev, nxt in zip(items, items[1:]):
@@ -170,7 +173,8 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
             killer.start()
             state = asyncio.run(campaign(
                 jobs_file=str(jobs_file), resources_file=str(resources_file), results_dir=str(results), name=NAME,
-                evaluator_options=SIM, stats_interval=10.0, poll_seconds=SAFETY_POLL, return_state=True,
+                evaluator_options=SIM, stats_interval=10.0, poll_seconds=SAFETY_POLL, lease_seconds=LEASE_SECONDS,
+                return_state=True,
             ))
             stats = fleet.stats()
             killer.join(5)
@@ -179,7 +183,7 @@ def test_a_replica_killed_mid_campaign_loses_no_episode_and_no_slot(scaled_stack
             summary = state.result()
             # Every episode exactly once: one run per job, each Completed, each played once, no server over capacity.
             histories = asyncio.run(episode_histories())
-            assert sorted(h["name"] for h in histories.values()) == sorted(job.id for job in jobs)
+            assert sorted(h["name"] for h in histories.values()) == sorted(f"{NAME}:{job.id}" for job in jobs)
             assert {h["state"] for h in histories.values()} == {"COMPLETED"}, summary
             intervals = [json.loads(line) for line in busy.read_text().splitlines()]
             assert sorted(i["episode"] for i in intervals) == sorted(job.id for job in jobs)

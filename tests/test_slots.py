@@ -188,6 +188,55 @@ def test_holders_are_read_back_from_slot_events(prefect_server, tmp_path):
     assert server.busy == 0 and server.holders == []
 
 
+def test_a_crashed_runs_slot_is_given_back_at_once(prefect_server, tmp_path):
+    """An episode's lease outlasts an API outage (320 s), so one whose holder died would keep its
+    server that long: the campaign gives back what a run that ended Crashed still holds, and
+    records it, and a second look finds nothing left to give back."""
+    from prefect import flow
+    from prefect.states import Crashed
+
+    from flows.slots.events import held_slots, run_slot_events_query
+    from flows.slots.reclaim import release_slots_of
+    from flows.slots.pools import read_events
+
+    resources, job = one_server_pool(tmp_path, "orphan", 19070)
+
+    @flow(name="orphan-holder")
+    def holder():
+        pass
+
+    async def lease_as_a_run():
+        async with get_client() as client:
+            run = await client.create_flow_run(holder, name=job.id)
+            return run, await SlotLeaser(client).acquire(job, resources, holder_id=run.id)
+
+    run, slot = asyncio.run(lease_as_a_run())
+    assert slot.lease_id and EPISODE_SLOT.lease_seconds >= 300
+    slot_event(SLOT_ACQUIRED, slot, job, "orphans-test", run.id)
+
+    async def crash_and_give_back():
+        async with get_client() as client:
+            await client.set_flow_run_state(run.id, Crashed(message="its runner was SIGKILLed"), force=True)
+            crashed = await client.read_flow_run(run.id)
+            return await release_slots_of(client, str(crashed.id), "orphans-test", crashed.created)
+
+    deadline = time.monotonic() + 30
+    while not (freed := asyncio.run(crash_and_give_back())) and time.monotonic() < deadline:
+        time.sleep(0.5)  # events are persisted asynchronously
+    assert freed == [slot.server.address]
+    assert set(asyncio.run(limit_counts(resources)).values()) == {0}
+
+    async def still_held():
+        async with get_client() as client:
+            return held_slots(await read_events(client, run_slot_events_query(str(run.id), run.created)))
+
+    deadline = time.monotonic() + 30
+    while (held := asyncio.run(still_held())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert held == []  # the release is recorded as the episode would have
+    assert asyncio.run(crash_and_give_back()) == []
+
+
 def test_a_restarted_prefect_server_keeps_leases_and_leaks_no_slot(tmp_path):
     """Leases live on disk (filesystem lease storage): after a restart the holder can
     still renew and release, so the slot count returns to zero."""

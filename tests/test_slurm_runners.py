@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -79,11 +80,39 @@ class TestScript:
             assert result.exit_code == 2, (args, result.stderr)
             assert result.stderr.startswith(f"error: {option}: ") and result.stderr.count("\n") == 1, result.stderr
 
-    def test_submitting_needs_the_api_url(self, tmp_path):
-        result = evalq_here("workpools", "slurm-runners", "--pool", "p", "--nodes", "1", "--slots", "1",
-                            "--log-dir", str(tmp_path), env={"PREFECT_API_URL": None})
+    def test_without_a_server_it_says_how_to_find_one(self, tmp_path):
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(restore_defaults={PREFECT_API_URL}):
+            result = evalq_here("workpools", "slurm-runners", "--pool", "p", "--nodes", "1", "--slots", "1",
+                                "--log-dir", str(tmp_path), env={"PREFECT_API_URL": None})
         assert result.exit_code == 2
-        assert result.stderr == "error: PREFECT_API_URL is not set: the runners take it from this environment\n"
+        assert result.stderr == ("error: no Prefect server found: pass --api URL, set PREFECT_API_URL, or start one "
+                                 "with `evalq server start --detach`\n")
+
+
+class TestChecks:
+    """`--dry-run` runs the checks, then prints the script; each refusal is one line, exit 2."""
+
+    ARGS = ("workpools", "slurm-runners", "--nodes", "1", "--slots", "1", "--dry-run")
+
+    def test_a_loopback_api_url_is_refused_unless_allowed(self, slurm_runner_pool, prefect_server):
+        refused = evalq_here(*self.ARGS, "--pool", slurm_runner_pool)
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert refused.stderr == (f"error: the runners would talk to {prefect_server.api_url}, this machine's loopback, which "
+                                  "other nodes cannot reach: serve Prefect on an address they reach (`evalq server start "
+                                  "--host 0.0.0.0`, or --api URL), or pass --allow-loopback on a single-node cluster\n")
+        allowed = evalq_here(*self.ARGS, "--pool", slurm_runner_pool, "--allow-loopback")
+        assert allowed.exit_code == 0 and allowed.stdout.startswith("#!/bin/bash")
+        assert allowed.stderr == f"Prefect server: {prefect_server.api_url} (PREFECT_API_URL)\n"
+
+    def test_an_unknown_pool_is_refused_with_the_pools_of_the_right_type(self, slurm_runner_pool, prefect_server):
+        refused = evalq_here(*self.ARGS, "--pool", "gpu-runnres", "--allow-loopback")
+        assert refused.exit_code == 2 and refused.stdout == ""
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"error: --pool gpu-runnres: no work pool of type evalq-runner by that name on "
+                               f"{prefect_server.api_url} (pools of that type: ")
+        assert slurm_runner_pool in line and "`evalq workpools apply --kind runner --name gpu-runnres` creates one" in line
 
 
 # -- on the real cluster ------------------------------------------------------------------------
@@ -130,7 +159,7 @@ def test_a_runner_array_plays_a_campaign_and_exits_when_idle(slurm_runner_pool, 
     submitted = evalq(
         "workpools", "slurm-runners", "--pool", POOL, "--nodes", "2", "--slots", "2", "--idle-timeout", "10",
         "--gres", "gpu:1", "--partition", "debug", "--time", "5", "--log-dir", str(tmp_path / "logs"),
-        "--chdir", str(elsewhere), "--job-name", "evalq-runner-test",
+        "--chdir", str(elsewhere), "--job-name", "evalq-runner-test", "--allow-loopback",  # a single-node cluster
         env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
     )
     assert submitted.returncode == 0, submitted.stderr
@@ -154,7 +183,7 @@ def test_a_runner_array_plays_a_campaign_and_exits_when_idle(slurm_runner_pool, 
     assert ends == [("COMPLETED", 0), ("COMPLETED", 0)], (ends, logs)
 
     runs = asyncio.run(runs_of("slurm-runners"))
-    assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # each episode once
+    assert sorted(run.name for run in runs) == sorted(f"slurm-runners:{job.id}" for job in jobs)  # each episode once
     assert all(run.state.is_completed() for run in runs)
     for job in jobs:
         assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id
@@ -163,3 +192,83 @@ def test_a_runner_array_plays_a_campaign_and_exits_when_idle(slurm_runner_pool, 
     assert len(claimed) == len(jobs) and all(any(name in message for name in names) for message in claimed)
     ran = [int(re.search(r"stopped after (\d+) flow runs", log).group(1)) for log in logs]
     assert sum(ran) == len(jobs), (ran, logs)  # a warm runner may claim them all before the other starts
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(cluster_problem() is not None, reason=cluster_problem() or "")
+def test_scancel_of_pilots_mid_claim_strands_nothing_and_the_kept_pilots_come_back(slurm_runner_pool, prefect_server, tmp_path):
+    """`slurm-runners --keep 2`: the pilots are `scancel`ed while they claim runs (each claim paused
+    2 s after the server granted it, inside the part a stop cannot interrupt: the race a scancel
+    hits by chance, every time). No run is left Pending, the keeper submits new pilots, and the
+    campaign completes every episode exactly once."""
+    import contextvars
+    import threading
+
+    from flows.campaign.flow import campaign
+    from flows.naming import claim_of_message
+    from kit import make_fleet, make_job, wait_for, write_inputs
+    from test_runner import claims, runs_of
+    from workpools.runner.claims import CLAIM_PAUSE_ENV
+
+    fleet, resources = make_fleet({"p_1": [1, 1], "q_1": [1, 1]})
+    jobs = [make_job(tmp_path, team, "pick", i, [f"{team}_1"]) for team in "pq" for i in range(4)]
+    jobs_file, resources_file = write_inputs(tmp_path, jobs, resources)
+    name = "slurm-keep"
+    keeper_log = tmp_path / "keeper.log"
+    keeper = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "workpools", "slurm-runners", "--pool", POOL, "--nodes", "2", "--slots", "2",
+         "--idle-timeout", "20", "--keep", "2", "--allow-loopback", "--gres", "gpu:1", "--partition", "debug", "--time", "5",
+         "--log-dir", str(tmp_path / "logs"), "--job-name", "evalq-runner-keep"],
+        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url, CLAIM_PAUSE_ENV: "2"},
+        stdout=subprocess.PIPE, stderr=open(keeper_log, "ab"), text=True, start_new_session=True,
+    )
+    first = keeper.stdout.readline().strip()
+    assert first.isdigit(), keeper_log.read_text()
+    outcome: dict = {}
+
+    def scancel_while_claiming():
+        def claimed_by_first_pilots():
+            return [run for run in asyncio.run(runs_of(name)) if run.state and run.state.type.value == "PENDING"
+                    and (claim_of_message(run.state.message) or ("",))[0].startswith(f"evalq-runner-{first}_")]
+
+        outcome["mid-claim"] = wait_for(claimed_by_first_pilots, 180, "a pilot's claim")
+        subprocess.run(["scancel", first], check=True)
+
+    helper = threading.Thread(target=contextvars.copy_context().run, args=(scancel_while_claiming,))
+    try:
+        with fleet:
+            helper.start()
+            state = asyncio.run(campaign(
+                jobs_file=str(jobs_file), resources_file=str(resources_file), results_dir=str(tmp_path / "results"),
+                name=name, deployment=DEPLOYMENT, stats_interval=5.0, return_state=True,
+                evaluator_options={"load_seconds": 0.2, "steps": 6, "step_seconds": 0.2},
+            ))
+            helper.join()
+    finally:
+        keeper.send_signal(signal.SIGTERM)
+        keeper_rest, _ = keeper.communicate(timeout=60)
+        submitted = [first, *keeper_rest.split()]
+        subprocess.run(["scancel", *submitted], check=False)
+    assert state.is_completed(), (state.message, keeper_log.read_text())
+    summary = state.result()
+    assert summary["done"] == len(jobs) and not summary["failed"], summary
+    runs = asyncio.run(runs_of(name))
+    assert all(run.state.is_final() for run in runs), [(run.name, run.state) for run in runs]  # none left Pending
+    completed = sorted(run.name.split(" (attempt")[0] for run in runs if run.state.is_completed())
+    assert completed == sorted(job.id for job in jobs)  # each episode completed exactly once
+    for job in jobs:
+        assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id
+
+    async def histories():
+        from prefect import get_client
+
+        async with get_client() as client:
+            return [await client.read_flow_run_states(run.id) for run in outcome["mid-claim"]]
+
+    handed_back = [s.message for states in asyncio.run(histories()) for s in states if s.type.value == "SCHEDULED"
+                   and "handed back" in (s.message or "")]
+    assert handed_back, "the scancel never landed during a claim"  # the race was hit: a claim won, then given back
+    assert len(submitted) >= 2, keeper_log.read_text()  # the kept pilots came back...
+    finishers = {claim_of_message(m)[0] for m in asyncio.run(claims([r.id for r in runs if r.state.is_completed()]))}
+    assert any(runner.startswith(f"evalq-runner-{job_id}_") for runner in finishers for job_id in submitted[1:])  # ...and played
+    assert keeper.returncode == 0 and "stopped keeping pilots" in keeper_log.read_text()

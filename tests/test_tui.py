@@ -34,9 +34,9 @@ STATES = {
     ("beta", "pick", 0): "crashed", ("beta", "pick", 1): "scheduled", ("beta", "pick", 2): "pending",
     ("beta", "place", 0): "cancelled", ("beta", "place", 1): "not_retryable", ("beta", "place", 2): "completed",
 }
-EXPECTED_COUNTS = {
+EXPECTED_COUNTS = {  # jobs by their latest run: alpha/pick/2 failed once, then completed
     "scheduled": 1, "pending": 1, "loading": 1, "waiting": 1, "running": 1,
-    "completed": 4, "failed": 2, "crashed": 1, "cancelled": 1,
+    "completed": 4, "failed": 1, "crashed": 1, "cancelled": 1,
 }
 
 
@@ -85,7 +85,7 @@ def known(prefect_server, tmp_path_factory):
             ids = (await seed.seed_episodes(c, CAMPAIGN, episodes, str(results))).ids
             first_try = await c.read_flow_runs(
                 flow_run_filter=run_filter([naming.campaign_tag(CAMPAIGN)], like="alpha/pick/2"), limit=5, sort=FlowRunSort.NAME_ASC)
-            ids["alpha/pick/2#1"] = next(r.id for r in first_try if r.name == "alpha/pick/2")
+            ids["alpha/pick/2#1"] = next(r.id for r in first_try if r.name == naming.episode_run_name(CAMPAIGN, "alpha/pick/2"))
             other = await seed.seed_episodes(c, "tui-other", [seed.SeedEpisode("zeta", "pick", 0, "running")])
             await seed.seed_limits(c, [
                 seed.SeedServer(SERVER_A1, POOL_A, 1, 1), seed.SeedServer(SERVER_A2, POOL_A, 2, 0), seed.SeedServer(SERVER_B1, POOL_B, 1, 1),
@@ -179,6 +179,7 @@ class TestSource:
             snapshot = await source.queue()
         assert snapshot.counts == EXPECTED_COUNTS
         assert (snapshot.runs, snapshot.dispatched, snapshot.planned, snapshot.skipped) == (13, 12, 20, 1)
+        assert (snapshot.attempts, snapshot.retries, snapshot.to_dispatch, snapshot.finished) == (13, 1, 8, 7)
         assert snapshot.total == 20 and not snapshot.paused
 
     @pytest.mark.anyio
@@ -200,10 +201,10 @@ class TestSource:
             await source.sync_index()
             first, second = await source.rows(0), await source.rows(1)
         assert (first.total_rows, first.pages) == (4, 2)
-        got = {(r.team, r.task): (r.done, r.running, r.failed, r.total) for r in first.rows + second.rows}
-        assert got == {
-            ("alpha", "pick"): (3, 0, 1, 4), ("alpha", "place"): (0, 3, 0, 3),
-            ("beta", "pick"): (0, 0, 1, 3), ("beta", "place"): (1, 0, 1, 3),
+        got = {(r.team, r.task): (r.done, r.running, r.failed, r.cancelled, r.total, r.attempts, r.retries) for r in first.rows + second.rows}
+        assert got == {  # jobs; attempts and retries apart (alpha/pick/2 failed once, then completed)
+            ("alpha", "pick"): (3, 0, 0, 0, 3, 4, 1), ("alpha", "place"): (0, 3, 0, 0, 3, 3, 0),
+            ("beta", "pick"): (0, 2, 1, 0, 3, 3, 0), ("beta", "place"): (1, 0, 1, 1, 3, 3, 0),
         }
 
     @pytest.mark.anyio
@@ -216,7 +217,7 @@ class TestSource:
         async with client() as c, Source(campaign) as source:
             ids = (await seed.seed_episodes(c, campaign, [seed.SeedEpisode("delta", "pick", 0, "running"), seed.SeedEpisode("delta", "pick", 1, "scheduled")])).ids
             await source.sync_index()
-            assert [(r.done, r.running, r.total) for r in (await source.rows()).rows] == [(0, 1, 2)]
+            assert [(r.done, r.running, r.total) for r in (await source.rows()).rows] == [(0, 2, 2)]  # in flight: scheduled too
             await c.set_flow_run_state(ids["delta/pick/0"], Completed(), force=True)
             await c.set_flow_run_state(ids["delta/pick/1"], Running(), force=True)
             await seed.seed_episodes(c, campaign, [seed.SeedEpisode("delta", "place", 0, "failed")])
@@ -235,8 +236,8 @@ class TestSource:
             await seed.seed_episodes(c, campaign, [seed.SeedEpisode("gamma", "pick", 0, "completed"), seed.SeedEpisode("gamma", "pick", 1, "failed")])
             await source.sync_index()
             after = (await source.rows()).rows
-        assert [(r.task, r.done, r.failed, r.total) for r in before] == [("pick", 0, 0, 5), ("place", 0, 0, 3)]
-        assert [(r.task, r.done, r.failed, r.total) for r in after] == [("pick", 1, 1, 5), ("place", 0, 0, 3)]
+        assert [(r.task, r.done, r.failed, r.waiting, r.total) for r in before] == [("pick", 0, 0, 5, 5), ("place", 0, 0, 3, 3)]
+        assert [(r.task, r.done, r.failed, r.waiting, r.total) for r in after] == [("pick", 1, 1, 3, 5), ("place", 0, 0, 3, 3)]
 
     @pytest.mark.anyio
     async def test_refresh_reads_only_changed_runs(self, prefect_server):
@@ -280,6 +281,49 @@ class TestSource:
         assert [(r.done, r.running, r.total) for r in rows] == [(2, 1, 3)]
 
     @pytest.mark.anyio
+    async def test_counts_are_jobs_with_attempts_apart_and_follow_a_rerun(self, prefect_server):
+        """Counts of a campaign with retried episodes: one per job by its latest run, the same
+        from the server (before the index) and from the index, as `evalq campaign list` counts
+        them; a failed run set Scheduled again (the UI's Retry) counts in flight at the next
+        refresh, and a run that failed after a cancel request counts cancelled."""
+        from prefect.states import Crashed, Running, Scheduled, State
+
+        from flows.campaign.plan import publish_plan
+        from flows.reports.jobs import count_jobs
+        from tui.source import Source
+
+        campaign = "tui-jobs"
+        E = seed.SeedEpisode
+        async with client() as c, Source(campaign) as source:
+            await c.request("POST", "/variables/", json={"name": naming.campaign_plan_variable(campaign), "value": {"total": 6}})
+            await publish_plan(c, campaign, {("kappa", "pick"): 6})
+            ids = (await seed.seed_episodes(c, campaign, [
+                E("kappa", "pick", 0, "failed"), E("kappa", "pick", 0, "completed", attempt=2),  # retried, then done
+                E("kappa", "pick", 1, "failed"), E("kappa", "pick", 1, "crashed", attempt=2),  # failed twice
+                E("kappa", "pick", 2, "running"), E("kappa", "pick", 3, "failed"),
+            ])).ids
+            from_server = await source.queue()
+            await source.sync_index()
+            from_index = await source.queue()
+            for snapshot in (from_server, from_index):
+                assert {k: v for k, v in snapshot.counts.items() if v} == {"completed": 1, "failed": 1, "crashed": 1, "running": 1}
+                assert (snapshot.dispatched, snapshot.to_dispatch, snapshot.runs, snapshot.attempts, snapshot.retries) == (4, 2, 6, 6, 2)
+
+            await c.set_flow_run_state(ids["kappa/pick/2"], State(type="CANCELLING", name="Cancelling"), force=True)
+            await c.set_flow_run_state(ids["kappa/pick/2"], Crashed(message="Execution was cancelled by the runtime environment."), force=True)
+            await c.set_flow_run_state(ids["kappa/pick/3"], Scheduled(name="AwaitingRetry", message="Retry from the UI"), force=True)
+            after = await source.queue()
+            rows = (await source.rows()).rows
+            listed = await count_jobs(await source.client(), campaign, 6)
+            await c.set_flow_run_state(ids["kappa/pick/3"], Running(), force=True)
+            running = await source.queue()
+        assert {k: v for k, v in after.counts.items() if v} == {"completed": 1, "crashed": 1, "cancelled": 1, "scheduled": 1}
+        assert after.finished == 3 and after.in_flight == 1
+        assert [(r.done, r.failed, r.cancelled, r.running, r.waiting, r.attempts, r.retries, r.total) for r in rows] == [(1, 1, 1, 1, 2, 6, 2, 6)]
+        assert (listed.done, listed.failed, listed.cancelled, listed.in_flight, listed.waiting, listed.retries) == (1, 1, 1, 1, 2, 2)
+        assert running.counts["running"] == 1 and running.counts["scheduled"] == 0
+
+    @pytest.mark.anyio
     async def test_pools_holders_waiting_and_unreachable(self, known):
         from tui.source import Source
 
@@ -304,7 +348,7 @@ class TestSource:
         assert done.metrics == {"success": 1, "steps": 42, "evalq": {"video": str(known["video"])}}
         assert done.video == str(known["video"]) and retried.video is None
         assert done.parameters["job"]["id"] == "alpha/pick/0" and done.states[-1].type == "COMPLETED"
-        assert [(a.name, a.state_type) for a in retried.attempts] == [("alpha/pick/2", "FAILED"), ("alpha/pick/2 (attempt 2)", "COMPLETED")]
+        assert [(a.name, a.state_type) for a in retried.attempts] == [("tui-known:alpha/pick/2", "FAILED"), ("tui-known:alpha/pick/2 (attempt 2)", "COMPLETED")]
         assert running.server == SERVER_A1
         assert [line.message for line in running.logs] == ["loaded simulator", "slow policy server", "step timeout"]
         assert running.metrics is None and running.ui_url.endswith(f"/runs/flow-run/{known['ids']['alpha/place/0']}")
@@ -338,13 +382,15 @@ class TestPanels:
             rows = app.query_one("#rows", DataTable)
             await until(lambda: rows.row_count == 4, pilot=pilot, what="rows")
             counts = str(app.query_one("#state-counts", Static).render())
-            assert "4 completed" in counts and "1 waiting for server" in counts and "2 failed" in counts
-            assert "4/20" in str(app.query_one("#progress-label", Static).render())
-            assert cells(rows)[0][:6] == ["alpha", "pick", "3", "0", "1", "4"]
+            assert "4 done" in counts and "1 waiting for server" in counts and "2 failed" in counts and "8 to dispatch" in counts
+            assert "13 attempts (1 retries, 1 crashed, 1 skipped)" in counts
+            assert "4/20 done" in str(app.query_one("#progress-label", Static).render())
+            assert cells(rows)[0] == ["alpha", "pick", "3", "0", "0", "0", "0", "3", "100%", "4", "1"]
             await pilot.press("enter")
             episodes = app.query_one("#episodes", DataTable)
             await until(lambda: episodes.row_count == 4, pilot=pilot, what="episodes")
-            assert [row[0] for row in cells(episodes)] == ["alpha/pick/0", "alpha/pick/1", "alpha/pick/2", "alpha/pick/2 (attempt 2)"]
+            assert [row[:3] for row in cells(episodes)] == [["alpha/pick/0", "Completed", "1"], ["alpha/pick/1", "Skipped", "1"],
+                                                            ["alpha/pick/2", "Failed", "1"], ["alpha/pick/2", "Completed", "2"]]
             await pilot.press("enter")
             await until(lambda: isinstance(app.screen, EpisodeScreen) and app.screen.detail is not None, pilot=pilot, what="detail")
             assert '"steps": 42' in str(app.screen.query_one("#detail-metrics", Static).render())
@@ -413,7 +459,7 @@ class TestPanels:
             assert app.is_running
 
 
-# -- which API: configured, else the local server evalq runs ---------------------------------
+# -- which API: the rule of flows/runtime/discovery.py ----------------------------------------
 def write_server_record(home: Path, api_url: str, pid: int) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "server.json").write_text(json.dumps({"api_url": api_url, "pid": pid}))
@@ -437,8 +483,12 @@ def no_api_configured(monkeypatch):
 
 class TestDiscovery:
     def test_local_server_only_when_its_process_lives_and_it_answers(self, prefect_server, tmp_path):
+        from flows.runtime.discovery import folder_server
         from flows.runtime.host import free_port
-        from tui.discover import local_server_url
+
+        def local_server_url(home):
+            found = folder_server(home)
+            return found and found.api_url
 
         home = tmp_path / ".evalq"
         assert local_server_url(home) is None
@@ -466,8 +516,8 @@ class TestDiscovery:
             banner = app.query_one(Banner)
             await until(lambda: banner.display, pilot=pilot, what="banner", timeout=15)
             text = str(banner.render())
-            assert "No Prefect API configured: set PREFECT_API_URL" in text and "evalq demo --keep" in text
-            assert str(home / "server.json") in text
+            assert "no Prefect server found: pass --api URL, set PREFECT_API_URL" in text and "evalq server start" in text
+            assert f"no campaign has run in this folder ({home}/ holds no embedded database)" in text
             assert "no Prefect API" in app.sub_title and "dispatching" not in app.sub_title
             write_server_record(home, prefect_server.api_url, prefect_server.process.pid)
             rows = app.query_one("#rows", DataTable)
@@ -490,6 +540,7 @@ class TestActions:
         async with client() as c:
             ids = (await seed.seed_episodes(c, campaign, [
                 seed.SeedEpisode("gamma", "pick", 0, "failed"), seed.SeedEpisode("gamma", "pick", 1, "running"),
+                seed.SeedEpisode("gamma", "pick", 2, "scheduled"),  # the campaign is not finished: a pause shows
             ])).ids
 
         async def state(job: str) -> str:
@@ -511,14 +562,14 @@ class TestActions:
         async with app.run_test(size=(120, 30)) as pilot:
             await until(lambda: app.query_one("#rows", DataTable).row_count == 1, pilot=pilot, what="rows")
             await pilot.press("enter")
-            await until(lambda: app.query_one("#episodes", DataTable).row_count == 2, pilot=pilot, what="episodes")
+            await until(lambda: app.query_one("#episodes", DataTable).row_count == 3, pilot=pilot, what="episodes")
             await pilot.press("r")
             await until(lambda: _eq(requested(), ["gamma/pick/0"]), pilot=pilot, what="retry request")
             assert any("campaign tui-actions is not running" in n.message for n in app._notifications)
             assert await state("gamma/pick/0") == "FAILED"  # the campaign retries it, not evaltui
             await pilot.press("down", "r")
             await until(lambda: any("only failed" in n.message for n in app._notifications), pilot=pilot, what="refusal")
-            await pilot.press("c")
+            await pilot.press("c", "y")  # a cancel is never retried: it asks first
             await until(lambda: _eq(state("gamma/pick/1"), "CANCELLING"), pilot=pilot, what="cancel")
             await pilot.press("o")
             assert app.opened_urls[-1].endswith(f"/runs/flow-run/{ids['gamma/pick/1']}")
@@ -588,3 +639,24 @@ def test_a_campaign_is_settled_only_when_everything_dispatched_has_ended():
     assert not snapshot({"completed": 3, "waiting": 1}, 4, 4).settled
     assert not snapshot({"completed": 3}, 3, 4).settled  # one job not dispatched yet
     assert not snapshot({}, 0, None).settled
+
+
+def test_the_run_index_counts_jobs_as_their_runs_change():
+    """Each add recounts only its job: retried, rerun, cancelled-after-failure, by (team, task)."""
+    from tui.run_index import RunIndex
+
+    index = RunIndex()
+    index.add("a1", "t", "pick", "failed", 1, job_id="t/pick/0", state_id="s1")
+    index.add("a2", "t", "pick", "completed", 2, job_id="t/pick/0", state_id="s2")  # retried, then done
+    index.add("b1", "t", "pick", "crashed", 1, job_id="t/pick/1", state_id="s3")
+    index.add("c1", "t", "open", "running", 1, active=True, job_id="t/open/0", rerun=True, state_id="s4")
+    buckets, runs, attempts, jobs, skipped = index.counts()
+    assert ({k: v for k, v in buckets.items() if v}, runs, attempts, jobs) == ({"completed": 1, "crashed": 1, "running": 1}, 4, 5, 3)
+    assert index.unchecked_failures() == ["b1"]
+    index.record_cancel("b1", "s3", True)  # it went through Cancelling: the user's cancel
+    assert index.counts()[0]["cancelled"] == 1 and index.counts()[0]["crashed"] == 0 and not index.unchecked_failures()
+    index.add("b1", "t", "pick", "scheduled", 1, active=True, job_id="t/pick/1", state_id="s5")  # rerun from the UI
+    assert index.counts()[0]["cancelled"] == 0 and index.counts()[0]["scheduled"] == 1
+    rows = {(r.task): (r.done, r.failed, r.cancelled, r.running, r.waiting, r.attempts, r.retries, r.total)
+            for r in index.rows({("t", "pick"): 3, ("t", "open"): 1, ("t", "place"): 2})}
+    assert rows == {"pick": (1, 0, 0, 1, 1, 3, 1, 3), "open": (0, 0, 0, 1, 0, 2, 1, 1), "place": (0, 0, 0, 0, 2, 0, 0, 2)}

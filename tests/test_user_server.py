@@ -43,7 +43,7 @@ def test_a_campaign_uses_the_running_user_server_and_leaves_it_up(tmp_path):
                            "--results-dir", "results", "--name", "shared", "--evaluator-option", "steps=2",
                            "--evaluator-option", "step_seconds=0.05", env=env, cwd=project)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert f"evalq server: http://127.0.0.1:{port}" in result.stdout + result.stderr
+        assert f"Prefect server: http://127.0.0.1:{port}/api (your evalq server)\n" in result.stderr
         assert all((project / "results" / "a" / "metrics" / f"pick_{i}.json").exists() for i in range(2))
         assert not (project / ".evalq" / "server.json").exists()  # no server of its own
         runs = httpx.post(f"{api_url}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["campaign:shared"]}}}).json()
@@ -63,3 +63,32 @@ def test_a_database_url_of_another_kind_is_refused(tmp_path):
     result = evalq("server", "start", "--database", "mysql://me:hunter2@db/prefect", env=env)
     assert result.returncode == 2 and result.stderr.startswith("error: --database:")
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_server_for_other_nodes_records_their_url_and_has_every_deployment_the_readme_names(tmp_path):
+    from flows.runtime.host import is_loopback_url
+
+    env = {**os.environ, "EVALQ_SERVER_HOME": str(tmp_path / "server")}
+    env.pop("PREFECT_API_URL", None)
+    port = free_port()
+    started = evalq("server", "start", "--detach", "--no-ui", "--host", "0.0.0.0", "--port", str(port), env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        record = read_record(tmp_path / "server")
+        shared = record.advertised_url
+        assert shared.endswith(f":{port}/api") and not is_loopback_url(shared)
+        assert started.stdout.splitlines()[1].strip().startswith(f"export PREFECT_API_URL={shared} ")
+        assert evalq("server", "status", env=env).stdout.startswith(f"evalq server running: {shared} (here {record.api_url},")
+        deployments = httpx.post(f"{record.api_url}/deployments/filter", json={}).json()
+        flows = {flow["id"]: flow["name"] for flow in httpx.post(f"{record.api_url}/flows/filter", json={}).json()}
+        names = {(flows[d["flow_id"]], d["name"], d["work_pool_name"]) for d in deployments}
+        assert {("evaluate-episode", "local", "evalq-local"), ("campaign", "local", "evalq-local"),
+                ("evaluate-episode", "runner", "evalq-runner")} <= names
+        # The runners of a cluster get the URL for other nodes: no loopback to refuse.
+        script = evalq("workpools", "slurm-runners", "--pool", "evalq-runner", "--nodes", "1", "--slots", "1", "--dry-run",
+                       env=env, cwd=tmp_path)
+        assert script.returncode == 0, script.stderr
+        assert script.stderr == f"Prefect server: {record.api_url} (your evalq server; other nodes: {shared})\n"
+    finally:
+        stopped = evalq("server", "stop", env=env)
+    assert stopped.returncode == 0

@@ -72,6 +72,29 @@ class TestExplain:
         assert unknown.servers[0].line() == "x:9: no concurrency limit (run `evalq pools apply`)"
 
 
+    def test_a_run_not_started_names_its_pool_who_serves_it_and_who_claimed_it(self):
+        from flows.naming import claim_message
+        from flows.runtime.liveness import PoolService
+
+        unserved = PoolService(pool="evalq-runner", pool_type="evalq-runner", quiet_seconds=95, ever_polled=True,
+                               live_workers=["r1"])
+        served = unserved.model_copy(update={"quiet_seconds": 2})
+
+        def reason(state_type, message=None, service=unserved):
+            return explain("me", "j", state_type, state_type.title(), ["s:1"], self.servers, [], message=message,
+                           service=service).reason
+
+        assert reason("SCHEDULED") == ("not started: work pool evalq-runner: no live worker or runner has polled it for 95 s; "
+                                       "start one: `evalq runner --pool evalq-runner` (on SLURM: "
+                                       "`evalq workpools slurm-runners --pool evalq-runner --keep N ...`)")
+        assert reason("SCHEDULED", service=served) == ("not started: waiting for a worker to take it "
+                                                       "(work pool evalq-runner: polled 2 s ago, 1 live worker)")
+        assert reason("PENDING", claim_message("r1", "t")) == "claimed by runner r1, starting"
+        assert reason("PENDING", claim_message("r0", "t")) == ("claimed by runner r0, which is gone (no heartbeat): "
+                                                              "the campaign hands it back")
+        assert reason("PENDING", None) == "claimed by a worker, starting"
+
+
 def test_campaign_status_says_why_a_waiting_episode_waits(prefect_server, tmp_path):
     """S is held, Q quarantined, T serves `open` only and is held: `pick` episodes can use S
     or Q. Two wait for them; the later one has the earlier one ahead of it."""
@@ -98,7 +121,7 @@ def test_campaign_status_says_why_a_waiting_episode_waits(prefect_server, tmp_pa
             runs = {}
             for job, state in ((first, WAITING_STATE), (second, WAITING_STATE), (loading, LOADING_STATE)):
                 runs[job.id] = await client.create_flow_run(
-                    evaluate_episode, name=episode_run_name(job, 1), tags=episode_tags(job, campaign, "why_1", 1),
+                    evaluate_episode, name=episode_run_name(campaign, job.id, 1), tags=episode_tags(job, campaign, "why_1", 1),
                     parameters={"job": job.model_dump(mode="json"), "resources": pool_params(job, resources), "results_dir": str(tmp_path)},
                     state=Running(name=state),
                 )

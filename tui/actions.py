@@ -13,10 +13,9 @@ class ActionRefused(Exception):
 
 
 async def retry(gateway: Gateway, flow_run_id: UUID) -> str:
-    """Ask the episode's campaign to run a failed, crashed or cancelled episode again.
-
-    Through the campaign, not by forcing the run's state: its tally and `failed.txt` stay true
-    (`flows/campaign/rerun_requests.py`)."""
+    """Ask the episode's campaign for a new attempt of a failed, crashed or cancelled episode,
+    with a fresh budget (`flows/campaign/rerun_requests.py`): a new run the campaign numbers,
+    where the Prefect UI's Retry reruns the same one."""
     from flows.campaign.rerun_requests import RetryRequest, request_retry
     from flows.reports.runs import campaign_flow_runs
 

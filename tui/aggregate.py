@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from tui.models import LogLine
 
@@ -131,70 +130,3 @@ def pages(total: int, size: int) -> int:
 
 ACTIVE_TYPES = frozenset({"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"})
 """State types a run can leave without a new start or end time: re-read while in them."""
-
-
-class IndexedRun(NamedTuple):
-    team: str
-    task: str
-    bucket: str
-    first_attempt: bool
-    skipped: bool
-
-
-class RunIndex:
-    """Every episode run of a campaign as (team, task, bucket, ...): the source of the team x
-    task table and, once scanned, of the queue's counts.
-
-    `tui.queue.QueueReads.sync_index` fills it by a keyset scan over expected start times,
-    then keeps it current with small reads (runs started or ended since the last sync, and
-    the runs still active, few under just-in-time dispatch), so a refresh costs a few
-    requests whatever the campaign's size. `active` holds the ids of runs in an active state.
-    """
-
-    def __init__(self) -> None:
-        self.runs: dict[str, IndexedRun] = {}
-        self.active: set[str] = set()
-        self.cursor: datetime | None = None
-        """Expected start time the scan has reached."""
-        self.scanned = False
-        """True once the first full scan is done."""
-        self.synced_at: datetime | None = None
-
-    def add(self, run_id: str, team: str, task: str, bucket: str, attempt: int = 1, skipped: bool = False, active: bool = False) -> None:
-        self.runs[run_id] = IndexedRun(team, task, bucket, attempt == 1, skipped)
-        if active:
-            self.active.add(run_id)
-        else:
-            self.active.discard(run_id)
-
-    def counts(self) -> tuple[dict[str, int], int, int, int]:
-        """(runs per bucket, runs, runs of a first attempt, skipped runs), as the queue shows them."""
-        from tui.models import BUCKETS
-
-        buckets = dict.fromkeys(BUCKETS, 0)
-        dispatched = skipped = 0
-        for run in self.runs.values():
-            buckets[run.bucket] = buckets.get(run.bucket, 0) + 1
-            dispatched += run.first_attempt
-            skipped += run.skipped
-        return buckets, len(self.runs), dispatched, skipped
-
-    def rows(self, plan: dict[tuple[str, str], int] | None = None) -> list:
-        """Done / running / failed / total per (team, task), sorted. With the campaign's plan,
-        every planned (team, task) has a row from the start and its total is what is planned;
-        without, the total counts runs (every attempt)."""
-        from tui.models import RowCounts
-
-        tally: dict[tuple[str, str], list[int]] = {key: [0, 0, 0, 0] for key in plan or {}}
-        for team, task, bucket, _, _ in self.runs.values():
-            counts = tally.setdefault((team, task), [0, 0, 0, 0])
-            counts[3] += 1
-            if bucket == "completed":
-                counts[0] += 1
-            elif bucket in ("loading", "waiting", "running"):
-                counts[1] += 1
-            elif bucket in ("failed", "crashed"):
-                counts[2] += 1
-        for key, planned in (plan or {}).items():
-            tally[key][3] = planned
-        return [RowCounts(team, task, total, done, running, failed) for (team, task), (done, running, failed, total) in sorted(tally.items())]

@@ -21,16 +21,18 @@ from typing import Callable, TypeVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, Select, TabbedContent, TabPane
 
+from flows.runtime.folder_server import DEFAULT_HOME
 from tui import messages as msg
 from tui.actions import ActionRefused
 from tui.aggregate import History, Throughput
+from tui.app_actions import EpisodeActions
 from tui.commands import EvalCommands
-from tui.discover import DEFAULT_HOME, configured_api_url, find_api_url, no_api_message
-from tui.gateway import api_url, flow_run_url
+from tui.gateway import api_url
 from tui.loop import BackgroundLoop, LoopStopped
 from tui.source import Source
+from tui.watched import WatchedServer
 from tui.widgets.banner import Banner, describe_error
 from tui.widgets.detail import EpisodeScreen
 from tui.widgets.logs import LogsPanel
@@ -55,7 +57,7 @@ def while_shown(handler: Callable[[EvalTui, M], None]) -> Callable[[EvalTui, M],
     return render
 
 
-class EvalTui(App):
+class EvalTui(EpisodeActions, App):
     CSS_PATH = "evaltui.tcss"
     TITLE = "evaltui"
     AUTO_FOCUS = "#rows"
@@ -71,13 +73,15 @@ class EvalTui(App):
         Binding("p", "toggle_pause", "Pause"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("ctrl+r", "refresh", "Refresh", show=False),
+        Binding("escape", "leave_input", "Leave input", show=False),
     ]
 
     def __init__(self, campaign: str | None = None, refresh_seconds: float = 2.0, live: bool = True, home: Path = DEFAULT_HOME):
         super().__init__()
         self.home = Path(home)
-        self.api_found = configured_api_url() is not None
-        """Whether an API is known; until then each tick looks for one (`tui.discover`)."""
+        self.prefect_server = WatchedServer(self.home)
+        self.api_found = self.prefect_server.configured()
+        """Whether an API is known; until then each tick looks for one (`tui/watched.py`)."""
         self.source = Source(campaign)
         self.refresh_seconds = refresh_seconds
         self.live = live
@@ -92,6 +96,8 @@ class EvalTui(App):
         self.paused = False
         self.settled = False
         self.known_campaigns: list[str] = []
+        self.generation = 0
+        """Bumped when another campaign is watched: reads begun before are dropped."""
         self.opened_urls: list[str] = []
         self.refreshes = 0
         self.last_refresh_seconds = 0.0
@@ -126,13 +132,14 @@ class EvalTui(App):
     def start_log_tail(self) -> None:
         if self.io is not None:
             self.io.submit(self.source.tail_logs(
-                on_lines=lambda lines: self.post_message(msg.LogsArrived(lines)),
+                on_lines=lambda lines: self.post_message(msg.LogsArrived(lines, self.source.campaign)),
                 on_status=lambda error: self.post_message(msg.LogStreamStatus(error)),
             ))
 
     def on_unmount(self) -> None:
         if self.io is not None:
             self.io.stop(self.source.close())
+        self.prefect_server.close()
 
     def watch_stalls(self) -> None:
         """Track how late the UI loop runs a 0.1 s timer: the bench's responsiveness figure."""
@@ -146,7 +153,7 @@ class EvalTui(App):
 
     def update_subtitle(self) -> None:
         campaign = self.source.campaign or "no campaign yet"
-        state = "PAUSED" if self.paused else ("finished" if self.settled else "dispatching")
+        state = "finished" if self.settled else ("PAUSED" if self.paused else "dispatching")  # a finished campaign is not paused
         if self.live and not self.api_found:
             state = "no Prefect API"
         self.sub_title = f"{campaign} · {state}"
@@ -161,41 +168,41 @@ class EvalTui(App):
             self._refreshing.release()
             return
         started = time.perf_counter()
-        call = self.io.call
+        call, generation, selected = self.io.call, self.generation, self.selected_row
         try:
             snapshot = call(self.source.queue())
             rows = call(self.source.rows(self.rows_page)) if self.active_tab == "queue" or self.refreshes == 0 else None
             if rows is not None:
-                self.post_message(msg.QueueLoaded(snapshot, rows))
-            if self.selected_row is not None and self.active_tab == "queue":
-                self.post_message(msg.EpisodesLoaded(call(self.source.episodes(*self.selected_row, page=self.episodes_page))))
+                self.post_message(msg.QueueLoaded(snapshot, rows, generation))
+            if selected is not None and self.active_tab == "queue":
+                self.post_message(msg.EpisodesLoaded(call(self.source.episodes(*selected, page=self.episodes_page)), generation))
             if self.active_tab == "pools" or self.refreshes % POOLS_EVERY == 0:
-                self.post_message(msg.PoolsLoaded(call(self.source.pools())))
+                self.post_message(msg.PoolsLoaded(call(self.source.pools()), generation))
             if self.detail_id is not None:
-                self.post_message(msg.DetailLoaded(call(self.source.detail(self.detail_id))))
+                self.post_message(msg.DetailLoaded(call(self.source.detail(self.detail_id)), generation))
             if self.refreshes % 30 == 0:
                 self.known_campaigns = call(self.source.campaigns())
             if rows is None and snapshot is not None:
-                self.post_message(msg.QueueLoaded(snapshot, None))
+                self.post_message(msg.QueueLoaded(snapshot, None, generation))
             self.post_message(msg.ApiStatus(None))
         except LoopStopped:
             return
         except Exception as exc:  # noqa: BLE001 - shown in the banner, retried next tick
             self.post_message(msg.ApiStatus(describe_error(exc, api_url())))
+            self.prefect_server.unreachable()
         finally:
             self.refreshes += 1
             self.last_refresh_seconds = time.perf_counter() - started
             self._refreshing.release()
 
     def look_for_api(self) -> bool:
-        """In a worker, while no API is known: find one (`tui.discover`), or say there is none."""
-        url = find_api_url(self.home)
-        if url is None:
-            self.post_message(msg.ApiStatus(no_api_message(self.home)))
+        """In a worker, while no API is known: find one (`tui/watched.py`), or say there is none."""
+        found = self.prefect_server.find()
+        if found is None:
+            self.post_message(msg.ApiStatus(self.prefect_server.missing()))
             return False
-        os.environ["PREFECT_API_URL"] = url  # every Prefect client of this process follows it
         self.api_found = True
-        self.call_from_thread(self.notify, f"Watching the Prefect API at {url}", title="Prefect API")
+        self.call_from_thread(self.notify, f"Watching {found.describe()}", title="Prefect server")
         self.call_from_thread(self.update_subtitle)
         self.start_log_tail()
         return True
@@ -215,16 +222,18 @@ class EvalTui(App):
 
     @work(thread=True, group="load", exclusive=True)
     def load_episodes(self) -> None:
-        if self.selected_row is not None:
-            page = self.fetch(self.source.episodes(*self.selected_row, page=self.episodes_page))
+        generation, selected = self.generation, self.selected_row
+        if selected is not None:
+            page = self.fetch(self.source.episodes(*selected, page=self.episodes_page))
             if page is not None:
-                self.post_message(msg.EpisodesLoaded(page))
+                self.post_message(msg.EpisodesLoaded(page, generation))
 
     @work(thread=True, group="detail", exclusive=True)
     def load_detail(self, flow_run_id: str) -> None:
+        generation = self.generation
         detail = self.fetch(self.source.detail(flow_run_id))
         if detail is not None:
-            self.post_message(msg.DetailLoaded(detail))
+            self.post_message(msg.DetailLoaded(detail, generation))
 
     @work(thread=True, group="action")
     def send_action(self, name: str, *args: object) -> None:
@@ -240,13 +249,19 @@ class EvalTui(App):
             self.post_message(msg.ActionDone(describe_error(exc, api_url()), ok=False))
 
     # -- rendering ----------------------------------------------------------------
+    def current(self, message) -> bool:
+        """Whether a data message belongs to the campaign watched now (not one switched away from)."""
+        return getattr(message, "generation", self.generation) == self.generation
+
     @while_shown
     def on_queue_loaded(self, message: msg.QueueLoaded) -> None:
+        if not self.current(message):
+            return
         snapshot = message.snapshot
         if snapshot is not None:
             self.paused = snapshot.paused
             self.settled = snapshot.settled
-            self.throughput.add(snapshot.taken_at or datetime.now(timezone.utc), snapshot.counts.get("completed", 0))
+            self.throughput.add(snapshot.taken_at or datetime.now(timezone.utc), snapshot.finished)
         self.update_subtitle()
         panel = self.main(QueuePanel)
         if message.rows is not None:
@@ -256,17 +271,22 @@ class EvalTui(App):
 
     @while_shown
     def on_episodes_loaded(self, message: msg.EpisodesLoaded) -> None:
+        if not self.current(message) or (message.page.team, message.page.task) != self.selected_row:
+            return  # another team x task was picked meanwhile
         self.episodes_page = message.page.page
         self.main(QueuePanel).show_episodes(message.page)
 
     @while_shown
     def on_pools_loaded(self, message: msg.PoolsLoaded) -> None:
+        if not self.current(message):
+            return
         record_history(self.history, message.snapshot)
         self.main(PoolsPanel).show_pools(message.snapshot, self.history)
 
     @while_shown
     def on_logs_arrived(self, message: msg.LogsArrived) -> None:
-        self.main(LogsPanel).add_lines(message.lines)
+        if message.campaign is None or message.campaign == self.source.campaign:
+            self.main(LogsPanel).add_lines(message.lines)
 
     @while_shown
     def on_log_stream_status(self, message: msg.LogStreamStatus) -> None:
@@ -274,6 +294,8 @@ class EvalTui(App):
 
     @while_shown
     def on_detail_loaded(self, message: msg.DetailLoaded) -> None:
+        if not self.current(message):
+            return
         screen = self.screen
         if isinstance(screen, EpisodeScreen) and screen.flow_run_id == str(message.detail.run.id):
             screen.show(message.detail)
@@ -292,6 +314,8 @@ class EvalTui(App):
 
     # -- navigation -----------------------------------------------------------------
     def on_row_selected(self, message: msg.RowSelected) -> None:
+        if (message.team, message.task) != self.selected_row:  # the old list must not take an Enter meanwhile
+            self.main(QueuePanel).clear_episodes(f"Episodes of {message.team}/{message.task}: loading…")
         self.selected_row = (message.team, message.task)
         self.episodes_page = 0
         self.load_episodes()
@@ -323,65 +347,35 @@ class EvalTui(App):
         self.main(TabbedContent).active = tab
         self.screen_stack[0].query_one(TAB_FOCUS[tab]).focus()
 
+    def action_leave_input(self) -> None:
+        """Escape from a text field or a list: back to the panel's main widget, so the keys
+        (`1`/`2`/`3`, `r`, `c`...) are the app's again."""
+        if isinstance(self.focused, (Input, Select)):
+            self.screen_stack[0].query_one(TAB_FOCUS[self.active_tab]).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in a filter applies it (it applies as typed) and leaves the field."""
+        self.action_leave_input()
+
     def action_refresh(self) -> None:
         self.refresh_data()
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
-    def switch_campaign(self, campaign: str) -> None:
-        if self.io is not None:
-            self.io.call(self.source.switch(campaign))
-        else:
-            self.source.campaign = campaign
-        self.selected_row, self.rows_page, self.episodes_page = None, 0, 0
-        self.throughput = Throughput()
-        self.main(LogsPanel).clear()
-        self.update_subtitle()
-        self.refresh_data()
-
-    # -- actions --------------------------------------------------------------------
-    def selected_run(self) -> str | None:
-        if isinstance(self.screen, EpisodeScreen):
-            return self.screen.flow_run_id
-        if self.active_tab == "queue":
-            return self.main(QueuePanel).selected_episode()
-        return None
-
-    def with_selected(self) -> str | None:
-        run = self.selected_run()
-        if run is None:
-            self.notify("Select an episode first (Queue: Enter on a row, then pick an episode)", severity="warning")
-        return run
-
-    def action_retry(self) -> None:
-        if run := self.with_selected():
-            self.send_action("retry", run)
-
-    def action_cancel(self) -> None:
-        if run := self.with_selected():
-            self.send_action("cancel", run)
-
-    def action_open_ui(self) -> None:
-        if run := self.with_selected():
-            url = flow_run_url(run)
-            self.opened_urls.append(url)
-            self.copy_to_clipboard(url)
-            self.notify(url, title="Prefect UI (copied)", timeout=10)
-
-    def action_toggle_pause(self) -> None:
-        self.send_action("set_paused", not self.paused)
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="evaltui",
-        description="Live dashboard of an evalq campaign (on PREFECT_API_URL, else on the local server evalq runs).",
+        description="Live dashboard of an evalq campaign on the Prefect server evalq's rule finds.",
     )
     parser.add_argument("--campaign", help="campaign to watch (default: the most recent one)")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="evalq's home, whose server.json names a running local server (default .evalq)")
+    parser.add_argument("--api", help="Prefect API URL (default: PREFECT_API_URL, else your `evalq server`, else this folder's embedded database)")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="the folder whose embedded database to watch when no other server is found (default .evalq)")
     parser.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
     args = parser.parse_args(argv)
+    if args.api:
+        os.environ["PREFECT_API_URL"] = args.api
     app = EvalTui(campaign=args.campaign, refresh_seconds=args.refresh, home=args.home)
     app.run()
     for url in app.opened_urls:

@@ -15,7 +15,7 @@ class EvalCommands(Provider):
         paused = bool(getattr(app, "paused", False))
         found = [
             ("Retry selected episode", app.action_retry, "Ask the campaign to run a failed or cancelled episode again"),
-            ("Cancel selected episode", app.action_cancel, "Set the episode Cancelling"),
+            ("Cancel selected episode", app.action_cancel, "Set the episode Cancelling, after a y (a cancel is never retried)"),
             ("Open selected episode in the Prefect UI", app.action_open_ui, "Print its URL"),
             ("Resume dispatch" if paused else "Pause dispatch", app.action_toggle_pause, "Set the campaign's pause variable"),
             ("Refresh now", app.action_refresh, "Reload every panel"),

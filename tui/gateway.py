@@ -91,6 +91,7 @@ def episode_row(run) -> EpisodeRow:
         pool=run_tag(run, "pool"),
         start_time=run.start_time,
         end_time=run.end_time,
+        job_id=naming.job_id_of_run_name(run.name),
     )
 
 

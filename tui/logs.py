@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Callable
 from uuid import UUID
 
+from flows import naming
 from tui.gateway import PAGE, Gateway, api_url, run_filter, run_tag
 from tui.models import LogLine
 
@@ -20,7 +21,7 @@ class LogReads:
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
         self._runs: dict[str, tuple[str, str, str] | None] = {}
-        """flow_run_id -> (episode, team, task), None when not an episode of this campaign."""
+        """flow_run_id -> (job id, team, task), None when not an episode of this campaign."""
 
     def forget(self) -> None:
         """Drop the run names learnt for the previous campaign."""
@@ -32,7 +33,7 @@ class LogReads:
         for start in range(0, len(unknown), PAGE):
             batch = unknown[start:start + PAGE]
             runs = await self.gateway.read_runs(run_filter(self.gateway.tags(), ids=batch), limit=len(batch))
-            found = {str(run.id): (run.name, run_tag(run, "team"), run_tag(run, "task")) for run in runs}
+            found = {str(run.id): (naming.job_id_of_run_name(run.name), run_tag(run, "team"), run_tag(run, "task")) for run in runs}
             for run_id in batch:
                 self._runs[str(run_id)] = found.get(str(run_id))
 

@@ -29,16 +29,20 @@ class Coalesced(Message):
 class QueueLoaded(Coalesced):
     snapshot: QueueSnapshot | None
     rows: RowsPage
+    generation: int = 0
+    """The app's campaign generation when the read began: a switch of campaign drops older ones."""
 
 
 @dataclass
 class EpisodesLoaded(Coalesced):
     page: EpisodesPage
+    generation: int = 0
 
 
 @dataclass
 class PoolsLoaded(Coalesced):
     snapshot: PoolsSnapshot
+    generation: int = 0
 
 
 @dataclass
@@ -46,6 +50,8 @@ class LogsArrived(Message):
     """A batch of new log lines (the tail flushes a few times a second at most)."""
 
     lines: list[LogLine]
+    campaign: str | None = None
+    """The campaign whose runs the lines were matched against (lines of another are dropped)."""
 
 
 @dataclass
@@ -56,6 +62,7 @@ class LogStreamStatus(Coalesced):
 @dataclass
 class DetailLoaded(Coalesced):
     detail: EpisodeDetail
+    generation: int = 0
 
 
 @dataclass

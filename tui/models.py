@@ -39,21 +39,24 @@ BUCKET_LABELS = {
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """A campaign's episode flow runs counted by state."""
+    """A campaign's episodes (jobs) counted by the state of their latest run, attempts apart."""
 
     campaign: str
     counts: dict[str, int]
-    """Bucket -> number of flow runs (every attempt counts)."""
+    """Bucket -> jobs whose latest run is in it (`completed`: any run completed; `cancelled`
+    also: failed after a cancel request)."""
     runs: int
     """All flow runs of the campaign."""
     dispatched: int
-    """Jobs dispatched so far (runs of attempt 1)."""
+    """Jobs with at least one run."""
     planned: int | None
     """Jobs in the campaign, from its plan variable; None when the campaign did not say."""
     skipped: int = 0
-    """Completed runs named `Skipped` (included in `completed`)."""
+    """Completed runs named `Skipped` (their jobs count in `completed`)."""
     paused: bool = False
     taken_at: datetime | None = None
+    attempts: int = 0
+    """Times episodes ran: one per run, one more per run rerun in place."""
 
     @property
     def total(self) -> int:
@@ -61,24 +64,48 @@ class QueueSnapshot:
         return self.planned if self.planned is not None else self.dispatched
 
     @property
+    def in_flight(self) -> int:
+        return sum(self.counts.get(bucket, 0) for bucket in ACTIVE_BUCKETS)
+
+    @property
+    def finished(self) -> int:
+        """Jobs settled: done, failed or cancelled."""
+        return sum(self.counts.get(bucket, 0) for bucket in ("completed", "failed", "crashed", "cancelled"))
+
+    @property
+    def to_dispatch(self) -> int:
+        """Planned jobs with no run yet."""
+        return max(0, self.total - self.dispatched)
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond each job's first."""
+        return max(0, self.attempts - self.dispatched)
+
+    @property
     def settled(self) -> bool:
         """Every job dispatched and no run still on its way: the campaign has nothing left to do."""
-        active = sum(self.counts.get(bucket, 0) for bucket in ACTIVE_BUCKETS)
-        return self.total > 0 and self.dispatched >= self.total and active == 0
+        return self.total > 0 and self.dispatched >= self.total and self.in_flight == 0
 
 
 @dataclass(frozen=True)
 class RowCounts:
-    """One (team, task) row of the queue table."""
+    """One (team, task) row of the queue table, in jobs; attempts and retries apart."""
 
     team: str
     task: str
     total: int
-    """Flow runs of this team and task (every attempt)."""
+    """Planned jobs (jobs with a run, without a plan)."""
     done: int = 0
     running: int = 0
+    """Jobs in flight (scheduled to running)."""
     failed: int = 0
-    """Failed or crashed runs."""
+    """Jobs whose latest run failed or crashed."""
+    cancelled: int = 0
+    waiting: int = 0
+    """Planned jobs not dispatched yet."""
+    attempts: int = 0
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,8 @@ class EpisodeRow:
     pool: str = ""
     start_time: datetime | None = None
     end_time: datetime | None = None
+    job_id: str = ""
+    """`team/task/instance`, from the run's name (which also names the campaign)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +162,7 @@ class LogLine:
     message: str
     flow_run_id: str | None
     episode: str = ""
-    """The episode's flow-run name (`team/task/instance`), when known."""
+    """The episode's job id (`team/task/instance`), when known."""
     team: str = ""
     task: str = ""
 

@@ -1,9 +1,11 @@
-"""The queue panel's data: counts by state, the run index and its sync, the team x task rows,
+"""The queue panel's data: jobs by state, the run index and its sync, the team x task rows,
 pages of episodes.
 
-State counts come from Prefect's count endpoints (`/flow_runs/history` groups them by state
-in one query) until the run index is scanned; the team x task table comes from that index,
-kept current with a few small reads per refresh.
+Every count is of jobs (episodes) by their latest run, attempts apart. Until the run index is
+scanned they come from the server (`flows/reports/jobs.py`, as `evalq campaign list` counts
+them: Prefect's count endpoint and the runs of retried jobs); then from the index, kept current
+with a few small reads per refresh, including the runs in an active state, so a run set
+Scheduled again after it failed (the Prefect UI's Retry) counts in flight at the next refresh.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from flows import naming
-from tui.aggregate import ACTIVE_TYPES, RunIndex, bucket_of, pages
+from tui.aggregate import ACTIVE_TYPES, bucket_of, pages
+from tui.cache import Cached
 from tui.gateway import PAGE, Gateway, episode_row, run_filter, run_tag
 from tui.models import BUCKETS, EpisodesPage, QueueSnapshot, RowsPage
+from tui.run_index import RunIndex
 
 SYNC_MARGIN = timedelta(seconds=10)
 """Overlap between index syncs: runs committed late are still seen."""
 REUSE_SYNC_SECONDS = 0.5
 """A `rows()` call this soon after `snapshot()` synced the index does not sync it again."""
+SERVER_COUNTS_SECONDS = 5.0
+"""Before the index is scanned, the server's job counts are reused this long."""
+CANCEL_CHECKS = 50
+"""At most this many failed runs are checked for a cancel request per sync (once per end)."""
 
 
 class QueueReads:
@@ -36,50 +44,37 @@ class QueueReads:
         self._scan: asyncio.Future | None = None
         self._synced = float("-inf")
         """When `snapshot()` last synced the index (monotonic): `rows()` right after it reuses that sync."""
+        self._server_counts = Cached(SERVER_COUNTS_SECONDS)
 
     def forget(self) -> None:
         """Drop the index (another campaign is watched); a first scan under way stops."""
         if self._scan is not None:
             self._scan.cancel()
         self.index, self._scan = RunIndex(), None
-
-    async def state_counts(self, *extra: str) -> dict[tuple[str, str], int]:
-        """Runs by (state type, state name) in one query: Prefect's run-history count endpoint
-        over a single interval spanning all time groups the count by state."""
-        client = await self.gateway.client()
-        body = {
-            "history_start": "2000-01-01T00:00:00Z",
-            "history_end": "2100-01-01T00:00:00Z",
-            "history_interval_seconds": 100 * 366 * 86400.0,
-            "flow_runs": run_filter(self.gateway.tags(*extra)).model_dump(mode="json", exclude_unset=True),
-        }
-        response = await client.request("POST", "/flow_runs/history", json=body)
-        counts: dict[tuple[str, str], int] = {}
-        for interval in response.json():
-            for state in interval["states"]:
-                key = (state["state_type"], state["state_name"])
-                counts[key] = counts.get(key, 0) + state["count_runs"]
-        return counts
+        self._server_counts = Cached(SERVER_COUNTS_SECONDS)
 
     async def snapshot(self) -> QueueSnapshot | None:
-        """Counts by state, jobs dispatched, plan and pause: from the run index once it is
-        scanned (a sync: a few small reads), before that from the server (one history query
-        and one count)."""
+        """Jobs by state, jobs dispatched, attempts, plan and pause: from the run index once it
+        is scanned (a sync: a few small reads), before that from the server's counts."""
+        from flows.reports.jobs import count_jobs
+
         gateway = self.gateway
         if await gateway.ensure_campaign() is None:
             return None
+        plan = await gateway.plan()
         if self.index.scanned:
             await self.sync_index()
             self._synced = time.monotonic()
-            counts, runs, dispatched, skipped = self.index.counts()
+            counts, runs, attempts, dispatched, skipped = self.index.counts()
         else:
-            by_state, dispatched = await asyncio.gather(self.state_counts(), gateway.count("attempt:1"))
+            client, campaign = await gateway.client(), gateway.campaign
+            jobs = await self._server_counts.get("jobs", lambda: count_jobs(client, campaign, plan.total, check_cancels=False))
             counts = dict.fromkeys(BUCKETS, 0)
-            for (state_type, state_name), n in by_state.items():
+            for (state_type, state_name), n in jobs.by_state.items():
                 counts[bucket_of(state_type, state_name)] += n
-            runs = sum(by_state.values())
-            skipped = sum(n for (kind, name), n in by_state.items() if kind == "COMPLETED" and name == naming.SKIPPED_STATE)
-        plan, paused = await asyncio.gather(gateway.plan(), gateway.variable(naming.pause_variable(gateway.campaign)))
+            runs, attempts, dispatched = jobs.runs, jobs.attempts, jobs.jobs
+            skipped = jobs.by_state.get(("COMPLETED", naming.SKIPPED_STATE), 0)
+        paused = await gateway.variable(naming.pause_variable(gateway.campaign))
         return QueueSnapshot(
             campaign=gateway.campaign,
             counts=counts,
@@ -89,6 +84,7 @@ class QueueReads:
             skipped=skipped,
             paused=paused in (True, "true", "True"),
             taken_at=datetime.now(timezone.utc),
+            attempts=attempts,
         )
 
     # -- the run index ------------------------------------------------------------
@@ -98,8 +94,10 @@ class QueueReads:
         Scan: runs by expected start time from the cursor on (new runs, and retried ones,
         whose expected start moves forward). Once scanned: runs started or ended since the
         last sync (Prefect sets start and end times on entering Running and final states),
-        which are all the changes the table's done / running / failed columns can see.
-        Each is an indexed range read, so a sync costs a few requests at any campaign size.
+        and the runs in an active state (few under just-in-time dispatch; among them a run
+        that left a final state, which moves no start time). Each is an indexed read, so a
+        sync costs a few requests at any campaign size. Then the latest failures not checked
+        yet are checked for a cancel request.
         """
         index, tags = self.index, self.gateway.tags()
         started = datetime.now(timezone.utc)
@@ -122,9 +120,27 @@ class QueueReads:
             for field in ("start_time", "end_time"):
                 async for runs in self.gateway.run_pages(run_filter(tags, **{f"{field}_after": since})):
                     seen |= self.index_runs(runs)
+            async for runs in self.gateway.run_pages(run_filter(tags, types=sorted(ACTIVE_TYPES))):
+                seen |= self.index_runs(runs)
             await self.reread(index.active - seen)
         index.synced_at = started
+        await self.check_cancels()
         return index
+
+    async def check_cancels(self, most: int = CANCEL_CHECKS) -> None:
+        """Whether the latest failed runs went through Cancelling (their jobs then count as
+        cancelled, as the campaign and the report count them): read once per end."""
+        from flows.campaign.history import went_through_cancelling
+
+        todo = self.index.unchecked_failures()[:most]
+        client, gate = await self.gateway.client(), asyncio.Semaphore(4)
+
+        async def check(run_id: str) -> None:
+            async with gate:
+                asked = await went_through_cancelling(client, UUID(run_id))
+            self.index.record_cancel(run_id, self.index.runs[run_id].state_id, asked)
+
+        await asyncio.gather(*(check(run_id) for run_id in todo))
 
     async def reread(self, run_ids: set[str]) -> None:
         """Read runs by id, 200 a request, four requests at a time: the runs still active, whose
@@ -146,11 +162,11 @@ class QueueReads:
         for run in runs:
             state = run.state
             kind, name = (state.type.value, state.name or "") if state else ("PENDING", "")
-            attempt = naming.tag_value(run.tags, "attempt")
             self.index.add(
                 str(run.id), run_tag(run, "team"), run_tag(run, "task"), bucket_of(kind, name),
-                attempt=int(attempt) if attempt and attempt.isdigit() else 1,
-                skipped=kind == "COMPLETED" and name == naming.SKIPPED_STATE, active=kind in ACTIVE_TYPES,
+                attempt=naming.attempt_of(run.tags), skipped=kind == "COMPLETED" and name == naming.SKIPPED_STATE,
+                active=kind in ACTIVE_TYPES, job_id=naming.job_id_of_run_name(run.name),
+                rerun=naming.RERUN_TAG in run.tags, state_id=str(state.id) if state else "",
             )
             seen.add(str(run.id))
         return seen

@@ -95,7 +95,7 @@ def flow_run_body(flow_id: UUID, campaign: str, episode: SeedEpisode, results_di
         state["state_details"] = {"scheduled_time": started.isoformat()}
     return {
         "flow_id": str(flow_id),
-        "name": naming.episode_run_name(job, episode.attempt),
+        "name": naming.episode_run_name(campaign, job.id, episode.attempt),
         "parameters": {"job": job.model_dump(mode="json"), "results_dir": results_dir, "campaign": campaign},
         "tags": naming.episode_tags(job, campaign, episode.pool, episode.attempt),
         "state": state,

@@ -15,7 +15,6 @@ from typing import Callable
 from uuid import UUID
 
 from tui import actions
-from tui.aggregate import RunIndex
 from tui.detail import episode_detail
 from tui.gateway import Gateway
 from tui.logs import LogReads
@@ -29,6 +28,7 @@ from tui.models import (
 )
 from tui.pools import PoolReads
 from tui.queue import SYNC_MARGIN, QueueReads
+from tui.run_index import RunIndex
 
 
 class Source(Gateway):

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 from workpools.local.submit import DEFAULT_HOME
 from workpools.slurm.pilot_cli import slurm_runners
@@ -25,19 +26,26 @@ def workpools() -> None:
 app.command("slurm-runners")(slurm_runners)
 
 
-def with_prefect_api(coroutine):
-    """Run `coroutine` against the configured Prefect API; a missing or dead API is an input error."""
+def with_prefect_api(coroutine, api: str | None = None, announce: bool = True):
+    """Run `coroutine` on the Prefect server the rule finds (`flows/runtime/discovery.py`), then
+    say which (`announce`); none found, or a dead one, is one line."""
     import httpx
-    from prefect.settings import PREFECT_API_URL
 
-    url = PREFECT_API_URL.value()
-    if not url:
-        coroutine.close()
-        raise InputError(None, "PREFECT_API_URL is not set: point it at the Prefect server your workers use")
+    from flows.runtime.discovery import pointed_at, require_prefect
+
     try:
-        return asyncio.run(coroutine)
+        found = require_prefect(api)
+    except InputError:
+        coroutine.close()
+        raise
+    try:
+        with pointed_at(found.api_url):
+            result = asyncio.run(coroutine)
     except httpx.ConnectError:
-        raise InputError(None, f"cannot reach the Prefect API at {url}") from None
+        raise InputError(None, f"cannot reach the Prefect API at {found.describe()}") from None
+    if announce:
+        found.announce()
+    return result
 
 
 @app.command("apply")
@@ -45,6 +53,7 @@ def with_prefect_api(coroutine):
 def apply(
     kind: Optional[List[str]] = typer.Option(None, "--kind", help="local, slurm or kubernetes (repeatable; default: all)."),
     name: Optional[str] = typer.Option(None, "--name", help="Pool name (with one --kind); default evalq-<kind>."),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Create the work pools from their base job templates, or update the templates."""
     from workpools.registry import KINDS
@@ -55,12 +64,13 @@ def apply(
         raise InputError(None, f"unknown pool kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
     if name and len(kinds) != 1:
         raise InputError(None, "--name needs exactly one --kind")
-    with_prefect_api(_apply(kinds, name, explicit=bool(kind)))
+    with_prefect_api(_apply(kinds, name, explicit=bool(kind)), api)
 
 
 async def _apply(kinds: list[str], name: str | None, explicit: bool) -> None:
     from prefect.client.orchestration import get_client
 
+    from flows.runtime.deployments import apply_deployments
     from flows.runtime.work_pools import apply_work_pool
     from workpools.local.deployment import apply_run_command_deployment
     from workpools.registry import KINDS
@@ -79,6 +89,10 @@ async def _apply(kinds: list[str], name: str | None, explicit: bool) -> None:
             if kind in ("local", "kubernetes"):
                 await apply_run_command_deployment(client, pool, name=kind)
                 print(f"applied deployment run-command/{kind} on {pool}")
+            if kind == "runner":  # the episodes' deployment for warm runners (a pool of another name: named after it)
+                as_name = None if pool == KINDS[kind].default_name else pool
+                for deployment in await apply_deployments(client, "runner", work_pool=pool, as_name=as_name):
+                    print(f"applied deployment {deployment} on {pool}")
 
 
 @exit_on_input_error
@@ -95,6 +109,7 @@ def submit(
     home: Path = typer.Option(
         DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Folder for the jobs' output files and captured environments."
     ),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Queue a command on the GPU-aware local pool (task-spooler style).
 
@@ -111,7 +126,7 @@ def submit(
     if dry_run:
         print_plan(jobs, depends_on)
         return
-    for run, job in with_prefect_api(_submit(jobs, depends_on, home)):
+    for run, job in with_prefect_api(_submit(jobs, depends_on, home), api):
         print(f"{job.queue_id}\t{run.id}\t{run.name}")
 
 

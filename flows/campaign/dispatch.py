@@ -6,9 +6,9 @@ the least-utilized pool, for the server of that pool with the fewest episodes me
 (per slot): so a pool whose general server has constrained work queued still feeds its
 restricted server. For that server: requeued jobs first, then the most constrained (fewest
 compatible servers: nothing else can take their work), then in order. The ticket names the
-server, which the episode tries first. Global thresholds stop dispatch at `max_in_flight`
-and resume it once in-flight falls below `resume_below` (hysteresis, as in the batch
-submitter).
+server, which the episode tries first. Global thresholds stop dispatch when `max_in_flight`
+episodes are in flight and resume it once at most `resume_at` are (0: once all have ended),
+as the batch submitter's `--stop_threshold` and `--resume_threshold` did.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Dispatcher:
     capacity: dict[str, int]
     prefetch: int = 1
     max_in_flight: int | None = None
-    resume_below: int | None = None
+    resume_at: int | None = None
+    """Stopped at `max_in_flight`, dispatch resumes once at most this many are in flight
+    (default `max_in_flight - 1`: at once, no pause)."""
     in_flight: dict[str, int] = field(default_factory=dict)
     pool_prefetch: dict[str, int] = field(default_factory=dict)
     """Per-pool prefetch set by the campaign's tuner; `prefetch` per server where unset."""
@@ -100,10 +102,10 @@ class Dispatcher:
         if self.max_in_flight is None:
             return True
         total = self.total_in_flight
-        if self.stopped:
-            resume = self.resume_below if self.resume_below is not None else self.max_in_flight
-            self.stopped = total >= resume
-        elif total >= self.max_in_flight:
+        resume_at = self.max_in_flight - 1 if self.resume_at is None else self.resume_at
+        if self.stopped and total <= resume_at:
+            self.stopped = False
+        if not self.stopped and total >= self.max_in_flight:
             self.stopped = True
         return not self.stopped
 
@@ -147,3 +149,10 @@ class Dispatcher:
         self.in_flight[ticket.pool] -= 1
         if ticket.server is not None:
             self.meant_for[ticket.server] -= 1
+
+    def returned(self, ticket: Ticket) -> None:
+        """A finished ticket in flight again (its run rerun from outside the campaign): counted
+        against its pool and server as `next` counts a new one."""
+        self.in_flight[ticket.pool] += 1
+        if ticket.server is not None:
+            self.meant_for[ticket.server] += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_client
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 
 from flows.campaign.inputs import load_campaign_inputs
 from flows.campaign.loop import CampaignLoop
@@ -20,7 +20,8 @@ from flows.campaign.selection import select_jobs
 from flows.campaign.settings import CampaignSettings
 from flows.cloudlogging.attach import attach_cloud_logging
 from flows.naming import CAMPAIGN_FLOW, EPISODE_DEPLOYMENT
-from flows.slots.leaser import SAFETY_POLL_SECONDS
+from flows.runtime.outages import handle_api_outages
+from flows.slots.leaser import EPISODE_LEASE_SECONDS, SAFETY_POLL_SECONDS
 from flows.slots.pools import apply_pools
 
 
@@ -35,20 +36,23 @@ async def campaign(
     prefetch: int = 1,
     max_prefetch: int = 3,
     max_in_flight: int | None = None,
+    resume_at: int | None = None,
     resume_below: int | None = None,
     submit_interval: float = 0.0,
     max_attempts: int = 3,
     deployment: str = EPISODE_DEPLOYMENT,
     stats_interval: float = 60.0,
     tick_seconds: float = 0.5,
-    lease_seconds: float = 60.0,
+    lease_seconds: float = EPISODE_LEASE_SECONDS,
     poll_seconds: float = SAFETY_POLL_SECONDS,
     timeout_seconds: float = 3600.0,
     only: list[str] | None = None,
     server_wait_seconds: float | None = None,
+    paused: bool = False,
 ) -> dict:
     """Evaluate every job once, keeping policy servers busy and never overloaded."""
     settings = CampaignSettings.model_validate({**locals(), "evaluator_options": evaluator_options or {}})
+    handle_api_outages()
     attach_cloud_logging(campaign=name)
     jobs, resources = load_campaign_inputs(jobs_file, resources_file)
     settings.planned = len(jobs)  # the plan stays whole when --only runs a part of it
@@ -61,6 +65,10 @@ async def campaign(
         await publish_plan(client, name, plan)
         loop = CampaignLoop(jobs, resources, settings, client)
         tally = await loop.run()
+        if loop.halted and loop.halted.asked:
+            return Completed(message=loop.halted.why)
+        if loop.halted:
+            return Failed(message=f"campaign stopped: {loop.halted.why}")
         if loop.stopped:
             loop.logger.error("Campaign stopped, configuration error: %s", loop.stopped)
             return Failed(message=f"configuration error, campaign stopped: {loop.stopped}")

@@ -3,7 +3,8 @@
 Running a campaign again must retry what failed, adopt what still runs and leave alone what a
 user cancelled. The idempotency keys (campaign, job, attempt) alone would hand back the old
 failed runs, so a new invocation starts each failed job at the attempt after its highest one,
-with a fresh budget. `resume_plan` decides (pure); `read_episode_records` reads the runs.
+with a fresh budget. `resume_plan` decides (pure); `read_episode_records` reads the runs, and
+the state histories where a run may have ended more than once (`run_history.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from typing import Iterable
 from prefect.client.schemas.objects import StateType
 
 from flows.campaign.outcomes import is_cancelled
+from flows.campaign.run_history import (
+    FAILED_TYPES,
+    FINAL_TYPES,
+    AttemptEnd,
+    attempt_ends,
+    cancel_in_last_attempt,
+)
 from flows.naming import (
     EPISODE_TAG,
+    RERUN_TAG,
     attempt_of,
     campaign_tag,
     job_id_of_run_name,
@@ -27,7 +36,6 @@ from generate.models import metrics_path
 
 PAGE = 200
 """Prefect's largest page of flow runs."""
-FINAL_TYPES = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,12 @@ class EpisodeRecord:
     """It went through Cancelling (checked for the latest failed attempts only)."""
     metrics_parts: tuple[str, str, int] | None = None
     """(team slug, task, instance id) of its metrics file, from the run's job parameter."""
+    state_id: str | None = None
+    rerun_in_place: bool = False
+    """It started again after it had ended (the Prefect UI's Retry, `prefect flow-run retry`):
+    tagged `evalq-rerun` by the episode."""
+    ends: tuple[AttemptEnd, ...] = ()
+    """Each time it ended, from its state history (read for failed and rerun runs only)."""
 
     def metrics_path(self, results_dir: str | None = None) -> Path | None:
         """Where the job's metrics file lives, under `results_dir` or the run's own."""
@@ -68,6 +82,22 @@ class EpisodeRecord:
         """`<state name>: <message>`, what a failure is grouped by."""
         return f"{self.state_name}: {self.message}" if self.message else self.state_name
 
+    @property
+    def failures(self) -> list[AttemptEnd]:
+        """Its failed attempts: every failed end of its history when read, else its own state."""
+        if self.ends:
+            return [end for end in self.ends if end.failed]
+        if self.state_type in FAILED_TYPES and not self.cancelled:
+            return [AttemptEnd(self.state_type, self.state_name, self.message, self.end_time or self.created)]
+        return []
+
+    @property
+    def attempts(self) -> int:
+        """How often it ran: once, or once per end when rerun in place (and once more if it runs now)."""
+        if not self.ends:
+            return 1
+        return len(self.ends) + (not self.final)
+
 
 def record_of(run) -> EpisodeRecord:
     """A Prefect `FlowRun` of an episode as a record."""
@@ -85,6 +115,8 @@ def record_of(run) -> EpisodeRecord:
         end_time=run.end_time,
         results_dir=parameters.get("results_dir"),
         metrics_parts=metrics_parts_of(parameters.get("job")),
+        state_id=str(state.id) if state else None,
+        rerun_in_place=RERUN_TAG in run.tags,
     )
 
 
@@ -122,6 +154,8 @@ class ResumePlan:
     """Ended without metrics (failed, crashed): a new attempt with a fresh budget."""
     cancelled: dict[str, str] = field(default_factory=dict)
     """Job id -> why: cancelled by a user, not run again (unless asked for by name)."""
+    cancelled_runs: dict[str, EpisodeRecord] = field(default_factory=dict)
+    """Job id -> the run it was cancelled in: followed, should someone rerun it from outside."""
 
     def first_attempt(self, job_id: str) -> int:
         return self.start_attempt.get(job_id, 1)
@@ -152,6 +186,7 @@ def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive
             plan.adopted.append(job_id)
         elif record.cancelled and not revive_cancelled:
             plan.cancelled[job_id] = record.reason
+            plan.cancelled_runs[job_id] = record
             plan.start_attempt[job_id] = record.attempt + 1  # should a retry request revive it
         else:
             plan.start_attempt[job_id] = record.attempt + 1
@@ -159,13 +194,13 @@ def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive
     return plan
 
 
-FAILED_TYPES = (StateType.FAILED, StateType.CRASHED)
 CONCURRENT_READS = 8
 
 
 async def went_through_cancelling(client, run_id) -> bool:
-    """Whether someone asked to cancel the run: a Cancelling state in its history."""
-    return any(state.type == StateType.CANCELLING for state in await client.read_flow_run_states(run_id))
+    """Whether someone asked to cancel the run's last attempt: a Cancelling state in its history
+    since it last left a final state."""
+    return cancel_in_last_attempt(await client.read_flow_run_states(run_id))
 
 
 async def cancel_requested(client, run) -> bool:
@@ -175,39 +210,50 @@ async def cancel_requested(client, run) -> bool:
     return await went_through_cancelling(client, run.id)
 
 
-async def mark_cancel_requests(client, records: list[EpisodeRecord]) -> list[EpisodeRecord]:
-    """The records, the latest failed attempt of each job checked for a cancel request."""
+async def read_histories(client, records: list[EpisodeRecord], every_attempt: bool = False) -> list[EpisodeRecord]:
+    """The records, with the state history read where it matters: the latest failed attempt of
+    each job checked for a cancel request; with `every_attempt`, also every failed run, every
+    run rerun in place and every run in flight (one may wait to be rerun), their ends recorded
+    (`EpisodeRecord.ends`)."""
     import asyncio
     from dataclasses import replace
     from uuid import UUID
 
-    latest = [r for r in latest_attempts(records).values() if r.state_type in FAILED_TYPES]
+    latest = {r.run_id for r in latest_attempts(records).values() if r.state_type in FAILED_TYPES}
+    wanted = [r for r in records if r.run_id in latest
+              or (every_attempt and (r.state_type in FAILED_TYPES or r.rerun_in_place or not r.final))]
     gate = asyncio.Semaphore(CONCURRENT_READS)
 
-    async def check(record: EpisodeRecord) -> bool:
+    async def read(record: EpisodeRecord) -> EpisodeRecord:
         async with gate:
-            return await went_through_cancelling(client, UUID(record.run_id))
+            states = await client.read_flow_run_states(UUID(record.run_id))
+        ends = tuple(attempt_ends(states)) if every_attempt else ()
+        return replace(record, cancel_requested=cancel_in_last_attempt(states), ends=ends)
 
-    flags = await asyncio.gather(*(check(r) for r in latest))
-    asked = {r.run_id for r, flag in zip(latest, flags) if flag}
-    return [replace(r, cancel_requested=True) if r.run_id in asked else r for r in records]
+    read_again = {r.run_id: r for r in await asyncio.gather(*(read(r) for r in wanted))}
+    return [read_again.get(r.run_id, r) for r in records]
 
 
-async def read_episode_records(client, campaign: str) -> list[EpisodeRecord]:
-    """Every episode run of the campaign (by its tag), page by page; the latest failed attempt
-    of each job checked for a cancel request."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+async def read_campaign_runs(client, campaign: str, sort: str = "ID_DESC", **criteria) -> list:
+    """The campaign's episode runs (by its tag) matching `criteria` (`FlowRunFilter` fields as
+    JSON, e.g. `state={"type": {"any_": ["FAILED"]}}`), page by page."""
+    from prefect.client.schemas.filters import FlowRunFilter
     from prefect.client.schemas.sorting import FlowRunSort
 
-    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(campaign)]))
-    records: list[EpisodeRecord] = []
-    offset = 0
+    run_filter = FlowRunFilter.model_validate({"tags": {"all_": [EPISODE_TAG, campaign_tag(campaign)]}, **criteria})
+    runs, offset = [], 0
     while True:
-        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
-        records.extend(record_of(run) for run in page)
+        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort[sort], limit=PAGE, offset=offset)
+        runs += page
         if len(page) < PAGE:
-            return await mark_cancel_requests(client, records)
+            return runs
         offset += PAGE
+
+
+async def read_episode_records(client, campaign: str, every_attempt: bool = False) -> list[EpisodeRecord]:
+    """Every episode run of the campaign, histories as `read_histories` reads them."""
+    records = [record_of(run) for run in await read_campaign_runs(client, campaign)]
+    return await read_histories(client, records, every_attempt)
 
 
 async def plan_rerun(client, campaign: str, pending: list, revive_cancelled: bool, logger) -> ResumePlan:

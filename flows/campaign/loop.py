@@ -5,15 +5,20 @@ Per pool at most `capacity + prefetch x servers` episodes are in flight (`dispat
 starts at `prefetch` per server and follows the measured readiness of episodes up to
 `max_prefetch` (`prefetch.py`). Crashed/Failed episodes are requeued up to `max_attempts`
 (`outcomes.py`); the loop honours a pause switch (a Prefect Variable) and thresholds, reads
-rerun requests, and logs a stats line every `stats_interval` seconds. Flow-run idempotency keys
+rerun requests, and logs a stats line every `stats_interval` seconds, which says when nothing
+has polled the episodes' work pool for 30 s. Runs held by a runner that is gone are handed
+back, or crashed and requeued (`orphans.py`); a stop hook (the local stack's runner supervisor)
+can end it with one line. Flow-run idempotency keys
 (campaign, job, attempt) make running it again pick up where it stopped; failed jobs get new
-attempts and cancelled ones are left alone (`history.py`).
+attempts and cancelled ones are left alone (`history.py`). A run that settled a job and is
+rerun from outside (the Prefect UI's Retry) is followed again (`settled.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from uuid import UUID
@@ -25,17 +30,21 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
 )
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
 
 from flows.campaign.dispatch import Dispatcher, Ticket
 from flows.campaign.history import ResumePlan, cancel_requested, plan_rerun
+from flows.campaign.orphans import LIVENESS_SECONDS, OrphanWatch
 from flows.campaign.outcomes import Outcome, Tally, classify
 from flows.campaign.outputs import stats_line
+from flows.campaign.pause import PauseSwitch
 from flows.campaign.plan import plan_value
 from flows.campaign.prefetch import PrefetchTuner
 from flows.campaign.rerun_requests import RetryRequest, drop_request, pending_requests
 from flows.campaign.settings import CampaignSettings
+from flows.campaign.settled import SettledRuns
 from flows.naming import (
     RUNNING_STATE,
     WAITING_STATE,
@@ -43,16 +52,31 @@ from flows.naming import (
     episode_run_name,
     episode_tags,
     idempotency_key,
-    pause_variable,
     slot_of_running_message,
 )
 from flows.results.metrics_files import read_provenance
+from flows.runtime.api_health import API_HEALTH
 from flows.runtime.api_retry import retrying
+from flows.slots.reclaim import release_slots_of
 from flows.slots.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
 PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
 """Called after every tick with the running totals (the CLI's progress bar listens here)."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a stop hook ends the campaign before its work is done."""
+
+    why: str
+    asked: bool = False
+    """The user asked for it (SIGTERM, Ctrl-C): the invocation ends Completed, saying so; else Failed."""
+
+
+STOP_HOOKS: list[Callable[[], Stop | None]] = []
+"""Called every tick, in the campaign's thread: a `Stop` ends the campaign (the command line's
+SIGTERM and Ctrl-C; the local stack's runner that could not be kept alive)."""
 
 POLL_BATCH = 200
 DISPATCH_CONCURRENCY = 8
@@ -75,7 +99,7 @@ class CampaignLoop:
             {pool: resources.capacity(pool) for pool in resources.pools},
             prefetch=settings.prefetch,
             max_in_flight=settings.max_in_flight,
-            resume_below=settings.resume_below,
+            resume_at=settings.resume_threshold,
             alternatives=lambda job: len(self.demand.servers(job)),
             servers={pool: {s.address: s.capacity for s in resources.servers(pool)} for pool in resources.pools},
             compatible=self.demand.servers_in,
@@ -85,13 +109,20 @@ class CampaignLoop:
         self.in_flight: dict[UUID, Ticket] = {}
         self.dispatched_at: dict[UUID, float] = {}
         """Runs not yet seen ready, with when they were created (monotonic)."""
-        self.paused = False
+        self.pause = PauseSwitch(settings.name, self.logger)
         self.resumed = ResumePlan()
         self.by_id = {job.id: job for job in jobs}
         self.last_attempt: dict[str, int] = {}
         """Job id -> the attempt it settled with (what a retry request continues from)."""
         self.stopped: str | None = None
         """Why the campaign stopped early (a configuration error), None while it goes on."""
+        self.settled = SettledRuns()
+        """Runs that settled a job as failed or cancelled: followed, should someone rerun them."""
+        self.reruns: set[UUID] = set()
+        """Runs in flight again after a rerun from outside: their end settles the job, no requeue."""
+        self.halted: Stop | None = None
+        """Why a stop hook ended it, None while it goes on."""
+        self.orphans: OrphanWatch | None = None
 
     def episode_parameters(self, ticket: Ticket) -> dict:
         job = ticket.job
@@ -121,6 +152,7 @@ class CampaignLoop:
         # cancelled ones are left alone unless named with --only.
         self.resumed = await plan_rerun(self.client, self.s.name, pending, self.s.only is not None, self.logger)
         self.tally.cancelled.update(self.resumed.cancelled)
+        self.follow_earlier_cancels()
         self.tally.fresh_attempts = len(self.resumed.fresh)
         for job in pending:
             if job.id not in self.resumed.cancelled:
@@ -135,22 +167,36 @@ class CampaignLoop:
         await Variable.aset(
             campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
         )
-        last_stats, last_pause_read = time.monotonic(), float("-inf")
-        while (self.dispatcher.pending or self.in_flight) and not self.stopped:
-            await self.collect()
+        await self.pause.start(self.s.paused)
+        if deployment.work_pool_name:
+            self.orphans = OrphanWatch(self.client, deployment.work_pool_name, deployment.work_queue_name, self.logger,
+                                       lambda run_id: self.in_flight[run_id].job.metrics_path(self.s.results_dir).exists(),
+                                       self.s.name)
+        last_stats, last_pause_read, last_liveness = time.monotonic(), float("-inf"), float("-inf")
+        while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped \
+                and not self.halted:
+            await retrying(self.collect, forever=True)  # an API outage is waited out (flows/runtime/api_retry.py)
+            if self.orphans and time.monotonic() - last_liveness >= LIVENESS_SECONDS:
+                last_liveness = time.monotonic()
+                await self.orphans.check()
             if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
                 last_pause_read = time.monotonic()
-                await self.read_pause()
-                await self.read_retry_requests()
-            if not self.paused:
+                await retrying(self.pause.read, forever=True)
+                await retrying(self.read_retry_requests, forever=True)
+                await self.follow_settled_runs()
+            if not self.pause.paused:
                 await self.dispatch(deployment.id)
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
-                self.logger.info(await stats_line(self.client, self.tally, self.dispatcher, self.resources, self.paused))
-            if (self.dispatcher.pending or self.in_flight) and not self.stopped:
+                self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.resources,
+                                                                   self.pause.paused, self.orphans.service if self.orphans else None),
+                                                forever=True))
+            self.halted = next((stop for hook in STOP_HOOKS if (stop := hook())), None)
+            if (self.dispatcher.pending or self.in_flight) and not self.stopped and not self.halted:
                 await asyncio.sleep(self.tuner.tick(self.s.tick_seconds))
+        await self.pause.clear()
         return self.tally
 
     async def dispatch(self, deployment_id: UUID) -> None:
@@ -177,10 +223,10 @@ class CampaignLoop:
         run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
             deployment_id,
             parameters=self.episode_parameters(ticket),
-            name=episode_run_name(ticket.job, ticket.attempt),
+            name=episode_run_name(self.s.name, ticket.job.id, ticket.attempt),
             tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
-        ))
+        ), forever=True)
         self.in_flight[run.id] = ticket
         self.dispatched_at[run.id] = time.monotonic()
 
@@ -202,23 +248,39 @@ class CampaignLoop:
             if run.state is None:
                 continue
             ticket = self.in_flight[run.id]
+            if self.orphans:
+                self.orphans.observe(run.id, run.state)
             self.note_readiness(run.id, ticket, run.state.name)
             if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
                 self.dispatcher.landed(ticket, *slot)
             last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
+            if run.id in self.reruns:
+                last_attempt = ticket.attempt  # a rerun from outside: its own end settles the job
             outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
                                await cancel_requested(self.client, run))
             if outcome is not None:
+                if self.orphans:
+                    self.orphans.forget(run.id)
+                if run.state.type in (StateType.CRASHED, StateType.CANCELLED):  # its holder may be gone, its lease not
+                    await release_slots_of(self.client, str(run.id), self.s.name, run.created)
                 del self.in_flight[run.id]
                 self.dispatched_at.pop(run.id, None)
+                self.reruns.discard(run.id)
                 self.dispatcher.finished(ticket)
-                self.settle(ticket, outcome, run.state.name, run.state.message or "")
+                outcome = self.settle(ticket, outcome, run.state.name, run.state.message or "")
+                self.settled.note(run.id, ticket, outcome, run.state.id)
 
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
         if run_id in self.dispatched_at and state_name in (WAITING_STATE, RUNNING_STATE):
-            self.tuner.ready_after(ticket.pool, time.monotonic() - self.dispatched_at.pop(run_id))
+            dispatched, now = self.dispatched_at.pop(run_id), time.monotonic()
+            self.tuner.ready_after(ticket.pool, now - dispatched - self.unserved_within(ticket.pool, dispatched, now))
             self.retune(ticket.pool)
+
+    def unserved_within(self, pool: str, since: float, until: float) -> float:
+        """Seconds of [since, until] in which nothing could serve `pool`'s episodes: no load time
+        for the prefetch tuner. The time without a Prefect API, as this process saw it."""
+        return API_HEALTH.unavailable_within(since, until)
 
     def retune(self, pool: str) -> None:
         prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), len(self.dispatcher.servers[pool]))
@@ -227,9 +289,12 @@ class CampaignLoop:
                              prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
             self.dispatcher.pool_prefetch[pool] = prefetch
 
-    def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> None:
+    def settle(self, ticket: Ticket, outcome: Outcome, state_name: str, message: str) -> Outcome:
+        """Count the run's end in the tally (requeue a retry); the outcome counted."""
         job = ticket.job
         self.last_attempt[job.id] = ticket.attempt
+        if outcome in (Outcome.FAILED, Outcome.CANCELLED) and job.metrics_path(self.s.results_dir).exists():
+            outcome = Outcome.DONE  # another run of the job (rerun from outside) wrote its metrics
         if outcome is not Outcome.RETRY:
             self.demand.settled(job)
         if outcome is Outcome.DONE:
@@ -251,13 +316,7 @@ class CampaignLoop:
         else:
             self.tally.failures[job.id] = f"{state_name}: {message}"
             self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
-
-    async def read_pause(self) -> None:
-        paused = bool(await Variable.aget(pause_variable(self.s.name), default=False))
-        if paused != self.paused:
-            self.logger.warning("Dispatch %s", "paused" if paused else "resumed")
-            self.paused = paused
-
+        return outcome
 
     async def read_retry_requests(self) -> None:
         """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
@@ -282,6 +341,43 @@ class CampaignLoop:
         self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
         self.demand.add(job)
         self.dispatcher.add(job, attempt, front=True)
+
+    # -- runs rerun from outside the campaign (flows/campaign/settled.py) -------------------
+    def follow_earlier_cancels(self) -> None:
+        """Jobs an earlier invocation left cancelled: their runs are followed as this one's."""
+        for job_id, record in self.resumed.cancelled_runs.items():
+            job = self.by_id.get(job_id)
+            if job is not None:
+                pool = record.pool if record.pool in self.dispatcher.in_flight else job.resource_types[0]
+                ticket = Ticket(job, record.attempt, pool)
+                self.last_attempt[job_id] = record.attempt
+                self.settled.note(UUID(record.run_id), ticket, Outcome.CANCELLED,
+                                  UUID(record.state_id) if record.state_id else None)
+
+    async def follow_settled_runs(self) -> bool:
+        """Take back in flight every settled run whose state changed since (rerun or ended
+        otherwise by someone else); whether there was one. Never stops the campaign."""
+        try:
+            changed = await self.settled.changed(self.client, self.s.name)
+        except Exception as exc:  # noqa: BLE001 - the next look tries again
+            self.logger.debug("reading settled runs: %s", exc)
+            return False
+        for run, settled in changed:
+            self.reopen(run, settled)
+        return bool(changed)
+
+    def reopen(self, run, settled) -> None:
+        """Undo the run's settlement and follow it as in flight; its next end settles the job."""
+        job = settled.ticket.job
+        self.settled.forget(run.id)
+        if not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
+            return  # the campaign runs the job again already (a retry request): that run settles it
+        self.logger.warning("%s: its run %s left %s for %s from outside the campaign (a rerun from the Prefect UI "
+                            "or CLI?); following it", job.id, run.name, settled.outcome.value, run.state.name)
+        self.in_flight[run.id] = settled.ticket
+        self.reruns.add(run.id)
+        self.dispatcher.returned(settled.ticket)
+        self.demand.add(job)
 
 
 def held_seconds(metrics_file: Path) -> float:

@@ -12,13 +12,16 @@ from flows.campaign.dispatch import Dispatcher
 from flows.campaign.outcomes import Tally
 from flows.campaign.settings import CampaignSettings
 from flows.naming import artifact_key, leaderboard_artifact_key, pool_limit
+from flows.runtime.liveness import PoolService
 from flows.slots.pools import quarantine_warnings
 from generate.jsonio import write_atomic
 from generate.models import Job, Resources
 
 
-async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Resources, paused: bool) -> str:
-    """`done 12/48 | failed 0 | retried 1 | pending 20 | pools a_1 1/1 (2 in flight) ...`."""
+async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Resources, paused: bool,
+                     service: PoolService | None = None) -> str:
+    """`done 12/48 | failed 0 | retried 1 | pending 20 | pools a_1 1/1 (2 in flight) ...`, and a
+    warning when nothing serves the episodes' work pool (`service`, the campaign's last reading)."""
     pools = []
     for pool in resources.pools:
         try:
@@ -31,6 +34,8 @@ async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Re
         warnings = await quarantine_warnings(client, resources)
     except Exception:  # stats must never stop a campaign
         warnings = []
+    if service is not None and not service.served:
+        warnings.insert(0, service.note())
     return (
         f"done {tally.already_done + tally.done}/{tally.total} | failed {len(tally.failures)} | "
         f"retried {tally.retried} | pending {dispatcher.pending}{state} | " + ", ".join(pools)
@@ -83,12 +88,23 @@ def utilization(tally: Tally, resources: Resources, wall_seconds: float) -> dict
     }
 
 
+FAILED_FILE = "failed.txt"
+
+
+def write_failed_file(results_dir: Path, job_ids) -> Path:
+    """`<results_dir>/failed.txt`: the failed (not cancelled) job ids, one a line, sorted,
+    written atomically (`--only` reads it back). Written by the campaign when it ends and by
+    `evalq campaign report --write-failed` from the server's truth afterwards."""
+    failed_file = Path(results_dir) / FAILED_FILE
+    write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(job_ids)))
+    return failed_file
+
+
 async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resources, settings: CampaignSettings, wall: float) -> dict:
     """Write failed.txt (failed, not cancelled, job ids), publish the table and leaderboard
     artifacts, and return the summary."""
     results_dir = Path(settings.results_dir)
-    failed_file = results_dir / "failed.txt"
-    write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(tally.failures)))
+    failed_file = write_failed_file(results_dir, tally.failures)
     table = team_task_table(jobs, tally, results_dir)
     await acreate_table_artifact(
         table=table,

@@ -1,12 +1,12 @@
-"""Retry requests: how evaltui (or anyone) asks a campaign to run a settled job again.
+"""Retry requests: how evaltui (or anyone) asks a campaign for a new attempt of a settled job.
 
-The campaign owns its tally: a job it has settled as failed or cancelled may only run again
-through it, or `failed.txt` lists a job that later completed (and a forced Scheduled state
-races the campaign's own requeue). So a retry is a request the campaign reads each tick, as
-it reads its pause switch: one Prefect Variable per request (created atomically, deleted by
-the campaign once applied), tagged with the campaign so it is found without name parsing.
-A request for a job still in flight waits until the job settles; one for a job that
-completed, or that the campaign does not know, is dropped.
+A new attempt (a new run, with a fresh budget of `--max-attempts`) is the campaign's to make:
+it numbers attempts and creates runs under idempotency keys. So a retry is a request the
+campaign reads each tick, as it reads its pause switch: one Prefect Variable per request
+(created atomically, deleted by the campaign once applied), tagged with the campaign so it
+is found without name parsing. A request for a job still in flight waits until the job
+settles; one for a job that completed, or that the campaign does not know, is dropped. (The
+Prefect UI's Retry reruns the same run instead; the campaign follows that too: `settled.py`.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,31 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+def resume_threshold(max_in_flight: int | None, resume_at: int | None, resume_below: int | None) -> int | None:
+    """How many episodes in flight dispatch resumes at, once stopped at `max_in_flight`: `--resume-at
+    M` (at most M; 0: once all have ended, as the batch submitter's `--resume_threshold 0`), or
+    its alias `--resume-below M` (fewer than M); by default below `max_in_flight`. None without
+    `max_in_flight`. `ValueError` (one line naming the option) for a value that can never resume."""
+    if resume_at is not None and resume_below is not None:
+        raise ValueError("--resume-at and --resume-below say the same thing: give one")
+    given = "--resume-at" if resume_at is not None else "--resume-below" if resume_below is not None else None
+    if max_in_flight is None:
+        if given:
+            raise ValueError(f"{given} needs --max-in-flight: the number at which dispatch stops")
+        return None
+    if resume_below is not None:
+        if resume_below < 1:
+            raise ValueError(f"--resume-below {resume_below}: dispatch would never resume (fewer than {resume_below} "
+                             "episodes in flight); --resume-at 0 resumes once all have ended")
+        return resume_below - 1
+    if resume_at is not None:
+        if resume_at < 0:
+            raise ValueError(f"--resume-at {resume_at}: dispatch would never resume; 0 resumes once all have ended")
+        return resume_at
+    return max_in_flight - 1
 
 
 class CampaignSettings(BaseModel):
@@ -21,7 +45,9 @@ class CampaignSettings(BaseModel):
     prefetch: int
     max_prefetch: int
     max_in_flight: int | None
-    resume_below: int | None
+    resume_at: int | None = None
+    resume_below: int | None = None
+    """`resume_at + 1`, the older spelling (`--resume-below`); give one of the two."""
     submit_interval: float
     max_attempts: int
     deployment: str
@@ -35,3 +61,15 @@ class CampaignSettings(BaseModel):
     """Jobs in the whole plan (`--only` runs a part of it)."""
     server_wait_seconds: float | None = None
     """How long an episode waits while all its servers are quarantined, then fails; None: forever."""
+    paused: bool = False
+    """Start with dispatch paused (`--paused`); without it an invocation starts unpaused."""
+
+    @model_validator(mode="after")
+    def _thresholds_can_resume(self) -> "CampaignSettings":
+        self.resume_threshold  # noqa: B018 - raises for thresholds that never resume
+        return self
+
+    @property
+    def resume_threshold(self) -> int | None:
+        """Episodes in flight at which a stopped dispatch resumes (`resume_threshold`)."""
+        return resume_threshold(self.max_in_flight, self.resume_at, self.resume_below)

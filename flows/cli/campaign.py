@@ -10,7 +10,15 @@ from typing import List, Optional
 
 import typer
 
-from flows.runtime.api import check_api
+from flows.cli.reading import (
+    API,
+    HOME,
+    on_campaign_server,
+    on_every_campaign_server,
+    where,
+)
+from flows.runtime.discovery import announce
+from flows.runtime.folder_server import DEFAULT_HOME
 from generate.errors import InputError, exit_on_input_error
 
 campaign_app = typer.Typer(no_args_is_help=True, help="Run evaluation campaigns.")
@@ -26,37 +34,35 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
 
 
-def with_api(action):
-    """Run `action(client)` against PREFECT_API_URL (one-line errors when unset or down)."""
-    import asyncio
-    import os
-
-    from prefect import get_client
-
-    if not os.environ.get("PREFECT_API_URL"):
-        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the campaign?")
-    check_api(os.environ["PREFECT_API_URL"])
-
-    async def go():
-        async with get_client() as client:
-            return await action(client)
-
-    return asyncio.run(go())
-
-
 @exit_on_input_error
 def campaign_report(
     name: str = typer.Argument(..., help="Campaign name (its --name)"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="Where its metrics are (default: as the runs were told)"),
     as_json: bool = typer.Option(False, "--json", help="The report as JSON"),
+    write_failed: bool = typer.Option(False, "--write-failed", help="Rewrite <results-dir>/failed.txt from the server's truth (once the campaign has ended)"),
+    api: Optional[str] = API,
+    home: Path = HOME,
 ) -> None:
     """Done / failed / cancelled / in flight, failures by reason, pool and server, ids to resubmit."""
+    import sys
+
     from flows.reports.report import report_text
     from flows.reports.runs import gather_report
 
-    report = with_api(lambda client: gather_report(client, name, results_dir))
+    report, found, passed = on_campaign_server(name, lambda client: gather_report(client, name, results_dir), api, home)
     if not report.runs:
-        raise InputError(None, f"campaign {name!r}: no episode runs on this Prefect server")
+        raise InputError(None, f"campaign {name!r}: no episode runs on {where(found, passed)}")
+    found.announce()
+    if write_failed:
+        from flows.campaign.outputs import write_failed_file
+
+        if report.dispatching:
+            raise InputError(None, f"campaign {name!r} is running: it writes failed.txt itself when it ends")
+        folder = results_dir or (Path(report.results_dir) if report.results_dir else None)
+        if folder is None:
+            raise InputError(None, f"campaign {name!r}: its runs name no results dir; give --results-dir")
+        written = write_failed_file(folder, report.resubmit)
+        print(f"Wrote {len(report.resubmit)} failed job ids to {written}", file=sys.stderr)
     typer.echo(report.model_dump_json(indent=2) if as_json else report_text(report), nl=as_json)
 
 
@@ -66,12 +72,16 @@ def campaign_status(
     episode: list[str] = typer.Option([], "--episode", help="Only this job id (team/task/instance); repeatable"),
     most: int = typer.Option(20, "--most", min=1, help="Explain at most this many episodes"),
     as_json: bool = typer.Option(False, "--json", help="As JSON"),
+    api: Optional[str] = API,
+    home: Path = HOME,
 ) -> None:
     """Episodes in flight, quarantined servers, and why each episode not playing waits."""
     from flows.reports.status import campaign_status as read_status
     from flows.reports.status import status_text
 
-    status = with_api(lambda client: read_status(client, name, job_ids=set(episode) or None, most=most))
+    status, found, _ = on_campaign_server(name, lambda client: read_status(client, name, job_ids=set(episode) or None, most=most),
+                                          api, home)
+    found.announce()
     typer.echo(status.model_dump_json(indent=2) if as_json else status_text(status), nl=as_json)
 
 
@@ -81,6 +91,8 @@ def campaign_purge(
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Only runs finished before this long ago (e.g. 7d, 12h)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, delete nothing"),
     force: bool = typer.Option(False, "--force", help="Purge finished runs even while the campaign runs"),
+    api: Optional[str] = API,
+    home: Path = HOME,
 ) -> None:
     """Delete the campaign's finished flow runs (and its variables once none is left); never results."""
     from flows.reports.purge import CampaignRunning, purge_campaign
@@ -93,7 +105,8 @@ def campaign_purge(
         except CampaignRunning as exc:
             raise InputError(None, str(exc)) from None
 
-    result = with_api(purge)
+    result, found, _ = on_campaign_server(name, purge, api, home)
+    found.announce()
     verb = "would delete" if dry_run else "deleted"
     episodes = sum(result.episode_runs.values())
     states = ", ".join(f"{n} {state}" for state, n in result.episode_runs.items())
@@ -107,25 +120,37 @@ def campaign_purge(
 
 
 @exit_on_input_error
-def campaign_list(as_json: bool = typer.Option(False, "--json", help="As JSON")) -> None:
-    """Campaigns on the Prefect server with their totals and state."""
+def campaign_list(
+    as_json: bool = typer.Option(False, "--json", help="As JSON"),
+    api: Optional[str] = API,
+    home: Path = HOME,
+) -> None:
+    """Campaigns with their totals and state: on the Prefect server the rule finds, and in this
+    folder's embedded database when that server is your `evalq server`."""
     from flows.reports.listing import list_campaigns
 
-    campaigns = with_api(list_campaigns)
+    listed = on_every_campaign_server(list_campaigns, api, home)
+    announce(*(found for found, _ in listed))
     if as_json:
-        typer.echo(json.dumps([c.model_dump(mode="json") for c in campaigns], indent=2))
+        typer.echo(json.dumps([{**c.model_dump(mode="json"), "prefect": found.api_url} for found, campaigns in listed
+                               for c in campaigns], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Campaigns (episode runs by state)")
-    for column in ("campaign", "state", "planned", "completed", "failed attempts", "cancelled", "in flight", "runs", "updated"):
-        table.add_column(column)
-    for c in campaigns:
-        updated = f"{c.updated:%Y-%m-%d %H:%M}" if c.updated else "-"
-        table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.completed),
-                      str(c.failed_attempts), str(c.cancelled), str(c.in_flight), str(c.runs), updated)
-    Console(width=160).print(table)
+    for found, campaigns in listed:
+        title = "Campaigns (episodes by their latest run; attempts and retries apart)" \
+            + ("" if len(listed) == 1 else f" on {found.source.value}")
+        table = Table(title=title)
+        for column in ("campaign", "state", "planned", "done", "failed", "cancelled", "in flight", "waiting", "attempts",
+                       "retries", "updated"):
+            table.add_column(column)
+        for c in campaigns:
+            updated = f"{c.updated:%Y-%m-%d %H:%M}" if c.updated else "-"
+            table.add_row(c.name, c.state, "-" if c.planned is None else str(c.planned), str(c.done), str(c.failed),
+                          str(c.cancelled), str(c.in_flight), "-" if c.waiting is None else str(c.waiting), str(c.attempts),
+                          str(c.retries), updated)
+        Console(width=160).print(table)
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -153,24 +178,34 @@ def campaign_run(
     evaluator_option: List[str] = typer.Option([], "--evaluator-option", help="key=value, repeatable"),
     prefetch: int = typer.Option(1, "--prefetch", min=0, help="Episodes per server loading ahead (at least)"),
     max_prefetch: int = typer.Option(3, "--max-prefetch", min=0, help="At most this many per server, when episodes are slow to load"),
-    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", min=1, help="Stop dispatch at this many"),
-    resume_below: Optional[int] = typer.Option(None, "--resume-below", min=0, help="Resume dispatch below this many"),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", min=1, help="Pause dispatch when this many episodes are in flight"),
+    resume_at: Optional[int] = typer.Option(None, "--resume-at", help="... and resume it when at most this many are (0: when all have ended)"),
+    resume_below: Optional[int] = typer.Option(None, "--resume-below", help="... or when fewer than this many are (--resume-at + 1)"),
     submit_interval: float = typer.Option(0.0, "--submit-interval", min=0, help="Seconds between submissions"),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1),
     episode_timeout: float = typer.Option(3600.0, "--episode-timeout", min=1, help="Seconds an episode may play on its server"),
     deployment: str = typer.Option("evaluate-episode/local", "--deployment", help="flow/deployment of the episodes"),
     stats_interval: float = typer.Option(60.0, "--stats-interval", min=1),
-    home: Path = typer.Option(Path(".evalq"), "--home", help="Embedded server folder (when PREFECT_API_URL is unset)"),
+    home: Path = typer.Option(DEFAULT_HOME, "--home", help="This folder's embedded database, used when no other server is found"),
+    api: Optional[str] = API,
     only: Optional[Path] = typer.Option(None, "--only", help="Run only the job ids listed in this file (failed.txt's format)"),
     server_wait: Optional[float] = typer.Option(None, "--server-wait", min=0, help="Seconds an episode waits while every server it may use is quarantined, then fails (default: until one is back)"),
+    paused: bool = typer.Option(False, "--paused", help="Start with dispatch paused (resume from evaltui, key p); without it a run starts unpaused, whatever an earlier one left"),
 ) -> None:
-    """Evaluate every job: on PREFECT_API_URL if set, else on an embedded server with a local worker."""
-    import os
+    """Evaluate every job on the Prefect server the rule finds (`--api`, PREFECT_API_URL, your `evalq
+    server` with a local runner), else on this folder's embedded database with a local runner."""
+    import contextlib
 
     from flows.campaign.inputs import load_campaign_inputs
     from flows.campaign.selection import read_only_file
+    from flows.campaign.settings import resume_threshold
     from flows.cli.launch import run_campaign
+    from flows.runtime.discovery import check_server, configured_api, pointed_at
 
+    try:
+        resume_threshold(max_in_flight, resume_at, resume_below)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
     jobs_list, pools = load_campaign_inputs(jobs, resources)
     only_ids = read_only_file(only, {job.id for job in jobs_list}) if only else None
     options = parse_options(evaluator_option)
@@ -178,18 +213,22 @@ def campaign_run(
     if all(job.metrics_path(results_dir).exists() for job in selected):
         typer.echo(f"Campaign {name!r}: all {len(selected)} episodes already have metrics in {results_dir}; nothing to run.")
         raise typer.Exit(0)
-    if os.environ.get("PREFECT_API_URL"):
-        check_api(os.environ["PREFECT_API_URL"])
-    summary = run_campaign(
-        dict(
-            jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
-            name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch, max_in_flight=max_in_flight,
-            resume_below=resume_below, submit_interval=submit_interval, max_attempts=max_attempts, timeout_seconds=episode_timeout,
-            deployment=deployment, stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait,
-        ),
-        worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)),
-        home=home,
-    )
+    with contextlib.ExitStack() as pointed:
+        if (configured := configured_api(api)) is not None:  # else the local stack finds or starts one
+            check_server(configured)
+            pointed.enter_context(pointed_at(configured.api_url))
+            configured.announce()
+        summary = run_campaign(
+            dict(
+                jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
+                name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch,
+                max_in_flight=max_in_flight, resume_at=resume_at, resume_below=resume_below, submit_interval=submit_interval,
+                max_attempts=max_attempts, timeout_seconds=episode_timeout, deployment=deployment,
+                stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait, paused=paused,
+            ),
+            worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)),
+            home=home,
+        )
     raise typer.Exit(1 if summary["failed"] or summary.get("cancelled") else 0)
 
 

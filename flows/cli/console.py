@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -20,13 +22,28 @@ from flows.slots.pool_status import PoolStatus
 console = Console(stderr=True)
 
 
+def progress_detail(tally, dispatcher) -> str:
+    return (f"failed {len(tally.failures)} | cancelled {len(tally.cancelled)} | in flight {dispatcher.total_in_flight} "
+            f"| retried {tally.retried}")
+
+
 @contextlib.contextmanager
-def campaign_progress():
-    """A progress bar fed by the campaign's progress hook."""
+def campaign_progress(stats_interval: float = 60.0):
+    """A progress bar fed by the campaign's progress hook; where the console is no terminal (a
+    log file, a pipe), a plain line every `stats_interval` seconds and one at the end instead."""
     from flows.campaign.loop import (
         PROGRESS_HOOKS,  # Prefect: imported once a command runs a campaign
     )
 
+    if not console.is_terminal:
+        hook = PlainProgress(stats_interval)
+        PROGRESS_HOOKS.append(hook)
+        try:
+            yield None
+        finally:
+            PROGRESS_HOOKS.remove(hook)
+            hook.flush()
+        return
     progress = Progress(
         TextColumn("[bold]episodes"),
         BarColumn(),
@@ -40,8 +57,7 @@ def campaign_progress():
     task = progress.add_task("episodes", total=None, detail="")
 
     def hook(tally, dispatcher) -> None:
-        detail = f"failed {len(tally.failures)} | cancelled {len(tally.cancelled)} | in flight {dispatcher.total_in_flight} | retried {tally.retried}"
-        progress.update(task, total=tally.total, completed=tally.finished, detail=detail)
+        progress.update(task, total=tally.total, completed=tally.finished, detail=progress_detail(tally, dispatcher))
 
     PROGRESS_HOOKS.append(hook)
     try:
@@ -49,6 +65,30 @@ def campaign_progress():
             yield progress
     finally:
         PROGRESS_HOOKS.remove(hook)
+
+
+class PlainProgress:
+    """The progress bar as plain lines: `episodes 12/44 | failed 0 | ... | 0:01:05 elapsed`,
+    at most one per interval (the first tick's at once), and the last state at the end."""
+
+    def __init__(self, interval: float, clock=time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self.started = clock()
+        self.printed_at: float | None = None
+        self.line: str | None = None
+        self.printed: str | None = None
+
+    def __call__(self, tally, dispatcher) -> None:
+        elapsed = dt.timedelta(seconds=int(self.clock() - self.started))
+        self.line = f"episodes {tally.finished}/{tally.total} | {progress_detail(tally, dispatcher)} | {elapsed} elapsed"
+        if self.printed_at is None or self.clock() - self.printed_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.line is not None and self.line != self.printed:
+            console.print(self.line, markup=False, highlight=False, soft_wrap=True)
+            self.printed, self.printed_at = self.line, self.clock()
 
 
 def summary_tables(summary: dict) -> list[Table]:

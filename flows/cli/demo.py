@@ -22,9 +22,9 @@ import typer
 from rich.table import Table
 
 from flows.cli.console import console
-from flows.cli.launch import run_campaign
+from flows.cli.launch import run_campaign, stack_server
 from flows.demo.busy import utilization
-from flows.demo.policy_server import fleet_from_resources
+from flows.demo.policy_server import fleet_from_resources, move_ports
 from flows.runtime.local_stack import LocalStack
 from generate.errors import InputError, exit_on_input_error
 from generate.models import Resources
@@ -43,13 +43,7 @@ def demo_resources_raw(run_dir: Path, port_base: int | None) -> Path:
         return RESOURCES_RAW
     from generate.jsonio import dump_json, read_json, write_atomic
 
-    raw = read_json(RESOURCES_RAW)
-    ports: dict[tuple[str, int], int] = {}
-    for server in (server for servers in raw.values() for server in servers):
-        server["port"] = ports.setdefault((server["host"], server["port"]), port_base + len(ports))
-    if port_base + len(ports) - 1 > 65535:
-        raise InputError(None, f"--port-base {port_base}: the demo's {len(ports)} servers need ports up to {port_base + len(ports) - 1}")
-    write_atomic(run_dir / "resources-raw.json", dump_json(raw))
+    write_atomic(run_dir / "resources-raw.json", dump_json(move_ports(read_json(RESOURCES_RAW), port_base)))
     return run_dir / "resources-raw.json"
 
 
@@ -109,6 +103,7 @@ def run_demo(home: Path, keep: bool = False, port_base: int | None = None) -> in
         raise InputError(None, f"{exc} (evalq demo --port-base N moves the demo's servers)") from None
     try:
         with LocalStack(Path(home), worker_limit=worker_limit) as stack:
+            stack_server(stack).announce()
             console.print(f"Prefect UI: {stack.ui_url}")
             summary = run_campaign(
                 dict(
@@ -147,12 +142,33 @@ def demo(
     raise typer.Exit(run_demo(home=home, keep=keep, port_base=port_base))
 
 
+def moved_resources(resources: Path, port_base: int) -> Path:
+    """`<resources>.ports-<N>.json` beside `resources` (never over it): the same pools and servers,
+    the i-th distinct server on port `port_base + i`, for the campaign's `--resources`."""
+    from generate.jsonio import dump_json, read_model, write_atomic
+
+    moved = move_ports(read_model(resources, Resources).model_dump(mode="json", exclude_none=True), port_base)
+    target = resources.with_name(f"{resources.stem}.ports-{port_base}.json")
+    write_atomic(target, dump_json(moved))
+    return target
+
+
 @exit_on_input_error
 def policy_servers(
     resources: Path = typer.Argument(Path("resources.json")),
     log: Optional[Path] = typer.Option(None, "--log", help="Append busy intervals (JSON lines) here"),
+    port_base: Optional[int] = typer.Option(None, "--port-base", min=1, max=65535,
+                                            help="Serve on ports N, N+1, ... and write the resources.json that names them"),
 ) -> None:
     """Serve demo policy servers for every server in resources.json (until Ctrl-C)."""
     from flows.demo.policy_server import main
 
-    main([str(resources)] + (["--log", str(log)] if log else []))
+    if port_base is not None:
+        resources = moved_resources(resources, port_base)
+        typer.echo(f"servers moved to ports {port_base} and up: run the campaign with --resources {resources}", err=True)
+    try:
+        main([str(resources)] + (["--log", str(log)] if log else []))
+    except InputError as exc:
+        if exc.path is not None or port_base is not None:  # a bad file, or ports already moved
+            raise
+        raise InputError(None, f"{exc} (evalq policy-servers --port-base N serves them on ports N, N+1, ...)") from None

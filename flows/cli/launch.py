@@ -1,36 +1,142 @@
-"""Running the campaign flow from the command line, with or without a Prefect server of one's own."""
+"""Running the campaign flow from the command line, with or without a Prefect server of one's own.
+
+SIGTERM or Ctrl-C stops it with one line and no traceback (`SignalStop`): the campaign ends
+at its next tick, the local runner (if it started one) crashes the runs it holds, and the same
+command goes on where it stopped. A local runner that cannot be kept alive stops it with one
+line too (`LocalStack.failure`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import signal
+import sys
 from pathlib import Path
 
+from flows.runtime.discovery import Found, Source, configured_api
 from flows.runtime.local_stack import LocalStack
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stack_server(stack: LocalStack) -> Found:
+    """Which server a local stack found or started, for the line that says so."""
+    if stack.shared_server:
+        return Found(stack.api_url, Source.USER_SERVER)
+    if stack.server is not None:
+        return Found(stack.api_url, Source.FOLDER, home=stack.home, started=True)
+    return configured_api() or Found(stack.api_url, Source.ENVIRONMENT)
 
 
 def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStack | None = None) -> dict:
     """Run the campaign flow in this process and print its summary.
 
-    Without PREFECT_API_URL (and no `stack` given), an embedded server and a local worker
-    are started for the duration of the campaign (started before this module imports Prefect).
+    Without a configured server (`--api`, PREFECT_API_URL) and no `stack` given, a local stack
+    (the user's `evalq server` or this folder's embedded database, with a local runner) serves
+    the campaign's duration (started before this module imports Prefect).
     """
-    if stack is None and not os.environ.get("PREFECT_API_URL"):
-        with LocalStack(home, worker_limit=worker_limit) as own_stack:
-            from flows.cli.console import console
+    with SignalStop(settings["name"]) as signals:
+        if stack is None and configured_api() is None:
+            with LocalStack(home, worker_limit=worker_limit) as own_stack:
+                stack_server(own_stack).announce()
+                return run_flow(settings, own_stack, signals)
+        return run_flow(settings, stack, signals)
 
-            kind = "evalq server" if own_stack.shared_server else "Embedded Prefect server"
-            console.print(f"{kind}: {own_stack.ui_url}")
-            return run_campaign(settings, worker_limit, home, own_stack)
+
+def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") -> dict:
     from flows.campaign.flow import campaign
+    from flows.campaign.loop import STOP_HOOKS, Stop
     from flows.cli.console import campaign_progress, console, summary_tables
+    from flows.runtime.outages import handle_api_outages
     from flows.runtime.zombies import heartbeating
 
-    with campaign_progress(), heartbeating():  # the zombie automation crashes runs silent for 90 s
-        state = asyncio.run(campaign(**settings, return_state=True))
+    def runner_lost() -> Stop | None:
+        return Stop("its local runner could not be kept alive") if stack is not None and stack.failure else None
+
+    hooks = [signals.hook, runner_lost]
+    STOP_HOOKS.extend(hooks)
+    handle_api_outages()  # before the flow's first log lines, which an outage must not lose either
+    try:
+        with campaign_progress(settings.get("stats_interval", 60.0)), heartbeating():  # the zombie automation crashes runs silent for 6 min
+            state = asyncio.run(campaign(**settings, return_state=True))
+    finally:
+        signals.listening = False  # from here a signal ends the command at once
+        for hook in hooks:
+            STOP_HOOKS.remove(hook)
+    if signals.caught is not None:
+        raise Interrupted(signals.caught)
+    if stack is not None and stack.failure:
+        raise SystemExit(f"error: campaign {settings['name']!r} stopped: {stack.failure}")
     if not state.is_completed():
         raise SystemExit(f"error: campaign flow ended {state.name}: {state.message}")
     summary = state.result()
     for table in summary_tables(summary):
         console.print(table)
     return summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """A SIGTERM or Ctrl-C that ends the command where it is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalStop:
+    """SIGTERM and Ctrl-C end `evalq campaign run` with one line. The first one, while the
+    campaign flow runs, stops it at its next tick (a stop hook, which also puts these handlers
+    back over the SIGTERM bridge Prefect's engine installs for the flow); any other (a second
+    one, or one while servers start or stop) at once. Either way the runner and server this
+    command started are stopped on the way out, and exit code is 128 + the signal."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.caught: int | None = None
+        self.listening = False
+        """The flow is running and its stop hook watches `caught`."""
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "SignalStop":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # elsewhere signals are not ours to take
+            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+        return self
+
+    def _on_signal(self, signum: int, frame) -> None:
+        first, self.caught = self.caught is None, signum
+        if not (first and self.listening):
+            raise Interrupted(signum)
+
+    def hook(self):
+        """The campaign's stop hook (called in its thread, the main one)."""
+        from flows.campaign.loop import Stop
+
+        if not self.listening and self._previous:
+            for signum in SIGNALS:
+                signal.signal(signum, self._on_signal)
+            self.listening = True
+        return None if self.caught is None else Stop(f"stopped by {signal_name(self.caught)}", asked=True)
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        self.listening = False
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if exc is None or not isinstance(exc, (KeyboardInterrupt, termination_signal())):
+            return
+        signum = getattr(exc, "signum", None) or getattr(exc, "signal", None) or signal.SIGINT
+        print(f"Campaign {self.name!r} stopped by {signal_name(signum)}; the same command goes on where it stopped",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def termination_signal() -> type:
+    """Prefect's exception for a SIGTERM that came before our handlers were back."""
+    from prefect.exceptions import TerminationSignal
+
+    return TerminationSignal

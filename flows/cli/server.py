@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from flows.cli import server_scaled
-from flows.runtime.scaled import split_environment
+from flows.runtime.scaled import DATABASE_ENV, REDIS_ENV, split_environment
 from flows.runtime.server_record import SERVER_FILE, ServerRecord
 from flows.runtime.user_server import running_server, server_home
-from generate.errors import InputError, exit_on_input_error
+from generate.errors import exit_on_input_error
 
 app = typer.Typer(no_args_is_help=True, help="The user's Prefect server, kept up across evalq commands.")
-DATABASE_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
-REDIS_ENV = "PREFECT_REDIS_MESSAGING_URL"
 
 
 HOME = typer.Option(None, "--home", help="Server folder (default $EVALQ_SERVER_HOME or ~/.local/state/evalq/server)")
 
 
 def describe(record: ServerRecord) -> str:
-    parts = [f"pid {record.pid}", f"database {record.database or 'sqlite'}"] + ([f"UI {record.ui_url}"] if record.ui_url else [])
+    """Its URL for other nodes (when it has one) and for this host, pid, database, UI, Redis."""
+    parts = ([f"here {record.api_url}"] if record.advertised_url else []) + [f"pid {record.pid}", f"database {record.database or 'sqlite'}"]
+    parts += [f"UI {record.ui_url}"] if record.ui_url else []
     parts += ([f"redis {record.redis}"] if record.redis else []) + ([] if record.services else ["API replica: services apart"])
-    return f"{record.api_url} ({', '.join(parts)})"
+    return f"{record.advertised_url or record.api_url} ({', '.join(parts)})"
 
 
 @app.command("start")
@@ -38,6 +34,7 @@ def start(
                                            help="postgresql+asyncpg://user:password@host/db (default: SQLite in --home)"),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for runners on other nodes)"),
     port: int = typer.Option(4200, "--port", min=1, max=65535),
+    advertise: Optional[str] = typer.Option(None, "--advertise", help="API URL other nodes use (default with --host 0.0.0.0: this host's name or address)"),
     home: Optional[Path] = HOME,
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the Prefect UI too"),
     detach: bool = typer.Option(False, "--detach", help="Start in the background and return once it is ready"),
@@ -47,54 +44,33 @@ def start(
                                   help="--no-services: an API replica; `evalq server services` runs the background services once"),
 ) -> None:
     """Run a Prefect server (in the foreground, until Ctrl-C) that campaigns and runners use."""
-    from flows.runtime.user_server import check_database_url, serve
+    from flows.runtime.user_server import (
+        advertised_url,
+        check_database_url,
+        serve,
+        start_in_background,
+    )
 
     home = (home or server_home()).resolve()
     if database:
         check_database_url(database)
+    advertised_url(host, port, advertise)  # a bad --advertise is refused before anything starts
     split_environment(database, redis, services)  # one line now, not from the detached child
     if detach:
-        raise typer.Exit(start_detached(home, host, port, database, ui, redis=redis, services=services))
+        ready(start_in_background(home, host, port, database, ui, advertise, redis=redis, services=services))
+        return
     home.mkdir(parents=True, exist_ok=True)
-
-    def ready(record: ServerRecord) -> None:
-        typer.echo(f"evalq server ready: {describe(record)}")
-        if not record.services:
-            typer.echo("  an API replica: runners, campaigns and evaltui use the balancer in front of the replicas")
-            return
-        typer.echo(f"  export PREFECT_API_URL={record.api_url}   # for runners and other tools; evalq commands find it")
-
-    serve(home, host, port, database, ui, on_ready=ready, redis=redis, services=services)
+    serve(home, host, port, database, ui, on_ready=ready, advertise=advertise, redis=redis, services=services)
     typer.echo("evalq server stopped")
 
 
-def start_detached(home: Path, host: str, port: int, database: str | None, ui: bool, timeout: float = 120.0, *,
-                   redis: str | None = None, services: bool = True) -> int:
-    """`evalq server start` in a new session, its output in `<home>/server-command.log`; wait until it serves."""
-    home.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "flows.cli", "server", "start", "--home", str(home), "--host", host, "--port", str(port),
-            "--ui" if ui else "--no-ui", "--services" if services else "--no-services"]
-    env = {**os.environ}
-    if database:
-        env[DATABASE_ENV] = database  # in the environment, not on a command line others can read
-    if redis:
-        env[REDIS_ENV] = redis
-    log_path = home / "server-command.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = running_server(home)
-        if record is not None and record.pid == process.pid:
-            typer.echo(f"evalq server ready: {describe(record)}")
-            return 0
-        if process.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise InputError(log_path, f"the server did not start: {tail[0]}")
-        time.sleep(0.25)
-    process.terminate()
-    raise InputError(log_path, f"the server was not ready within {timeout:.0f} s")
+def ready(record: ServerRecord) -> None:
+    typer.echo(f"evalq server ready: {describe(record)}")
+    if not record.services:
+        typer.echo("  an API replica: runners, campaigns and evaltui use the balancer in front of the replicas")
+        return
+    typer.echo(f"  export PREFECT_API_URL={record.advertised_url or record.api_url}   # for runners and other tools; "
+               "evalq commands find it")
 
 
 @app.command("status")

@@ -14,6 +14,7 @@ import typer
 from flows.runtime.scaled import (
     check_redis_installed,
     check_redis_url,
+    REDIS_ENV,
     check_shared_database,
     redact_url,
 )
@@ -22,7 +23,7 @@ from generate.errors import InputError, exit_on_input_error
 DATABASE = typer.Option(None, "--database", envvar=["PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"],
                         show_envvar=True,
                         help="postgresql+asyncpg://user:password@host/db, shared by every replica")
-REDIS = typer.Option(None, "--redis", envvar="PREFECT_REDIS_MESSAGING_URL", show_envvar=True,
+REDIS = typer.Option(None, "--redis", envvar=REDIS_ENV, show_envvar=True,
                      help="redis://host:6379/0, shared by every replica (the Docket takes the next database, /1)")
 
 

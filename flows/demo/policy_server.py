@@ -156,6 +156,20 @@ class PolicyServerFleet:
         self.stop()
 
 
+def move_ports(servers_by_pool: dict[str, list[dict]], port_base: int) -> dict[str, list[dict]]:
+    """A copy of a resources mapping (raw or generated) whose i-th distinct server, in file
+    order, listens on `port_base + i`; everything else is kept."""
+    import copy
+
+    moved = copy.deepcopy(servers_by_pool)
+    ports: dict[tuple[str, int], int] = {}
+    for server in (server for servers in moved.values() for server in servers):
+        server["port"] = ports.setdefault((server["host"], server["port"]), port_base + len(ports))
+    if port_base + len(ports) - 1 > 65535:
+        raise InputError(None, f"--port-base {port_base}: {len(ports)} servers need ports up to {port_base + len(ports) - 1}")
+    return moved
+
+
 def fleet_from_resources(resources: dict[str, list[dict]], log_path: Path | None = None) -> PolicyServerFleet:
     """One demo server per distinct `host:port` in a resources.json mapping."""
     servers: dict[str, PolicyServer] = {}

@@ -16,8 +16,10 @@ Protocol (line based, UTF-8):
    (or prints one line `METRICS {...}` on stdout), then exits 0.
    The episode's `timeout_seconds` bounds this step: when it runs out the program is killed.
 3. Exit code 75 (EX_TEMPFAIL) means the policy server was unreachable: the episode is
-   retried. Any other non-zero exit code is a broken evaluator: not retried.
-Other stdout/stderr lines go to the episode's log.
+   retried. Any other non-zero exit code is a broken evaluator: not retried. The failure's
+   message carries the program's last stderr line next to its exit code (cut to 200
+   characters, secrets masked: `flows/evaluators/redact.py`).
+Other stdout/stderr lines go to the episode's log (secrets masked too).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from flows.evaluators.base import EvaluationError, Metrics, ServerUnavailable
+from flows.evaluators.redact import bounded, redact, secret_values
 from generate.models import Job, Server
 
 EX_TEMPFAIL = 75
@@ -63,6 +66,10 @@ class CommandEvaluator:
         self.metrics_file = Path(path)
         self.metrics_line: str | None = None
         self._pump: asyncio.Task | None = None
+        self._stderr_pump: asyncio.Task | None = None
+        self.last_stderr = ""
+        """The program's last non-blank stderr line, secrets masked."""
+        self.secrets = secret_values()
 
     def _values(self, job: Job, server: Server | None) -> dict[str, str]:
         payload = job.payload
@@ -86,14 +93,18 @@ class CommandEvaluator:
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
             raise EvaluationError(f"cannot start evaluator {argv[0]!r}: {exc.strerror}") from None
+        self._stderr_pump = asyncio.create_task(self._forward_stderr())
 
-    async def _read_line(self) -> str | None:
-        raw = await self.process.stdout.readline()
+    async def _read_line(self, stream: asyncio.StreamReader | None = None) -> str | None:
+        raw = await (stream or self.process.stdout).readline()
         return raw.decode("utf-8", "replace").rstrip("\n") if raw else None
+
+    def _log(self, line: str) -> None:
+        self.logger.info("[evaluator] %s", redact(line, self.secrets))
 
     async def _forward_output(self) -> None:
         """Log the program's lines; keep a `METRICS {...}` line if it prints one."""
@@ -101,7 +112,21 @@ class CommandEvaluator:
             if line.startswith("METRICS "):
                 self.metrics_line = line[len("METRICS "):]
             else:
-                self.logger.info("[evaluator] %s", line)
+                self._log(line)
+
+    async def _forward_stderr(self) -> None:
+        """Log the program's stderr lines and keep the last one for a failure's message."""
+        while (line := await self._read_line(self.process.stderr)) is not None:
+            self._log(line)
+            if line.strip():
+                self.last_stderr = bounded(redact(line, self.secrets))
+
+    async def _exit_reason(self, code: int) -> str:
+        """`evaluator exited with code 3: <its last stderr line>`, once its stderr is read."""
+        if self._stderr_pump is not None:
+            await self._stderr_pump
+        said = f": {self.last_stderr}" if self.last_stderr else ""
+        return f"evaluator exited with code {code}{said}"
 
     async def prepare(self, job: Job) -> None:
         if self.needs_server_in_argv:
@@ -117,9 +142,10 @@ class CommandEvaluator:
         while (line := await self._read_line()) is not None:
             if line.strip() == "READY":
                 return
-            self.logger.info("[evaluator] %s", line)
+            self._log(line)
         code = await self.process.wait()
-        raise EvaluationError(f"evaluator exited with code {code} before READY")
+        reason = await self._exit_reason(code)
+        raise EvaluationError(reason.replace(f"code {code}", f"code {code} before READY", 1))
 
     async def run(self, job: Job, server: Server) -> Metrics:
         if self.needs_server_in_argv:
@@ -138,7 +164,9 @@ class CommandEvaluator:
         if code == EX_TEMPFAIL:
             raise ServerUnavailable(server, "evaluator exited 75 (policy server unreachable)")
         if code != 0:
-            raise EvaluationError(f"evaluator exited with code {code}")
+            raise EvaluationError(await self._exit_reason(code))
+        if self._stderr_pump is not None:
+            await self._stderr_pump
         return self._metrics()
 
     def _metrics(self) -> Metrics:
@@ -157,4 +185,6 @@ class CommandEvaluator:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+        if self._stderr_pump is not None and not self._stderr_pump.done():
+            self._stderr_pump.cancel()
         self.metrics_file.unlink(missing_ok=True)

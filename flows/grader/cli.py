@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -15,6 +16,7 @@ from flows.grader.command import (
     DEFAULT_TIMEOUT_FACTOR,
     DEFAULT_TIMEOUT_FLOOR,
 )
+from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 
 grader_app = typer.Typer(no_args_is_help=True, help="The solution-grading HTTP API.")
@@ -22,15 +24,16 @@ grade_app = typer.Typer(no_args_is_help=True, help="Client of the grading API (E
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def require_api() -> str:
-    """PREFECT_API_URL, checked to answer: the jobs live there, not in this process."""
-    from flows.runtime.api import check_api
+@contextlib.contextmanager
+def grading_server(api: str | None) -> Iterator[str]:
+    """The Prefect server the rule finds (`flows/runtime/discovery.py`), checked to answer; this
+    process and the node runners it starts talk to it within the block: the jobs live there."""
+    from flows.runtime.discovery import pointed_at, require_prefect
 
-    api_url = os.environ.get("PREFECT_API_URL")
-    if not api_url:
-        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server holds the grading jobs?")
-    check_api(api_url)
-    return api_url
+    found = require_prefect(api)
+    found.announce()
+    with pointed_at(found.api_url):
+        yield found.api_url
 
 
 @grader_app.command("serve")
@@ -47,8 +50,9 @@ def serve(
     max_wait_seconds: float = typer.Option(14400.0, "--max-wait-seconds", min=0),
     timeout_factor: float = typer.Option(DEFAULT_TIMEOUT_FACTOR, "--timeout-factor", min=1, help="Job timeout = expected_time x this ..."),
     timeout_floor: float = typer.Option(DEFAULT_TIMEOUT_FLOOR, "--timeout-floor", min=1, help="... and at least this many seconds"),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
-    """Serve the grading API on the Prefect server at PREFECT_API_URL (interactive docs at /docs)."""
+    """Serve the grading API on the Prefect server the rule finds (interactive docs at /docs)."""
     import asyncio
 
     import uvicorn
@@ -69,7 +73,6 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_wait_seconds=max_wait_seconds,
         timeout_factor=timeout_factor, timeout_floor=timeout_floor,
     )
-    api_url = require_api()
     settings.results_dir.mkdir(parents=True, exist_ok=True)
 
     async def prepare() -> list[str]:
@@ -79,15 +82,16 @@ def serve(
         await install_zombie_automation()  # a node that dies mid-job: its job ends Crashed (failed)
         return names
 
-    runners = [
-        node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log")
-        for node in asyncio.run(prepare())
-    ]
-    try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
-    finally:
-        for runner in runners:
-            node_runners.stop_node_runner(runner)
+    with grading_server(api) as api_url:
+        runners = [
+            node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log")
+            for node in asyncio.run(prepare())
+        ]
+        try:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        finally:
+            for runner in runners:
+                node_runners.stop_node_runner(runner)
 
 
 @grader_app.command("node")
@@ -97,30 +101,30 @@ def node(
     ip: Optional[str] = typer.Option(None, "--ip", help="Its address, shown by /api/nodes"),
     slots: int = typer.Option(1, "--slots", min=1, help="Jobs it runs at once"),
     log: Path = typer.Option(Path("grader-node.log"), "--log"),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
-    """Serve one grading node from this machine (on PREFECT_API_URL) until Ctrl-C."""
+    """Serve one grading node from this machine (on the Prefect server the rule finds) until Ctrl-C."""
     import asyncio
 
     from prefect import get_client
 
     from flows.grader import nodes as node_runners
 
-    api_url = require_api()
-
     async def register() -> None:
         async with get_client() as client:
             await node_runners.apply_grader_deployment(client)
             await node_runners.register_node(client, name, ip)
 
-    asyncio.run(register())
-    runner = node_runners.start_node_runner(api_url, name, slots, log)
-    typer.echo(f"node {name}: runner {runner.pid}, log {log}")
-    try:
-        runner.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node_runners.stop_node_runner(runner)
+    with grading_server(api) as api_url:
+        asyncio.run(register())
+        runner = node_runners.start_node_runner(api_url, name, slots, log)
+        typer.echo(f"node {name}: runner {runner.pid}, log {log}")
+        try:
+            runner.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            node_runners.stop_node_runner(runner)
 
 
 @grader_app.command("hash-token")

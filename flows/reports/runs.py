@@ -82,8 +82,9 @@ async def plan_of(client, campaign: str) -> CampaignPlan:
 
 
 # -- report ----------------------------------------------------------------------------------
-async def servers_of_runs(client, run_ids: list[str], since: dt.datetime) -> dict[str, str]:
-    """Run id -> the policy server it leased last, from `evalq.slot.acquired` events."""
+async def servers_of_runs(client, run_ids: list[str], since: dt.datetime) -> dict[str, list[tuple[dt.datetime, str]]]:
+    """Run id -> the policy servers it leased (when, address), in time order, from
+    `evalq.slot.acquired` events (a run rerun in place leases once per attempt)."""
     from prefect.events.filters import (
         EventFilter,
         EventNameFilter,
@@ -92,7 +93,7 @@ async def servers_of_runs(client, run_ids: list[str], since: dt.datetime) -> dic
         EventRelatedFilter,
     )
 
-    servers: dict[str, str] = {}
+    servers: dict[str, list[tuple[dt.datetime, str]]] = {}
     until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
     for chunk in batches(run_ids, EVENTS_PAGE):
         event_filter = EventFilter(
@@ -106,7 +107,7 @@ async def servers_of_runs(client, run_ids: list[str], since: dt.datetime) -> dic
             for event in page.events:
                 acquired = SlotEvent.from_event(event.model_dump(mode="json"))
                 if acquired.address and acquired.flow_run_id:
-                    servers[acquired.flow_run_id] = acquired.address
+                    servers.setdefault(acquired.flow_run_id, []).append((event.occurred, acquired.address))
             if not page.next_page:
                 break
             page = await client.read_events_page(page.next_page)
@@ -124,8 +125,10 @@ def done_job_ids(records: list[EpisodeRecord], results_dir: Path | None) -> set[
 
 
 async def gather_report(client, campaign: str, results_dir: Path | None = None) -> CampaignReport:
-    records = await read_episode_records(client, campaign)
-    failed = [r.run_id for r in records if r.final and r.state_type != StateType.COMPLETED]
+    """The report of the campaign from the server's truth: every run, the histories of those
+    that failed or were rerun in place, their slot leases, and the metrics files."""
+    records = await read_episode_records(client, campaign, every_attempt=True)
+    failed = [r.run_id for r in records if r.failures]
     since = min((r.created for r in records if r.created), default=dt.datetime.now(dt.timezone.utc)) - dt.timedelta(minutes=5)
     servers = await servers_of_runs(client, failed, since) if failed else {}
     running = any(not run.final for run in await campaign_flow_runs(client, campaign, active_only=True))

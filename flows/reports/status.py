@@ -8,9 +8,8 @@ from collections import Counter
 from prefect.client.schemas.objects import StateType
 from pydantic import BaseModel
 
-from flows.campaign.history import PAGE
-from flows.naming import EPISODE_TAG, campaign_tag
 from flows.reports.runs import ACTIVE_TYPES
+from flows.runtime.liveness import PoolService
 from flows.slots.waiting import WaitExplanation
 
 
@@ -25,6 +24,8 @@ class CampaignStatus(BaseModel):
     """Episodes in flight that do not play (those asked about)."""
     explanations: list[WaitExplanation]
     """Why each of them does not (at most `most`, waiting ones first)."""
+    pools: list[PoolService] = []
+    """The work pools of its episodes in flight: whether a live worker or runner polls each."""
 
 
 def run_candidates(run) -> list[str]:
@@ -42,23 +43,9 @@ def run_candidates(run) -> list[str]:
 
 async def active_episode_runs(client, campaign: str) -> list:
     """The campaign's episode runs that have not ended, page by page."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
+    from flows.campaign.history import read_campaign_runs
 
-    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[EPISODE_TAG, campaign_tag(campaign)]),
-                               state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ACTIVE_TYPES)))
-    runs, offset = [], 0
-    while True:
-        page = await client.read_flow_runs(flow_run_filter=run_filter, sort=FlowRunSort.START_TIME_ASC, limit=PAGE, offset=offset)
-        runs += page
-        if len(page) < PAGE:
-            return runs
-        offset += PAGE
+    return await read_campaign_runs(client, campaign, "START_TIME_ASC", state={"type": {"any_": [t.value for t in ACTIVE_TYPES]}})
 
 
 async def server_views(client, addresses: set[str]) -> tuple[dict, dict[str, str]]:
@@ -110,22 +97,34 @@ async def campaign_status(client, campaign: str, run_ids: set[str] | None = None
     chosen = sorted(chosen, key=lambda run: order.get(run.state.name if run.state else "", 1))[:most]
     candidates = {str(run.id): run_candidates(run) for run in chosen}
     views, notes = await server_views(client, {a for addresses in candidates.values() for a in addresses})
+    services = await pool_services(client, runs)
     explanations = []
     for run in chosen:
         state = run.state
         explanation = explain(str(run.id), job_id_of_run_name(run.name), state.type.value if state else "SCHEDULED",
                               state.name if state else "", candidates[str(run.id)], views, waiters,
-                              since=state.timestamp if state else None)
+                              since=state.timestamp if state else None, message=state.message if state else None,
+                              service=services.get(run.work_pool_name))
         if explanation is not None:
             explanations.append(explanation)
     return CampaignStatus(campaign=campaign, in_flight=len(runs), by_state=dict(sorted(by_state.items())),
-                          quarantined=notes, not_playing=not_playing, explanations=explanations)
+                          quarantined=notes, not_playing=not_playing, explanations=explanations,
+                          pools=list(services.values()))
+
+
+async def pool_services(client, runs) -> dict[str, PoolService]:
+    """Who serves each work pool of `runs` (two or three calls a pool)."""
+    from flows.runtime.liveness import read_pool_service
+
+    queues = {run.work_pool_name: run.work_queue_name for run in runs if run.work_pool_name}
+    return {pool: await read_pool_service(client, pool, queue) for pool, queue in sorted(queues.items())}
 
 
 def status_text(status: CampaignStatus) -> str:
     """The status as plain text for a terminal."""
     states = ", ".join(f"{n} {name}" for name, n in status.by_state.items()) or "none"
     lines = [f"Campaign {status.campaign}: {status.in_flight} episodes in flight ({states})"]
+    lines += [("  " if service.served else "  WARNING ") + service.note() for service in status.pools]
     if status.quarantined:
         lines += ["", "Quarantined servers (no new leases until a probe finds them back):"]
         lines += [f"  {address}: {note}" for address, note in sorted(status.quarantined.items())]

@@ -41,6 +41,14 @@ class EpisodeProvenance(BaseModel):
     """Unix time the metrics were written."""
     video: str | None = None
     """The episode's video beside the metrics file, when it recorded one."""
+    peak_rss_mb: float | None = None
+    """Peak resident memory (MiB) of the process that ran it, with its children, while it ran:
+    shared with the `concurrent_max` episodes in flight then, so an upper bound for this one
+    (`flows/runtime/memory.py` says how it is sampled and its limits). None off Linux."""
+    rss_at_start_mb: float | None = None
+    """The same process's resident memory when the episode started (the peak minus it: a rough share)."""
+    concurrent_max: int | None = None
+    """Episodes in flight in that process when its peak was sampled."""
 
 
 def metrics_document(metrics: dict, provenance: EpisodeProvenance) -> dict:

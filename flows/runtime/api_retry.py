@@ -1,11 +1,16 @@
-"""Retrying Prefect API calls across the hiccups a busy server has.
+"""Waiting out the Prefect API: one rule for every call that must not fail on a hiccup or an outage.
 
-SQLite answers `503 database is locked` at once when two transactions collide, and a
-restarting server refuses connections for a while: neither says anything about the
-episode, so neither may cost one of its attempts. Prefect's client retries a 503 after 2,
-4, 8... seconds; for the calls on the hot path (slot leases, idempotent run creation) that
-is a handoff lost, so `retrying` turns the client's own retries off for the call (a
-context-local setting, other calls keep theirs) and retries after tens of milliseconds.
+SQLite answers `503 database is locked` at once when two transactions collide, a busy server
+drops a connection, and a restarted or unreachable server refuses connections for a while:
+none of it says anything about an episode, so none of it may cost one of its attempts.
+Prefect's own client retries too slowly for the hot path (2, 4, 8... s: a handoff lost), too
+briefly for an outage (about a minute, and a connection refused only on a client that has
+connected before) and without a cap (a call may sleep 32 s after the server is back). So
+`retrying` owns the timing: Prefect's retries off for the call (a context-local setting,
+other calls keep theirs), then again after 50 ms, doubling, capped at `MAX_DELAY_SECONDS`,
+until the outage has lasted `OUTAGE_BUDGET_SECONDS` (the caller may give a nearer deadline,
+such as a lease's expiry, or none). Each call reports to `API_HEALTH`
+(`flows/runtime/api_health.py`), which says once that the API went away and once that it is back.
 """
 
 from __future__ import annotations
@@ -13,11 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from typing import Awaitable, Callable, Iterator, TypeVar
 
 import httpx
 
+from flows.runtime.api_health import API_HEALTH, OUTAGE_BUDGET_SECONDS
+
 T = TypeVar("T")
+
+FIRST_DELAY_SECONDS = 0.05
+"""The first wait: a lock collision clears in tens of milliseconds."""
+MAX_DELAY_SECONDS = 2.0
+"""The longest wait between tries: a server that is back is found within it."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -44,18 +57,37 @@ def without_client_retries() -> Iterator[None]:
         yield
 
 
+def delay(attempt: int) -> float:
+    """Seconds before try `attempt + 1`: 50 ms doubling, capped at `MAX_DELAY_SECONDS`, jittered."""
+    return min(FIRST_DELAY_SECONDS * 2**min(attempt, 16), MAX_DELAY_SECONDS) * random.uniform(0.8, 1.2)
+
+
 async def retrying(
-    call: Callable[[], Awaitable[T]], attempts: int = 10, first_delay: float = 0.05,
-    transient: Callable[[BaseException], bool] = is_transient,
+    call: Callable[[], Awaitable[T]], transient: Callable[[BaseException], bool] = is_transient,
+    deadline: float | None = None, forever: bool = False,
 ) -> T:
-    """`await call()`, again after a short, jittered, doubling delay while it fails `transient`ly
-    (10 tries over about 25 s). The call must be safe to repeat."""
-    for attempt in range(attempts):
+    """`await call()`, again while it fails `transient`ly, until `deadline` (a `time.monotonic()`
+    value; default: `OUTAGE_BUDGET_SECONDS` after the outage began) or, with `forever`, until it
+    answers. The call must be safe to repeat. The last error is raised when time is up."""
+    attempt, first_failure = 0, None
+    while True:
+        started = time.monotonic()
         try:
             with without_client_retries():
-                return await call()
+                result = await call()
         except Exception as exc:
-            if attempt == attempts - 1 or not transient(exc):
+            if not transient(exc):
                 raise
-        await asyncio.sleep(first_delay * 2**attempt * random.uniform(0.8, 1.2))
-    raise AssertionError("unreachable")
+            first_failure = first_failure or started
+            API_HEALTH.failed(exc, first_failure)
+            give_up_at = deadline if deadline is not None else API_HEALTH.outage_began(first_failure) + OUTAGE_BUDGET_SECONDS
+            wait = delay(attempt)
+            if not forever and time.monotonic() + wait > give_up_at:
+                if deadline is None:
+                    API_HEALTH.gave_up(exc)
+                raise
+            attempt += 1
+            await asyncio.sleep(wait)
+            continue
+        API_HEALTH.answered(started)
+        return result

@@ -39,3 +39,46 @@ def port_is_free(port: int) -> bool:
     """Whether nothing listens on `port` on loopback."""
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url`'s host is this machine's loopback (`127.x`, `::1`, `localhost`): an address
+    no other node can use. Names are not resolved: a cluster's own name may map to 127.0.1.1
+    in its /etc/hosts (Debian does so) and still reach it from the other nodes."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def address_for_other_nodes() -> str:
+    """A name or address of this host that other nodes can reach: its fully qualified (or
+    plain) host name when that resolves to an address other than loopback, else the address of
+    the interface that routes outward (a route lookup: nothing is sent), else its host name."""
+    import ipaddress
+
+    def routable(address: str) -> bool:
+        return not ipaddress.ip_address(address.split("%")[0]).is_loopback
+
+    for name in dict.fromkeys((socket.getfqdn(), socket.gethostname())):
+        try:
+            if any(routable(info[4][0]) for info in socket.getaddrinfo(name, None)):
+                return name
+        except OSError:
+            continue
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: only the route is looked up
+            address = probe.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
+    return address if routable(address) else socket.gethostname()

@@ -11,12 +11,16 @@ Two callers, each with a `LeasePolicy`: an episode's slot on a policy server
 its server may already serve someone else) and a queued command's GPUs
 (`workpools/local/leases.py`, `GPU_LEASE`: the loss is logged and the command keeps running).
 Everything else is the same for both:
-- taking retries transient API errors quickly (`flows/runtime/api_retry.py`);
-- renewal: a 404/410 means the lease is gone at once; any other failure is tolerated while
-  the lease still runs, and once it has run out the lease counts as lost (the repossessor
-  may have handed the slot to someone else); a lost lease is not renewed again;
-- release retries transient errors `release_attempts` times and never raises (a lease that
-  cannot be given back expires by itself); a lost lease is not released.
+- taking retries transient API errors (`flows/runtime/api_retry.py`: quickly at first, then
+  across an API outage of up to its budget);
+- renewal every `renew_seconds` (20 s at most): a 404/410 means the lease is gone at once; any
+  other failure is retried until the lease runs out, and then the lease counts as lost (the
+  repossessor may have handed the slot to someone else); a lost lease is not renewed again.
+  A lease longer than the outage budget plus a renewal interval outlasts any outage the
+  callers wait out (`EPISODE_SLOT`);
+- release retries transient errors across an outage and never raises (a lease that cannot be
+  given back expires by itself); a lease the server no longer knows counts as given back; a
+  lost lease is not released.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from uuid import UUID
 
 import httpx
 
-from flows.runtime.api_retry import is_transient, retrying, without_client_retries
+from flows.runtime.api_retry import is_transient, retrying
 
 MIN_LEASE_SECONDS = 60.0
 """The Prefect server rejects shorter leases."""
+RENEW_SECONDS = 20.0
+"""The longest time between renewals: a lease is never more than this short of its full length."""
 NOT_NOW = (423, 422)
 """Answers to a take that mean "busy now": a full limit (423), a limit set to 0 (422)."""
 GIVE_BACK_WAIT_SECONDS = 5.0
@@ -67,9 +73,8 @@ class LeasePolicy:
     lease_seconds: float = MIN_LEASE_SECONDS
     """How long the server keeps a lease nobody renews (it rejects less than 60 s)."""
     renew_seconds: float | None = None
-    """Time between renewals; None: a third of the lease, so two may fail in a row."""
-    release_attempts: int = 12
-    """Tries to give a lease back across a restarting API (backing off 0.1 s .. 5 s)."""
+    """Time between renewals; None: a third of the lease (two may fail in a row), at most
+    `RENEW_SECONDS`."""
     lost_error: type[Exception] | None = LeaseLost
     """Raised in the holder's block (which is cancelled) when the lease is lost; None: log
     a warning and let the block go on."""
@@ -78,7 +83,7 @@ class LeasePolicy:
 
     def __post_init__(self) -> None:
         if self.renew_seconds is None:
-            object.__setattr__(self, "renew_seconds", self.lease_seconds / 3)
+            object.__setattr__(self, "renew_seconds", min(self.lease_seconds / 3, RENEW_SECONDS))
 
 
 class Leases:
@@ -126,23 +131,20 @@ class Leases:
         await self.release(UUID(response.json()["lease_id"]))
 
     async def release(self, lease_id: UUID, then: Callable[[], None] | None = None) -> bool:
-        """Give the lease back (then call `then`); False if it could not be, after
-        `release_attempts` tries of a transient error or one of any other."""
-        for attempt in range(self.policy.release_attempts):
-            try:
-                with without_client_retries():  # ours are quicker: a late release is a lost handoff
-                    await self.client.release_concurrency_slots_with_lease(lease_id)
-            except Exception as exc:
-                if not self.policy.transient(exc):
-                    logger.warning("could not release lease %s: %s", lease_id, exc)
-                    return False
-                await asyncio.sleep(min(2**attempt * 0.1, 5))
-                continue
-            if then is not None:
-                then()
-            return True
-        logger.warning("could not release lease %s: the API stayed unreachable", lease_id)
-        return False
+        """Give the lease back (then call `then`); False if it could not be: the API stayed
+        away past the outage budget, or answered an error other than "no such lease"."""
+        try:
+            await retrying(lambda: self.client.release_concurrency_slots_with_lease(lease_id), self.policy.transient)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in GONE:  # gone: expired, or given back already
+                logger.warning("could not release lease %s: %s", lease_id, exc)
+                return False
+        except Exception as exc:
+            logger.warning("could not release lease %s: %s", lease_id, exc)
+            return False
+        if then is not None:
+            then()
+        return True
 
     async def renew_forever(self, lease_id: UUID, where: str, on_lost: Callable[[str], Awaitable[None] | None]) -> None:
         """Renew every `renew_seconds` until cancelled, or until the lease is lost: then
@@ -151,8 +153,9 @@ class Leases:
         expires = time.monotonic() + policy.lease_seconds
         while True:
             await asyncio.sleep(policy.renew_seconds)
-            try:
-                await self.client.renew_concurrency_lease(lease_id, lease_duration=policy.lease_seconds)
+            try:  # transient failures are retried while the lease still runs
+                await retrying(lambda: self.client.renew_concurrency_lease(lease_id, lease_duration=policy.lease_seconds),
+                               policy.transient, deadline=expires)
                 expires = time.monotonic() + policy.lease_seconds
                 continue
             except httpx.HTTPStatusError as exc:

@@ -27,6 +27,8 @@ from generate.errors import InputError
 REDIS_SCHEMES = ("redis://", "rediss://")
 POSTGRES_SCHEME = "postgresql+asyncpg://"
 DATABASE_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
+REDIS_ENV = "PREFECT_REDIS_MESSAGING_URL"
+"""`--redis`: the URL of Prefect's Redis messaging (prefect-redis reads it too)."""
 REDIS_LEASES = "prefect_redis.lease_storage"
 PREPARE_LOCK = "evalq:prepare-api"
 

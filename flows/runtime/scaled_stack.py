@@ -20,11 +20,9 @@ from flows.runtime.host import free_port
 from flows.runtime.postgres import LocalPostgres
 from flows.runtime.process_groups import terminate_group
 from flows.runtime.redis_server import LocalRedis
-from flows.runtime.scaled import DATABASE_ENV
+from flows.runtime.scaled import DATABASE_ENV, REDIS_ENV
 from flows.runtime.server_record import read_record
 from flows.runtime.user_server import stop_server
-
-REDIS_ENV = "PREFECT_REDIS_MESSAGING_URL"
 
 
 def evalq_argv(*args: str) -> list[str]:

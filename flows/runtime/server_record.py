@@ -21,6 +21,11 @@ class ServerRecord(BaseModel):
     database: str | None = None
     """`sqlite`, or the PostgreSQL URL without its password (`evalq server` only)."""
     ui_url: str | None = None
+    advertised_url: str | None = None
+    """The API URL other nodes use (`evalq server start --host 0.0.0.0` or `--advertise`); None: `api_url`."""
+    reader: bool = False
+    """A server started on a folder's embedded database for a reading command's duration
+    (`flows/runtime/folder_server.py`): a campaign of that folder takes the database over from it."""
     redis: str | None = None
     """The Redis of Prefect's messaging and leases, without its password (`--redis`)."""
     services: bool = True

@@ -5,7 +5,14 @@ zombie detection of its own, so a run whose heartbeats stop for `missed_after` s
 without a final state is marked Crashed, and the campaign requeues it. The automation
 watches every flow run that heartbeats, so every flow run of ours heartbeats every
 `HEARTBEAT_SECONDS` (`heartbeating()` where the flow runs in the calling process, such as
-`evalq campaign run`): at Prefect's default of 180 s, a live run would be crashed after 90 s.
+`evalq campaign run`): at Prefect's default of 180 s, a live run would be crashed.
+
+The window outlasts an API outage the runs wait out: heartbeats sent during one are kept and
+resent once the server is back, but the server's services judge a run by its last heartbeat
+*delivered*, up to a heartbeat interval before the outage began, as soon as they start again
+(measured with a window of 90 s: an outage of 89 s crashed two of three live runs, which then
+play twice). The cost: a run whose process died is found only after `MISSED_AFTER` (6 min,
+was 90 s); a dead warm runner's runs are found sooner through the runner's own liveness.
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from flows.naming import MISCONFIGURED_STATE, NOT_RETRYABLE_STATE, SKIPPED_STATE
+from flows.runtime.api_health import OUTAGE_BUDGET_SECONDS
 
 FINAL_STATE_NAMES = ("Completed", "Failed", "Cancelled", "Crashed", SKIPPED_STATE, NOT_RETRYABLE_STATE, MISCONFIGURED_STATE)
 AUTOMATION_NAME = "evalq: crash flow runs with missed heartbeats"
 HEARTBEAT_SECONDS = 30
 """The lowest heartbeat frequency Prefect allows; workers get it in their env."""
-MISSED_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
-"""How long a run may stay silent before it is marked Crashed: three heartbeats."""
+MISSED_AFTER = timedelta(seconds=OUTAGE_BUDGET_SECONDS + 2 * HEARTBEAT_SECONDS)
+"""How long a run may stay silent before it is marked Crashed: an API outage of up to the budget
+(the server's start included), a heartbeat interval, and one more as a margin: 6 min."""
 
 if TYPE_CHECKING:
     from prefect.automations import Automation

@@ -4,8 +4,9 @@ Prefect lists no holders of a concurrency limit, so an episode emits `evalq.slot
 when it leases a slot and `evalq.slot.released` when it gives it back (and
 `evalq.server.unreachable` when a server refused it), with the server as the event's resource.
 `SlotEvent` is their one definition: the episode builds it (`flows/episode.py`), `tui/seed.py`
-forges it, `holders_from_events` reads held slots back (`flows/slots/pools.py`, evaltui) and
-`server_events_query` finds a server's events. Pure: no Prefect import.
+forges it, `held_slots` and `holders_from_events` read held slots back (`flows/slots/pools.py`,
+evaltui, `flows/slots/reclaim.py`) and `server_events_query` and `run_slot_events_query` find a
+server's or a run's events. Pure: no Prefect import.
 """
 
 from __future__ import annotations
@@ -106,6 +107,17 @@ def server_events_query(names: list[str], since: dt.datetime, until: dt.datetime
     }
 
 
+def run_slot_events_query(flow_run_id: str, since: dt.datetime) -> dict:
+    """An `EventFilter` (as JSON) for one flow run's acquired and released events since `since`."""
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+    return {
+        "occurred": {"since": since.isoformat(), "until": until.isoformat()},
+        "event": {"name": [SLOT_ACQUIRED, SLOT_RELEASED]},
+        "related": {"id": [flow_run_resource_id(flow_run_id)]},
+        "order": "DESC",
+    }
+
+
 def holder_events_query(address: str, window: dt.timedelta) -> dict:
     """A server's acquired and released events of the last `window`."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -122,24 +134,26 @@ class Holder:
     lease_id: str = ""
 
 
-def holders_from_events(events: Iterable[dict]) -> list[Holder]:
-    """Slots still held, given one server's slot events (JSON dicts), oldest holder first.
+def held_slots(events: Iterable[dict]) -> list[SlotEvent]:
+    """The acquisitions of the leases still held, given slot events (JSON dicts), oldest first.
 
     A lease is held while its latest event is its acquisition. A holder killed before it could
-    release (its lease expired) still looks held: callers keep only as many as the limit's
-    busy count, newest first, so the count is exact and the names best effort.
+    release (its lease expired) still looks held.
     """
     latest: dict[str, SlotEvent] = {}
     for event in map(SlotEvent.from_event, events):
         seen = latest.get(event.lease_id)
         if seen is None or seen.occurred <= event.occurred:
             latest[event.lease_id] = event
-    holders = [
-        Holder(job_id=event.job_id, flow_run_id=event.flow_run_id or "", since=event.occurred, lease_id=lease)
-        for lease, event in latest.items()
-        if event.name == SLOT_ACQUIRED
-    ]
-    return sorted(holders, key=lambda h: h.since)
+    return sorted((event for event in latest.values() if event.name == SLOT_ACQUIRED), key=lambda e: e.occurred)
+
+
+def holders_from_events(events: Iterable[dict]) -> list[Holder]:
+    """Slots still held, given one server's slot events (JSON dicts), oldest holder first
+    (`held_slots`): callers keep only as many as the limit's busy count, newest first, so the
+    count is exact and the names best effort."""
+    return [Holder(job_id=event.job_id, flow_run_id=event.flow_run_id or "", since=event.occurred, lease_id=event.lease_id)
+            for event in held_slots(events)]
 
 
 def parse_time(value: str | dt.datetime) -> dt.datetime:

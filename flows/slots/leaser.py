@@ -16,8 +16,9 @@ server (`prefer[0]`) takes another only once that one has been free for `patienc
 the episode meant for *it* may still be loading its simulator. A quarantined server (limit 0, see
 `flows/slots/quarantine.py`) is never tried: the waiter probes it when its back-off is over and
 lifts the quarantine if it answers. Taking, renewing and giving back a lease is the
-lease engine's (`flows/runtime/lease_engine.py`) under `EPISODE_SLOT`: a lost lease aborts the episode
-(`LeaseLost`), since its server may already be serving someone else.
+lease engine's (`flows/runtime/lease_engine.py`) under `EPISODE_SLOT`: the lease outlasts an API
+outage the episode waits out; a lost lease aborts the episode (`LeaseLost`), since its server may
+already be serving someone else.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from prefect.client.orchestration import PrefectClient
 from prefect.exceptions import ObjectNotFound
 
 from flows.naming import pool_limit, server_limit
+from flows.runtime.api_health import OUTAGE_BUDGET_SECONDS
 from flows.runtime.api_retry import retrying
 from flows.runtime.lease_engine import (
     MIN_LEASE_SECONDS,
+    RENEW_SECONDS,
     LeaseLost,
     LeasePolicy,
     Leases,
@@ -48,8 +51,13 @@ from flows.slots.steering import Candidate, candidates
 from flows.slots.wakeups import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
 
-EPISODE_SLOT = LeasePolicy(lost_error=LeaseLost)
-"""An episode's lease: 60 s, renewed every 20 s; lost, it cancels the episode."""
+EPISODE_LEASE_SECONDS = OUTAGE_BUDGET_SECONDS + RENEW_SECONDS
+"""An episode's lease (320 s), renewed every 20 s: it outlasts an API outage of up to the budget,
+so the episode plays through one on the slot it holds. A holder that dies without releasing keeps
+its server that long, unless the campaign releases the leases of a run it finds Crashed
+(`orphans.py`)."""
+EPISODE_SLOT = LeasePolicy(lease_seconds=EPISODE_LEASE_SECONDS, lost_error=LeaseLost)
+"""An episode's lease; lost, it cancels the episode."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
 SAFETY_POLL_SECONDS = 10.0
@@ -88,7 +96,7 @@ class SlotLeaser:
     def __init__(
         self,
         client: PrefectClient,
-        lease_seconds: float = MIN_LEASE_SECONDS,
+        lease_seconds: float = EPISODE_LEASE_SECONDS,
         poll_seconds: float = SAFETY_POLL_SECONDS,
         watch: SlotWatch | None = None,
         give_up_seconds: float | None = None,

@@ -4,7 +4,9 @@ From the episode's state, the servers it may use (capacity, busy slots, holders,
 and the other episodes waiting for a server, say in one line why it waits, and list its
 servers. An episode waiting for a server gets a released one after the waiters that share
 it and have fewer alternatives (the scarcest-first handoff of `flows/slots/leaser.py`), or as many
-and waited longer: those are "ahead" of it. No Prefect here: the reading is in
+and waited longer: those are "ahead" of it. One not started names its work pool, whether a
+live worker or runner polls it, and the command that starts one (`PoolService`); one claimed
+names its runner, and whether that runner still heartbeats. No Prefect here: the reading is in
 `flows/reports/`.
 """
 
@@ -14,7 +16,8 @@ import datetime as dt
 
 from pydantic import BaseModel
 
-from flows.naming import LOADING_STATE, RUNNING_STATE, WAITING_STATE
+from flows.naming import LOADING_STATE, RUNNING_STATE, WAITING_STATE, claim_of_message
+from flows.runtime.liveness import PoolService
 
 NOT_STARTED_TYPES = ("SCHEDULED", "PENDING", "PAUSED")
 FINAL_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -108,17 +111,35 @@ def waiting_reason(servers: list[ServerView], ahead: int) -> str:
     return "; ".join(parts)
 
 
+def not_started_reason(state_type: str, message: str | None, service: PoolService | None) -> str:
+    """Why a run no worker started yet waits: who claimed it, or who serves its work pool."""
+    if state_type == "PENDING":
+        claim = claim_of_message(message)
+        if claim is None:
+            return "claimed by a worker, starting"
+        if service is None or service.alive(claim[0]):
+            return f"claimed by runner {claim[0]}, starting"
+        return f"claimed by runner {claim[0]}, which is gone (no heartbeat): the campaign hands it back"
+    if service is None:
+        return "not started: waiting for a worker to take it (it needs no server yet)"
+    if service.served:
+        return f"not started: waiting for a worker to take it ({service.note()})"
+    return f"not started: {service.note()}"
+
+
 def explain(
     run_id: str, job_id: str, state_type: str, state_name: str, candidates: list[str],
     servers: dict[str, ServerView], waiters: list[Waiter], since: dt.datetime | None = None,
+    message: str | None = None, service: PoolService | None = None,
 ) -> WaitExplanation | None:
-    """Why the episode is not playing; None when it plays or has ended."""
+    """Why the episode is not playing; None when it plays or has ended. `message` is its
+    state's, `service` who serves its work pool (both help explain a run not started)."""
     if state_type in FINAL_TYPES or (state_type == "RUNNING" and state_name == RUNNING_STATE):
         return None
     views = [servers.get(a) or ServerView(address=a, capacity=0, busy=0, known=False) for a in dict.fromkeys(candidates)]
     ahead: list[str] = []
     if state_type in NOT_STARTED_TYPES:
-        reason = "not started: waiting for a worker to take it (it needs no server yet)"
+        reason = not_started_reason(state_type, message, service)
     elif state_type == "CANCELLING":
         reason = "being cancelled"
     elif state_name == LOADING_STATE:

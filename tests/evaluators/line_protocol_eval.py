@@ -1,7 +1,8 @@
 """An external evaluator speaking the `command:` line protocol (see flows/evaluators/command.py).
 
 argv: <metrics_path> <exit_code> [<video_path>]. Prints READY, reads its server, writes
-metrics (and a fake video when given a path), exits.
+metrics (and a fake video when given a path), exits; on a non-zero exit code its last
+stderr lines say why (the last one names a URL with a password in it).
 """
 
 import json
@@ -17,4 +18,7 @@ with open(metrics_path, "w") as handle:
 if video_path:
     with open(video_path, "wb") as handle:
         handle.write(b"fake mp4 of " + server["url"].encode())
+if exit_code:
+    print(f"giving up: instance {metrics_path.rsplit('/', 1)[-1]} is broken", file=sys.stderr, flush=True)
+    print("to retry, log in at https://team:hunter22@policy.example/", file=sys.stderr, flush=True)
 sys.exit(exit_code)

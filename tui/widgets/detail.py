@@ -1,4 +1,6 @@
-"""Episode screen: parameters, attempts, server, state history, logs, metrics."""
+"""Episode screen: what it is and why it waits, state history, attempts, logs, metrics, then its
+parameters (long: last). The page scrolls by keyboard (arrows, Page Up/Down, Home/End); `l`
+jumps to the logs, `Tab` walks into the tables and the log."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from tui.widgets.styles import state_text
 class EpisodeScreen(Screen):
     """Shows one `EpisodeDetail`; the app loads it and refreshes it while the screen is open."""
 
+    AUTO_FOCUS = "#detail"
     BINDINGS = [
         Binding("escape", "dismiss", "Back"),
+        Binding("l", "show_logs", "Logs"),
         Binding("r", "app.retry", "Retry"),
         Binding("c", "app.cancel", "Cancel"),
         Binding("o", "app.open_ui", "Open in UI"),
@@ -39,22 +43,26 @@ class EpisodeScreen(Screen):
             yield DataTable(id="detail-states", cursor_type="row")
             yield Static("Attempts", classes="table-title")
             yield DataTable(id="detail-attempts", cursor_type="row")
+            yield Static("Logs", classes="table-title", id="detail-logs-title")
+            yield RichLog(id="detail-logs", max_lines=1000, markup=False)
             yield Static("Metrics", classes="table-title")
             yield Static("", id="detail-metrics")
             yield Static("Parameters", classes="table-title")
             yield Static("", id="detail-parameters")
-            yield Static("Logs", classes="table-title")
-            yield RichLog(id="detail-logs", max_lines=1000, markup=False)
         yield Footer()
+
+    def action_show_logs(self) -> None:
+        """Scroll the page to the logs."""
+        self.query_one("#detail", VerticalScroll).scroll_to_widget(self.query_one("#detail-logs-title"), top=True, animate=False)
 
     def on_mount(self) -> None:
         self.query_one("#detail-states", DataTable).add_columns("When (UTC)", "State", "Message")
-        self.query_one("#detail-attempts", DataTable).add_columns("Run", "State", "Try", "Started")
+        self.query_one("#detail-attempts", DataTable).add_columns("Try", "State", "Started", "Run")
 
     def show(self, detail: EpisodeDetail) -> None:
         self.detail = detail
         run = detail.run
-        self.title = run.name
+        self.title = run.job_id or run.name
         summary = Text()
         summary.append(run.name, style="bold")
         summary.append("  ")
@@ -77,7 +85,7 @@ class EpisodeScreen(Screen):
         attempts.clear()
         for attempt in detail.attempts:
             started = attempt.start_time.strftime("%m-%d %H:%M:%S") if attempt.start_time else "-"
-            attempts.add_row(attempt.name, state_text(attempt.state_type, attempt.state_name), str(attempt.attempt), started)
+            attempts.add_row(str(attempt.attempt), state_text(attempt.state_type, attempt.state_name), started, attempt.name)
         if detail.metrics is not None:
             metrics = json.dumps(detail.metrics, indent=2, sort_keys=True)
         elif detail.metrics_path:

@@ -14,6 +14,7 @@ from tui.aggregate import History, duration, sparkline
 from tui.models import PoolsSnapshot, ServerStatus
 
 SPARK_WIDTH = 12
+LEGEND = "Marks: ✓ answers  ⚠ failed a connection lately  ⛔ quarantined (no new leases)"
 
 
 def usage_bar(busy: int, capacity: int, width: int = 6) -> Text:
@@ -31,6 +32,11 @@ class PoolsPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("Pools", id="pools-title", classes="table-title")
         yield DataTable(id="pool-table", cursor_type="row", zebra_stripes=True)
+        yield Static(LEGEND, id="pools-legend")
+
+    def clear(self) -> None:
+        self.query_one("#pools-title", Static).update("Pools")
+        self.query_one("#pool-table", DataTable).clear()
 
     def on_mount(self) -> None:
         table = self.query_one("#pool-table", DataTable)

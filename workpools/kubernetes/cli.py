@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 
+from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 from workpools.kubernetes.jobspec import (
     DEFAULT_BACKOFF_LIMIT,
@@ -165,6 +166,7 @@ def submit(
     scratch_empty_dir: bool = SCRATCH_EMPTY_DIR,
     mlflow_image: Optional[str] = MLFLOW_IMAGE,
     gcs_image: Optional[str] = GCS_IMAGE,
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Queue CONFIG (or --job-spec) as a flow run tagged with its provenance; print the Job's name and the run's URL."""
     from generate.jsonio import read_text
@@ -207,18 +209,18 @@ def submit(
         settings = parse_config(text, config)
         version = find_version(config, config_version, allow_dirty)
         if settings.prefect_in_pod:
-            submit_command(config, settings, list(files or []), version, deployment)
+            submit_command(config, settings, list(files or []), version, deployment, api)
             return
         options = job_options(job_name, namespace, service_account, ttl, backoff_limit, scratch_size, scratch_class,
                               scratch_empty_dir, mlflow_image, gcs_image)
         config_map, job = checked(image_job(config, settings, text, list(files or []), options, version.commit), ["1.33"], config)
         tags = run_tags(settings, job, version.commit, version.dirty)
     request = JobRequest(job=job, config_map=config_map, credentials=credentials, poll_seconds=poll_seconds)
-    run = with_prefect_api(create_job_run(deployment or DEFAULT_JOB_DEPLOYMENT, request, tags))
+    run = with_prefect_api(create_job_run(deployment or DEFAULT_JOB_DEPLOYMENT, request, tags), api)
     print(f"{request.name}\t{run_url(run)}")
 
 
-def submit_command(config: Path, settings, files: list[Path], version, deployment: str | None) -> None:
+def submit_command(config: Path, settings, files: list[Path], version, deployment: str | None, api: str | None) -> None:
     """prefect_in_pod: a run-command run on the evalq-kubernetes pool; print its URL."""
     from workpools.cli import with_prefect_api
     from workpools.kubernetes.prepare import run_tags
@@ -233,7 +235,7 @@ def submit_command(config: Path, settings, files: list[Path], version, deploymen
     tags = run_tags(settings, {}, version.commit, version.dirty)
     command_manifests(config, settings, files, "evaluation", version.commit, ["1.33"], tags)
     job = CommandJob(argv=settings.args, label=f"{settings.image.rsplit('/', 1)[-1]}:{settings.image_tag}")
-    run = with_prefect_api(create_command_run(deployment or DEFAULT_COMMAND_DEPLOYMENT, job, values, tags))
+    run = with_prefect_api(create_command_run(deployment or DEFAULT_COMMAND_DEPLOYMENT, job, values, tags), api)
     print(run_url(run))
 
 
@@ -307,7 +309,9 @@ def runners(
     node_selector: List[str] = typer.Option([], "--node-selector", help="KEY=VALUE, e.g. cloud.google.com/gke-accelerator=nvidia-l4 (repeatable)."),
     toleration: Optional[List[str]] = typer.Option(None, "--toleration", help="KEY[=VALUE][:EFFECT] (repeatable; default nvidia.com/gpu:NoSchedule)."),
     api_url_secret: Optional[str] = typer.Option(None, "--api-url-secret", help="PREFECT_API_URL from this Secret: NAME or NAME:KEY."),
-    api_url: Optional[str] = typer.Option(None, "--api-url", help="PREFECT_API_URL as a plain value instead."),
+    api_url: Optional[str] = typer.Option(None, "--api-url", help="PREFECT_API_URL as a plain value instead (default: the server found, see --api)."),
+    api: Optional[str] = typer.Option(None, "--api", help="Where to check --pool (default: --api-url, else PREFECT_API_URL, else your `evalq server`)."),
+    allow_loopback: bool = typer.Option(False, "--allow-loopback", help="Let the pods use a loopback API URL."),
     name: Optional[str] = typer.Option(None, "--name", help="Job name (default evalq-runners)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Default evalq."),
     service_account: Optional[str] = typer.Option(None, "--service-account"),
@@ -316,17 +320,24 @@ def runners(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the manifest here (YAML), else print it."),
     kubernetes_version: List[str] = VERSIONS,
 ) -> None:
-    """Warm runners on GPU nodes as one Indexed Job, validated strictly; `kubectl apply -f` it."""
+    """Warm runners on GPU nodes as one Indexed Job, validated strictly; `kubectl apply -f` it.
+    The pool is checked on the Prefect server first (and a loopback URL for the pods refused)."""
     import yaml
 
     from generate.jsonio import write_atomic
     from workpools.kubernetes.render import validate_manifests
     from workpools.kubernetes.runners import manifest
+    from workpools.runner.checks import checked_runner_server
 
     try:
         import kubernetes_validate  # noqa: F401
     except ModuleNotFoundError:
         raise InputError(None, "kubernetes-validate is not installed: pip install 'eval-jobqueue[kubernetes]'") from None
+    if api_url and api_url_secret:
+        raise InputError(None, "give the Prefect API URL either as a value or as a Secret, exactly one")
+    found = checked_runner_server(api or api_url, pool, allow_loopback or bool(api_url_secret), runner_url=api_url)
+    if not api_url_secret:
+        api_url = api_url or found.for_other_nodes
     job = runner_job(
         image=image, pool=pool, replicas=replicas, slots=slots, idle_timeout=idle_timeout, work_queues=work_queue,
         gpus=gpus, node_selector=key_values(node_selector, "--node-selector"), tolerations=toleration,
@@ -338,6 +349,7 @@ def runners(
     if problem:
         raise InputError(None, problem)
     text = yaml.safe_dump(rendered, sort_keys=False)
+    found.announce()
     if output is None:
         print(text, end="")
         return

@@ -8,20 +8,24 @@ import shlex
 import socket
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 import typer
 
+from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 from workpools.cli import with_prefect_api
 from workpools.local.entries import QueueEntry, Status
+from workpools.local.submit import DEFAULT_HOME
 
 queue_app = typer.Typer(
     no_args_is_help=False,
-    help="The local GPU queue (task-spooler style): list, output, info, kill, remove, clear, slots.",
+    help="The local GPU queue (task-spooler style): list, output, info, kill, remove, clear, slots, worker.",
 )
 
 FOLLOW_SECONDS = 0.5
+API = typer.Option(None, "--api", help=API_HELP)
 
 
 async def _with_client(action):
@@ -31,20 +35,20 @@ async def _with_client(action):
         return await action(client)
 
 
-def in_prefect(action):
-    """`action(client)` against the configured Prefect API (missing/dead API: one-line error)."""
-    return with_prefect_api(_with_client(action))
+def in_prefect(action, api: str | None = None, announce: bool = True):
+    """`action(client)` on the Prefect server the rule finds (none or a dead one: one line)."""
+    return with_prefect_api(_with_client(action), api, announce)
 
 
 @queue_app.callback(invoke_without_command=True)
 @exit_on_input_error
-def queue(ctx: typer.Context) -> None:
+def queue(ctx: typer.Context, api: Optional[str] = API) -> None:
     """The queue: id, label, state, GPUs, command and times of every job."""
     if ctx.invoked_subcommand is not None:
         return
     from workpools.local.entries import read_entries
 
-    print_queue(in_prefect(read_entries))
+    print_queue(in_prefect(read_entries, api))
 
 
 @queue_app.command("output")
@@ -52,9 +56,11 @@ def queue(ctx: typer.Context) -> None:
 def output(
     queue_id: int = typer.Argument(..., metavar="ID"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+    api: Optional[str] = API,
 ) -> None:
     """The job's stdout (to stdout) and stderr (to stderr) so far."""
-    entry = in_prefect(lambda client: print_output(client, queue_id, follow))
+    # No line says which server: stderr carries the job's own stderr.
+    entry = in_prefect(lambda client: print_output(client, queue_id, follow), api, announce=False)
     if entry is not None and entry.status.is_waiting:
         print(f"job {queue_id} has not started yet ({entry.status.value})", file=sys.stderr)
 
@@ -84,12 +90,12 @@ async def print_output(client, queue_id: int, follow: bool) -> QueueEntry | None
 
 @queue_app.command("info")
 @exit_on_input_error
-def info(queue_id: int = typer.Argument(..., metavar="ID")) -> None:
+def info(queue_id: int = typer.Argument(..., metavar="ID"), api: Optional[str] = API) -> None:
     """Everything about one job (never the values of its environment)."""
     from workpools.local.environment import count_variables
     from workpools.local.manage import get_entry
 
-    entry = in_prefect(lambda client: get_entry(client, queue_id))
+    entry = in_prefect(lambda client: get_entry(client, queue_id), api)
     job = entry.job
     rows = [
         ("id", entry.display_id),
@@ -127,11 +133,12 @@ def info(queue_id: int = typer.Argument(..., metavar="ID")) -> None:
 def kill(
     queue_id: int = typer.Argument(..., metavar="ID"),
     wait: float = typer.Option(60.0, "--wait", min=0, help="Seconds to wait for the job to end (0: do not wait)."),
+    api: Optional[str] = API,
 ) -> None:
     """Stop a job: its command's process group is killed and its GPUs freed; the run ends Cancelled."""
     from workpools.local.manage import kill as kill_job
 
-    entry = in_prefect(lambda client: kill_job(client, queue_id, wait))
+    entry = in_prefect(lambda client: kill_job(client, queue_id, wait), api)
     if entry is None:
         print(f"job {queue_id}: its flow run was deleted meanwhile")
     elif entry.status.is_final:
@@ -146,39 +153,59 @@ def kill(
 def remove(
     queue_id: int = typer.Argument(..., metavar="ID"),
     wait: float = typer.Option(30.0, "--wait", min=0, help="Seconds to wait for a waiting job to acknowledge."),
+    api: Optional[str] = API,
 ) -> None:
     """Take a job that has not started out of the queue (it never will); a finished one is forgotten."""
     from workpools.local.manage import remove as remove_job
 
-    entry = in_prefect(lambda client: remove_job(client, queue_id, wait))
+    entry = in_prefect(lambda client: remove_job(client, queue_id, wait), api)
     print(f"removed job {queue_id} ({entry.name})")
 
 
 @queue_app.command("clear")
 @exit_on_input_error
-def clear() -> None:
+def clear(api: Optional[str] = API) -> None:
     """Forget every job that ended (their output files stay)."""
     from workpools.local.manage import clear as clear_jobs
 
-    cleared = in_prefect(clear_jobs)
+    cleared = in_prefect(clear_jobs, api)
     print(f"cleared {len(cleared)} finished job{'s' if len(cleared) != 1 else ''}")
 
 
 @queue_app.command("slots")
 @exit_on_input_error
-def slots(count: Optional[str] = typer.Argument(None, metavar="[N|unlimited]")) -> None:
+def slots(count: Optional[str] = typer.Argument(None, metavar="[N|unlimited]"), api: Optional[str] = API) -> None:
     """How many jobs run at once on this machine; with N, set it (running jobs keep theirs)."""
     from workpools.local.slots import parse_slots, read_slots, set_slots
 
     host = socket.gethostname()
     if count is None:
-        print(f"{host}: {in_prefect(lambda client: read_slots(client, host)).describe()}")
+        print(f"{host}: {in_prefect(lambda client: read_slots(client, host), api).describe()}")
         return
     try:
         wanted = parse_slots(count)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    print(f"{host}: {in_prefect(lambda client: set_slots(client, host, wanted)).describe()}")
+    print(f"{host}: {in_prefect(lambda client: set_slots(client, host, wanted), api).describe()}")
+
+
+@queue_app.command("worker")
+@exit_on_input_error
+def worker(
+    slots: int = typer.Option(32, "--slots", min=1, help="Jobs run at once (each job is a process group)."),
+    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Where its log goes (runner.log)."),
+) -> None:
+    """Run the queue's runner in the foreground and restart it when it dies (until Ctrl-C)."""
+    import os
+
+    from workpools.local.keeper import keep_queue_runner
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        raise InputError(None, "PREFECT_API_URL is not set: point it at the Prefect server the queue lives on")
+    home = home.expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(keep_queue_runner(api_url, slots, home / "runner.log"))
 
 
 # --- rendering ---------------------------------------------------------------------------------

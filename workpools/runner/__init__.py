@@ -5,8 +5,9 @@ run, and the worker's submission path (deployment read, job configuration, Submi
 labels) before it: seconds per episode on a 2-core machine. A runner claims a scheduled
 run with one Pending proposal and runs it as an asyncio task next to the others, in a
 process that already imported Prefect and the flows. Each run is still its own flow run
-with its states, logs, heartbeats and cancellation; a killed runner's runs stop
-heartbeating and are marked Crashed, and the campaign requeues them.
+with its states, logs, heartbeats and cancellation. A claim (`claims.py`) is never left half
+made: a stopping runner hands back what it claimed and did not start; a killed runner stops
+heartbeating and the campaign settles its runs (`flows/campaign/orphans.py`).
 
 Start one per node: `evalq runner --pool P --slots N [--idle-timeout S]`, or the Prefect
 way, `prefect worker start --pool P --type evalq-runner --limit N`.

@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 from flows.naming import LOCAL_WORK_POOL
-from generate.errors import InputError, exit_on_input_error
+from flows.runtime.discovery import API_HELP
+from generate.errors import exit_on_input_error
 
 
 @exit_on_input_error
@@ -22,21 +23,25 @@ def runner(
     poll_seconds: float = typer.Option(5.0, "--poll-seconds", min=0.1, help="Safety poll; scheduled runs wake the runner at once"),
     wait: float = typer.Option(0.0, "--wait", min=0, help="Wait up to this many seconds for the API and the pool (a runner started beside its server)"),
     preload: List[str] = typer.Option([], "--preload", help="Import this flow entrypoint (module:flow) while waiting (repeatable)"),
+    max_memory: Optional[float] = typer.Option(None, "--max-memory", min=0.01, metavar="GB",
+                                               help="Claim no run while this process and its children use more (GiB); again below 90%"),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Run the flow runs of a work pool inside this process, several at once (a warm runner)."""
-    import os
+    from flows.runtime.discovery import check_server, pointed_at, require_prefect
 
-    from flows.runtime.api import check_api
-
-    if not os.environ.get("PREFECT_API_URL"):
-        raise InputError(None, "PREFECT_API_URL is not set: which Prefect server should the runner take work from?")
-    api_url = os.environ["PREFECT_API_URL"]
-    for entrypoint in preload:
-        preload_flow(entrypoint)
-    if wait:
-        wait_for_pool(api_url, pool, wait)
-    check_api(api_url)
-    raise typer.Exit(serve(pool, work_queue, slots, idle_timeout, name, poll_seconds))
+    found = require_prefect(api, check=False)  # checked below, after waiting for it with --wait
+    with pointed_at(found.api_url):
+        for entrypoint in preload:
+            preload_flow(entrypoint)
+        if wait:
+            wait_for_pool(found.api_url, pool, wait)
+        check_server(found)
+        found.announce()
+        max_memory_mb = None if max_memory is None else max_memory * 1024
+        warn_above_cgroup(max_memory_mb)
+        code = serve(pool, work_queue, slots, idle_timeout, name, poll_seconds, max_memory_mb)
+    raise typer.Exit(code)
 
 
 def preload_flow(entrypoint: str) -> None:
@@ -56,8 +61,18 @@ def wait_for_pool(api_url: str, pool: str, seconds: float) -> None:
     wait_until_answers(f"{api_url.rstrip('/')}/work_pools/{pool}", seconds, interval=0.2)
 
 
+def warn_above_cgroup(max_memory_mb: float | None) -> None:
+    """A `--max-memory` above what this job may use (its cgroup's limit) would never stop a claim."""
+    from flows.runtime.memory import cgroup_limit_mb
+
+    limit = cgroup_limit_mb()
+    if max_memory_mb is not None and limit is not None and max_memory_mb > limit:
+        typer.echo(f"warning: --max-memory {max_memory_mb / 1024:g} GB is above this job's memory limit "
+                   f"({limit / 1024:.1f} GB, cgroup): the OOM killer comes first", err=True)
+
+
 def serve(pool: str, work_queues: list[str], slots: int, idle_timeout: float | None, name: str | None,
-          poll_seconds: float = 5.0) -> int:
+          poll_seconds: float = 5.0, max_memory_mb: float | None = None) -> int:
     """Run a `RunnerWorker` in this thread's event loop; the first SIGINT/SIGTERM stops it.
 
     Runs still going at that moment are crashed (their slots released) and the campaign
@@ -68,7 +83,7 @@ def serve(pool: str, work_queues: list[str], slots: int, idle_timeout: float | N
     async def main() -> None:
         worker = RunnerWorker(
             work_pool_name=pool, work_queues=work_queues or None, limit=slots, name=name,
-            idle_timeout=idle_timeout, poll_seconds=poll_seconds,
+            idle_timeout=idle_timeout, poll_seconds=poll_seconds, max_memory_mb=max_memory_mb,
         )
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()

@@ -2,8 +2,9 @@
 
 The engine is Prefect's (`AsyncFlowRunEngine`: Running, context, logs, heartbeats, final
 state); this module adds what a shared process needs: a cancellation that the runner asked
-for ends the run Cancelled (a bare task cancellation would read as a crash), flows are
-loaded once per entrypoint, not imported per run, and a run just claimed costs no API call
+for ends the run Cancelled (a bare task cancellation would read as a crash), its state changes
+wait out an API outage (`retrying`: the run plays on, its end is recorded once the API is back),
+flows are loaded once per entrypoint, not imported per run, and a run just claimed costs no API call
 the claim already answered (`ClaimedRuns`). A flow may name its first Running state
 (`first_running_state`, e.g. the episode's Loading), which saves it proposing that phase itself.
 """
@@ -23,6 +24,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.flow_engine import AsyncFlowRunEngine, _flow_parameters
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.states import Cancelled, Crashed, Running, State
+
+from flows.runtime.api_retry import retrying
 
 CANCELLED_MESSAGE = "Cancelled while running on an evalq runner."
 FIRST_RUNNING_STATE = "first_running_state"
@@ -91,7 +94,8 @@ class InProcessEngine(AsyncFlowRunEngine):
     async def set_state(self, state: State, force: bool = False) -> State:
         if self.first_running_name and state.type == StateType.RUNNING and state.name == "Running":
             state, self.first_running_name = Running(name=self.first_running_name, message=state.message), None
-        return await super().set_state(state, force)
+        propose = super().set_state  # across an API outage: proposing the same state twice is accepted
+        return await retrying(lambda: propose(state, force))
 
     async def handle_crash(self, exc: BaseException) -> None:
         if self.cancel_requested:

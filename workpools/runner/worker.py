@@ -1,12 +1,16 @@
 """`RunnerWorker`: claims scheduled flow runs of its work pool and runs them in this process.
 
-Per run it makes one API call of its own (the Pending proposal that claims the run); the
-rest is Prefect's engine. It wakes when a run is scheduled in its pool (Prefect's
-`prefect.flow-run.Scheduled` events over the events websocket) and polls slowly as a safety
-net, so pick-up takes well under a second without hammering the API. A cancel from the
-Prefect UI or evaltui cancels that run's task only, and the run ends Cancelled; stopping the
-runner crashes the runs it still holds (their slots are released on the way out) so the
-campaign requeues them.
+Per run it makes one API call of its own (the Pending proposal that claims the run,
+`claims.py`); the rest is Prefect's engine. It wakes when a run is scheduled in its pool
+(Prefect's `prefect.flow-run.Scheduled` events over the events websocket) and polls slowly as
+a safety net, so pick-up takes well under a second without hammering the API; while full (its
+slots, or `max_memory_mb`) the safety poll still asks for one run, so the pool reads as served.
+A cancel from the Prefect UI or evaltui cancels that run's task only, and the run ends
+Cancelled; stopping the runner crashes the runs it still holds (their slots are released on
+the way out) so the campaign requeues them, hands back the runs it claimed but did not start
+(one the server granted after the stop began included), and deletes its worker row, so it
+reads gone at once. It heartbeats every `RUNNER_HEARTBEAT_SECONDS`: a runner killed outright
+reads OFFLINE within 30 s (`flows/runtime/liveness.py`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
-from prefect._internal.observers import FlowRunCancellingObserver
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
-from prefect.exceptions import Abort, ObjectNotFound
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-from prefect.states import Crashed, Failed, Pending
+from prefect.states import Failed
 from prefect.utilities.engine import propose_state
 from prefect.workers.base import (
     BaseJobConfiguration,
@@ -38,20 +41,28 @@ from prefect.workers.base import (
 )
 
 from flows.naming import RUNNER_POOL_TYPE
-from flows.runtime.api_retry import is_transient
+from flows.runtime.api_retry import is_transient, retrying
+from flows.runtime.liveness import RUNNER_HEARTBEAT_SECONDS, forget_worker
+from flows.runtime.memory import rss_mb
+from flows.runtime.outages import handle_api_outages
+from workpools.runner.cancels import PatientCancellingObserver
+from workpools.runner.claims import claim, hand_back
 from workpools.runner.engine import ClaimedRuns, execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
 
 STOP_GRACE_SECONDS = 15
 """A stopping runner waits this long for each crashed run to record its state and release its slot."""
-CANCEL_POLL_SECONDS = 10
-"""How often cancels are polled for when the events websocket is down."""
+CANCEL_POLL_SECONDS = 5
+"""How often cancels are polled for when the events websocket is down (jittered by 30%): a
+cancel issued as the API comes back from an outage is obeyed within 10 s, before the stream is."""
 HEARTBEAT_SECONDS = 30
-"""Prefect's lowest heartbeat frequency: silent runs are found within a minute and a half."""
+"""Prefect's lowest heartbeat frequency: the zombie automation's window (`flows/runtime/zombies.py`) counts on it."""
 PICK_UP_BATCH_SECONDS = 0.05
 """Woken by a scheduled run, wait this long before reading: a campaign's burst is one read."""
 SCHEDULED_PAGE = 200
 """The most scheduled runs one read returns (Prefect's default limit)."""
+MEMORY_RESUME_SHARE = 0.9
+"""Above `max_memory_mb` a runner claims nothing until its memory is back below this share of it."""
 
 
 class RunnerJobConfiguration(BaseJobConfiguration):
@@ -77,11 +88,19 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
     _description = "Flow runs executed inside one long-lived process per node, several at once."
     _display_name = "evalq runner"
 
-    def __init__(self, *args: Any, idle_timeout: float | None = None, poll_seconds: float = 5.0, **kwargs: Any):
+    def __init__(self, *args: Any, idle_timeout: float | None = None, poll_seconds: float = 5.0,
+                 max_memory_mb: float | None = None, **kwargs: Any):
         kwargs.setdefault("name", f"evalq-runner-{socket.gethostname()}-{os.getpid()}")
+        if not os.environ.get("PREFECT_WORKER_HEARTBEAT_SECONDS"):  # `prefect worker start` passes Prefect's 30 s
+            kwargs["heartbeat_interval_seconds"] = RUNNER_HEARTBEAT_SECONDS
         super().__init__(*args, **kwargs)
         self.idle_timeout = idle_timeout
         self.poll_seconds = poll_seconds
+        self.max_memory_mb = max_memory_mb
+        self._memory_full = False
+        self._last_poll = float("-inf")
+        self._stopping = False
+        """Set when the runner begins to stop: it claims nothing more and hands back what it wins."""
         self.log = logging.getLogger("evalq.runner")
         self._runs: RunLoop | None = None
         self._engines: dict[UUID, Any] = {}
@@ -101,6 +120,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
 
     async def start(self, run_once: bool = False, with_healthcheck: bool = False, printer=print) -> None:
         """Claim and run flow runs until stopped (or idle for `idle_timeout` seconds)."""
+        handle_api_outages()
         heartbeat = int(os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or HEARTBEAT_SECONDS)
         self._runs = RunLoop({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}, on_client=self._claimed.install).start()
         self._wake = asyncio.Event()
@@ -111,15 +131,21 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                     while self.in_flight:
                         await anyio.sleep(0.2)
                     return
-                async with anyio.create_task_group() as loops:
-                    loops.start_soon(self._pick_up)
-                    loops.start_soon(self._listen_for_scheduled_runs)
-                    loops.start_soon(self._keep_synced)
-                    if self.idle_timeout is not None:
-                        loops.start_soon(self._stop_when_idle, loops.cancel_scope)
-                    printer(f"Runner {self.name!r} started: pool {self._work_pool_name!r}, {self._limit or 'unlimited'} slots")
+                try:
+                    async with anyio.create_task_group() as loops:
+                        loops.start_soon(self._pick_up)
+                        loops.start_soon(self._listen_for_scheduled_runs)
+                        loops.start_soon(self._keep_synced)
+                        if self.idle_timeout is not None:
+                            loops.start_soon(self._stop_when_idle, loops.cancel_scope)
+                        printer(f"Runner {self.name!r} started: pool {self._work_pool_name!r}, {self._limit or 'unlimited'} slots")
+                finally:
+                    self._stopping = True
         finally:
+            self._stopping = True
             self._runs.stop()
+            with anyio.CancelScope(shield=True):
+                await self._forget_me()
         printer(f"Runner {self.name!r} stopped after {self.completed} flow runs")
 
     async def run(self, flow_run: FlowRun, configuration: RunnerJobConfiguration, task_status=None) -> RunnerResult:
@@ -142,8 +168,12 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
 
     async def _pick_up_once(self) -> None:
         self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
-        self._saturated = self._limiter is not None and self._limiter.available_tokens < 1
-        if not self._saturated:  # no --limit: no limit
+        self._saturated = self._limiter is not None and self._limiter.available_tokens < 1  # no --limit: no limit
+        if self._saturated or self._over_memory():
+            if time.monotonic() - self._last_poll >= self.poll_seconds:  # not at every wake-up: at the safety poll's pace
+                await self._poll_while_full()
+        elif not self._stopping:
+            self._last_poll = time.monotonic()
             try:
                 scheduled = await self._scheduled_runs()
                 self._saturated = len(scheduled) >= SCHEDULED_PAGE  # more may wait beyond this page
@@ -161,17 +191,40 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             except Exception as exc:  # the API is away: try again at the next round
                 if not is_transient(exc):
                     raise
-                self.log.warning("Prefect API unavailable while picking up runs (%s); retrying", exc)
+                self.log.debug("Prefect API unavailable while picking up runs (%s); retrying", exc)  # said once: API_HEALTH
                 await anyio.sleep(1.0)
         self._last_polled_time = _now()
 
+    def _over_memory(self) -> bool:
+        """Above `max_memory_mb` (this process and its children): claim nothing until below 90% of it."""
+        if self.max_memory_mb is None or (used := rss_mb()) is None:
+            return False
+        full = used > self.max_memory_mb * (MEMORY_RESUME_SHARE if self._memory_full else 1.0)
+        if full != self._memory_full:
+            self._memory_full = full
+            self.log.warning("Memory %.0f MiB %s --max-memory %.0f MiB: %s", used, "above" if full else "back under",
+                             self.max_memory_mb, "claiming nothing more for now" if full else "claiming again")
+        return full
+
+    async def _poll_while_full(self) -> None:
+        """Ask for one scheduled run and take none: the pool's queue reads as polled, so a busy
+        runner is not mistaken for no runner at all (`flows/runtime/liveness.py`)."""
+        self._last_poll = time.monotonic()
+        try:
+            await self.client.request(
+                "POST", "/work_pools/{name}/get_scheduled_flow_runs", path_params={"name": self._work_pool_name},
+                json={"work_queue_names": list(self._work_queues) or None, "scheduled_before": _now().isoformat(), "limit": 1},
+            )
+        except Exception as exc:  # the next round asks again
+            self.log.debug("Poll while full failed: %s", exc)
+
     async def _scheduled_runs(self) -> list[FlowRun]:
         try:
-            responses = await self.client.get_scheduled_flow_runs_for_work_pool(
+            responses = await retrying(lambda: self.client.get_scheduled_flow_runs_for_work_pool(
                 work_pool_name=self._work_pool_name,
                 work_queue_names=list(self._work_queues) or None,
                 scheduled_before=_now(),
-            )
+            ), deadline=time.monotonic() + self.poll_seconds)  # then the next round tries again
         except ObjectNotFound:
             return []
         return [response.flow_run for response in responses]
@@ -221,7 +274,13 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             self._cancelling_observer.add_in_flight_flow_run_id(flow_run.id)
         claimed = executing = False
         try:
-            if claimed := await self._claim(flow_run):
+            claimed = await claim(self.client, flow_run, self.name)  # shielded: a stop lands just after it
+            await anyio.lowlevel.checkpoint()
+            if claimed and self._stopping:  # granted after the stop began
+                with anyio.CancelScope(shield=True):
+                    await hand_back(self.client, flow_run, self.name, "it was stopping")
+                return
+            if claimed:
                 try:
                     flow = await self._flow_for(flow_run)
                 except Exception as exc:
@@ -233,9 +292,9 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                 await self._execute(flow, flow_run)
                 self.completed += 1
         except asyncio.CancelledError:
-            if claimed and not executing:  # stopped between claim and start: do not leave it Pending
+            if claimed and not executing:  # stopped between claim and start: not Pending under a runner gone
                 with anyio.CancelScope(shield=True):
-                    await self._crash(flow_run, f"the evalq runner {self.name} stopped before the run started")
+                    await hand_back(self.client, flow_run, self.name, "it stopped before the run started")
             raise
         finally:
             self._claiming.discard(flow_run.id)
@@ -246,27 +305,6 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             self._last_busy = time.monotonic()
             if self._saturated:  # a slot is free and runs were left waiting: look again
                 self._wake.set()
-
-    async def _claim(self, flow_run: FlowRun, attempts: int = 5) -> bool:
-        """Propose Pending: the server lets exactly one runner (or worker) have the run."""
-        for attempt in range(attempts):
-            try:
-                state = await propose_state(
-                    self.client, Pending(message=f"claimed by runner {self.name}"), flow_run_id=flow_run.id
-                )
-                if state.is_pending():  # the engine starts from this copy (`ClaimedRuns`): keep it current
-                    flow_run.state, flow_run.state_name, flow_run.state_type = state, state.name, state.type
-                return state.is_pending()
-            except Abort:
-                return False
-            except ObjectNotFound:
-                return False
-            except Exception as exc:
-                if not is_transient(exc) or attempt == attempts - 1:
-                    self.log.warning("Could not claim flow run %s: %s", flow_run.id, exc)
-                    return False
-                await anyio.sleep(0.25 * 2**attempt)
-        return False
 
     async def _flow_for(self, flow_run: FlowRun):
         if flow_run.deployment_id is None:
@@ -297,11 +335,15 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             self._engines.pop(flow_run.id, None)
             self._claimed.discard(flow_run.id)
 
-    async def _crash(self, flow_run: FlowRun, message: str) -> None:
+    async def _forget_me(self) -> None:
+        """Delete this runner's worker row once it stopped heartbeating: it reads gone at once."""
+        from prefect import get_client
+
         try:
-            await propose_state(self.client, Crashed(message=message), flow_run_id=flow_run.id, force=True)
-        except Exception as exc:
-            self.log.warning("Could not mark flow run %s Crashed: %s", flow_run.id, exc)
+            async with get_client() as client:
+                await forget_worker(client, self._work_pool_name, self.name)
+        except Exception as exc:  # it reads OFFLINE three heartbeats later anyway
+            self.log.debug("Could not delete worker row %s: %s", self.name, exc)
 
     async def _fail(self, flow_run: FlowRun, message: str) -> None:
         self.log.error("Flow run %s: %s", flow_run.id, message)
@@ -316,7 +358,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         if self._cancelling_observer is not None or self._work_pool is None:
             return
         self._cancelling_observer = await self._exit_stack.enter_async_context(
-            FlowRunCancellingObserver(
+            PatientCancellingObserver(
                 on_cancelling=lambda flow_run_id: self._runs_task_group.start_soon(self._cancel_run, flow_run_id),
                 polling_interval=CANCEL_POLL_SECONDS,
                 event_filter=EventFilter(

@@ -4,7 +4,8 @@
 `base_job_template()` the pool's default base job template; `evalq workpools apply` uses both.
 Modules: `variables` (template variables), `script` (batch script, pure), `job` (SLURM job
 states), `commands` (sbatch/scontrol/sacct/scancel), `worker` (the Prefect worker); `pilot`
-and `runner-array.sbatch`: warm runners as one job array instead (`evalq workpools slurm-runners`).
+and `runner-array.sbatch`: warm runners as one job array instead (`evalq workpools slurm-runners`),
+`keeper`: pilots resubmitted while their pool has work (`--keep N`).
 """
 
 from flows.naming import SLURM_POOL_TYPE as WORK_POOL_TYPE

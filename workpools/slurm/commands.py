@@ -58,6 +58,21 @@ async def accounting(job_id: str) -> SlurmJob | None:
     return None
 
 
+async def queued_or_running(array_job_ids: set[str]) -> dict[str, str]:
+    """The tasks of these job arrays that SLURM still has queued or running: task id -> state."""
+    if not array_job_ids:
+        return {}
+    result = await _run(["squeue", "--me", "--noheader", "--array", "--format", "%F|%i|%T"])
+    if result.returncode != 0:
+        raise SlurmError(_failure(result))
+    tasks = {}
+    for line in result.stdout.decode(errors="replace").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[0] in array_job_ids and parts[2] in ("PENDING", "CONFIGURING", "RUNNING"):
+            tasks[parts[1]] = parts[2]
+    return tasks
+
+
 async def cancel(job_id: str) -> None:
     """`scancel` the job (SLURM sends SIGTERM, then SIGKILL after the cluster's KillWait)."""
     result = await _run(["scancel", job_id])

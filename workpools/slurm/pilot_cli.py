@@ -11,7 +11,9 @@ from typing import List, Optional
 import typer
 from pydantic import ValidationError
 
+from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error, option_error
+from workpools.runner.checks import checked_runner_server
 
 OPTION_NAMES = {"work_queues": "--work-queue", "time_limit": "--time", "extra_sbatch": "--sbatch",
                 "runner_command": "--evalq", "working_dir": "--chdir", "memory": "--mem"}
@@ -47,7 +49,11 @@ def slurm_runners(
     chdir: Optional[Path] = typer.Option(None, "--chdir", help="Directory the runners start in."),
     job_name: str = typer.Option("evalq-runner", "--job-name"),
     evalq: Optional[str] = typer.Option(None, "--evalq", help="How the nodes run evalq (default: this Python, -m flows.cli)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the batch script; submit nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the server and pool, print the batch script; submit nothing."),
+    api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
+    allow_loopback: bool = typer.Option(False, "--allow-loopback", help="Let runners use a loopback API URL (a single-node cluster)."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, metavar="N",
+                                       help="Stay and resubmit pilots while the pool has work and fewer than N are queued or running."),
 ) -> None:
     """Submit warm runners as one SLURM job array: the queue wait is paid once per node, not per episode."""
     from workpools.slurm.commands import SlurmError
@@ -61,17 +67,24 @@ def slurm_runners(
     if evalq is not None:
         values["runner_command"] = shlex.split(evalq)
     array = runner_array(**values)
+    found = checked_runner_server(api, pool, allow_loopback)
+    found.announce()
     if dry_run:
         print(render(array), end="")
         return
-    if not os.environ.get("PREFECT_API_URL"):
-        raise InputError(None, "PREFECT_API_URL is not set: the runners take it from this environment")
     try:
         array.log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(array.log_dir, f"cannot create the log directory: {exc.strerror or exc}") from None
+    if keep is not None:
+        from flows.runtime.discovery import pointed_at
+        from workpools.slurm.keeper import keep_pilots
+
+        with pointed_at(found.api_url):
+            code = keep_pilots(array, keep, {**os.environ, "PREFECT_API_URL": found.for_other_nodes})
+        raise typer.Exit(code)
     try:
-        job_id = asyncio.run(submit(array, dict(os.environ)))
+        job_id = asyncio.run(submit(array, {**os.environ, "PREFECT_API_URL": found.for_other_nodes}))
     except SlurmError as exc:
         raise InputError(None, str(exc)) from None
     print(job_id)
