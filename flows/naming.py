@@ -325,4 +325,9 @@ def grader_worker_name(node: str, pid: int) -> str:
 
 user_tag = partial(key_tag, "grader-user")
 node_tag = partial(key_tag, "grader-node")
+NODE_ID_TAG_KEY = "grader-node-id"
+node_id_tag = partial(key_tag, NODE_ID_TAG_KEY)
+"""A grading job's node id (the integer clients read), kept with the job should its node go."""
+GRADER_NODE_ID_VARIABLE = "evalq_grader_highest_node_id"
+"""Prefect Variable: the highest grading-node id ever handed out (a deleted node's id is not reused)."""
 competition_tag = partial(key_tag, "competition")

@@ -84,7 +84,7 @@ class GraderService:
             assert self.process.poll() is None, (self.home / "serve.log").read_text()[-3000:]
             try:
                 nodes = httpx.get(f"{self.url}/api/nodes", timeout=5).json()["nodes"]
-                if len(nodes) == 2 and all(node["status"] == "online" for node in nodes):
+                if len(nodes) == 2 and all(node["status"] == "active" for node in nodes):
                     return self
             except httpx.HTTPError:
                 pass

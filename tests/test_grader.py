@@ -79,6 +79,8 @@ def test_async_submissions_go_to_the_shortest_queue(service):
     loads = {node_id: (node["queue_length"], node["total_wait_time"]) for node_id, node in nodes.items()}
     assert loads[big["node_id"]] == (1, 100) and loads[small["node_id"]] == (2, 15)
     assert {node["ip"] for node in nodes.values()} == {"127.0.0.1"}
+    assert {node_id: node["node_name"] for node_id, node in nodes.items()} == {0: "node-0", 1: "node-1"}
+    assert {node["status"] for node in nodes.values()} == {"active"} and {node["state"] for node in nodes.values()} == {"online"}
     second = service.get(f"/api/status/{smaller['job_id']}").json()
     assert second["status"] == "pending" and second["queue_position"] in (1, 2)
     for job in (big, small, smaller):
@@ -100,17 +102,18 @@ def test_simultaneous_submissions_are_spread_over_the_nodes(service):
             ))
 
     answers = [answer.json() for answer in asyncio.run(submit_both())]
-    assert {answer["node_id"] for answer in answers} == {"node-0", "node-1"}
+    assert {answer["node_id"] for answer in answers} == {0, 1}  # integers, as the API's clients read them
+    assert {(answer["node_id"], answer["node_name"]) for answer in answers} == {(0, "node-0"), (1, "node-1")}
     for answer in answers:
         assert service.wait_until(answer["job_id"], FINAL)["status"] == "completed"
 
 
 def test_cancel_pending_and_running_jobs_owner_only(service):
     long_jobs = [service.submit(solution(sleep=60), config(expected_time=50)).json() for _ in range(2)]
-    assert {job["node_id"] for job in long_jobs} == {"node-0", "node-1"}
+    assert {job["node_id"] for job in long_jobs} == {0, 1}
     pids = [service.wait_for_pid("alice", job["job_id"]) for job in long_jobs]
     queued = service.submit(solution(sleep=0), config(expected_time=1)).json()
-    assert queued["node_id"] == "node-0"  # equal queues: the first node
+    assert queued["node_id"] == 0  # equal queues: the first node
     assert service.get(f"/api/status/{queued['job_id']}").json()["queue_position"] == 1
 
     assert service.cancel(queued["job_id"], None).status_code == 401
@@ -265,25 +268,33 @@ def test_a_cluster_node_joins_with_evalq_grader_node(service, tmp_path):
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            nodes = {entry["node_id"]: entry for entry in service.get("/api/nodes").json()["nodes"]}
-            if nodes.get("gpu-a", {}).get("status") == "online":
+            nodes = {entry["node_name"]: entry for entry in service.get("/api/nodes").json()["nodes"]}
+            if nodes.get("gpu-a", {}).get("status") == "active":
                 break
             time.sleep(0.5)
-        assert nodes["gpu-a"]["ip"] == "10.1.2.3" and nodes["gpu-a"]["status"] == "online"
+        assert nodes["gpu-a"]["ip"] == "10.1.2.3" and nodes["gpu-a"]["state"] == "online"
+        assert nodes["gpu-a"]["node_id"] > max(nodes["node-0"]["node_id"], nodes["node-1"]["node_id"])
         answer = service.submit(solution(), config(expected_time=5)).json()
-        assert answer["node_id"] == "gpu-a"
+        assert answer["node_name"] == "gpu-a" and answer["node_id"] == nodes["gpu-a"]["node_id"]
         assert service.wait_until(answer["job_id"], FINAL)["status"] == "completed"
     finally:
         os.kill(node.pid, signal.SIGINT)
         assert node.wait(60) == 0
 
-    async def decommission():
+    async def decommission_then_register_another():
+        from flows.grader.nodes import register_node
+
         async with get_client() as client:
             queue = await client.read_work_queue_by_name("gpu-a", work_pool_name=GRADER_POOL)
             await client.delete_work_queue_by_id(queue.id)
+            later = await register_node(client, "gpu-b", "10.1.2.4")
+            await client.delete_work_queue_by_id((await client.read_work_queue_by_name("gpu-b", work_pool_name=GRADER_POOL)).id)
+            return later
 
-    asyncio.run(decommission())
-    assert "gpu-a" not in {entry["node_id"] for entry in service.get("/api/nodes").json()["nodes"]}
+    assert asyncio.run(decommission_then_register_another()) > nodes["gpu-a"]["node_id"]
+    assert "gpu-a" not in {entry["node_name"] for entry in service.get("/api/nodes").json()["nodes"]}
+    # Its jobs keep its id (a node registered later got a new one, above).
+    assert service.get(f"/api/status/{answer['job_id']}").json()["node_id"] == nodes["gpu-a"]["node_id"]
 
 
 def test_a_job_cancelled_between_its_claim_and_its_start_is_not_graded(prefect_server, tmp_path):
@@ -295,8 +306,8 @@ def test_a_job_cancelled_between_its_claim_and_its_start_is_not_graded(prefect_s
     from prefect.states import Cancelled, Pending
 
     from flows.grader import store
-    from flows.grader.models import GradingJob
     from flows.grader.flow import grade_solution
+    from flows.grader.models import GradingJob
 
     marker = tmp_path / "graded"
     staged = store.stage_upload(tmp_path, "print('hi')\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.grader.auth import hash_token, load_tokens
-from flows.grader.command import render_argv, split_template, timeout_for
+from flows.grader.command import is_overdue, render_argv, split_template, timeout_for
 from flows.grader.execution import run_watched
 from flows.grader.placement import ActiveJob, choose_node, node_loads, queue_position
 from flows.grader.store import results_name, save_results, user_slug, work_dir
@@ -66,9 +66,52 @@ class TestCommand:
         with pytest.raises(ValueError, match=problem):
             split_template(template)
 
-    def test_timeout_is_a_multiple_with_a_floor(self):
+    def test_no_timeout_unless_asked(self):
+        """Jobs run as long as they need (the API it replaces let multi-day jobs run)."""
+        assert timeout_for(100) is None and timeout_for(7 * 24 * 3600) is None
+
+    def test_timeout_factor_is_a_multiple_with_a_floor(self):
         assert timeout_for(100, 2, 60) == 200
         assert timeout_for(5, 2, 60) == 60
+
+    def test_max_job_seconds_caps_whatever_the_estimate(self):
+        assert timeout_for(100, cap=3600) == 3600
+        assert timeout_for(100, 2, 60, cap=150) == 150 and timeout_for(100, 2, 60, cap=1000) == 200
+
+    def test_overdue_past_the_expected_time_only(self):
+        assert not is_overdue(2, None, None, T0)  # not started
+        assert not is_overdue(2, T0, T0 + timedelta(seconds=2), T0 + timedelta(hours=1))
+        assert is_overdue(2, T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=10))
+        assert is_overdue(2, T0, None, T0 + timedelta(seconds=3)) and not is_overdue(2, T0, None, T0 + timedelta(seconds=1))
+
+
+class TestNodeIds:
+    """A node's integer id: handed out once, kept for its life, never reused after it is gone."""
+
+    def test_descriptions_new_and_old(self):
+        from flows.grader.node_ids import NodeDescription, parse_description
+
+        assert parse_description(NodeDescription(node_id=3, ip="10.0.0.3").text()) == (3, "10.0.0.3")
+        assert parse_description("10.0.0.7") == (None, "10.0.0.7")  # a queue an older evalq made
+        assert parse_description("") == (None, None) and parse_description("not an address") == (None, None)
+        assert parse_description('{"node_id": -1}') == (None, None)
+
+    def test_local_nodes_take_their_index_others_the_next_past_all(self):
+        from flows.grader.node_ids import next_id
+
+        assert [next_id("node-0", set()), next_id("node-1", {0})] == [0, 1]
+        assert next_id("gpu-a", {0, 1}) == 2
+        assert next_id("node-2", {0, 1, 2}) == 3  # taken by gpu-a
+        assert next_id("gpu-b", {0, 1}, highest_seen=5) == 6  # 2..5 belonged to nodes since deleted
+        assert next_id("node-x", set()) == 0 and next_id("node-", {0}) == 1
+
+    def test_the_earlier_registered_node_keeps_a_contested_id(self):
+        from flows.grader.node_ids import Claim, keeps_id
+
+        first, second = Claim("gpu-b", 2, T0), Claim("gpu-a", 2, T0 + timedelta(seconds=1))
+        assert keeps_id(first, [first, second]) and not keeps_id(second, [first, second])
+        assert keeps_id(Claim("gpu-a", 2, T0), [Claim("gpu-b", 3, T0)])
+        assert not keeps_id(Claim("b", 1, T0), [Claim("a", 1, T0)])  # same moment: the name decides
 
 
 class TestTokens:

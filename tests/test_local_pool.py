@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import prefect.main  # noqa: F401  (Prefect's console log handler keeps the stderr it first sees: the real one, not a CliRunner's)
 import pytest
 from typer.testing import CliRunner
 
@@ -233,14 +234,13 @@ class TestCli:
         assert result.stderr.strip() == f"error: {result.stderr.strip()[7:]}" and problem in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
-    def test_no_server_is_a_clear_error(self, fake_gpus, monkeypatch):
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        monkeypatch.delenv("PREFECT_API_URL", raising=False)
-        with temporary_settings(restore_defaults={PREFECT_API_URL}):
-            result = CliRunner().invoke(app, ["submit", "--", "true"])
+    def test_a_named_server_that_does_not_answer_is_a_clear_error(self, fake_gpus):
+        """A server named with --api is used as it is, never replaced by one evalq starts
+        (without one, `evalq submit` starts the user's server: tests/test_no_setup.py)."""
+        result = CliRunner().invoke(app, ["submit", "--api", "http://127.0.0.1:9/api", "--", "true"])
         assert result.exit_code == 2
-        assert result.stderr.startswith("error: no Prefect server found: pass --api URL, set PREFECT_API_URL, or start one")
+        assert result.stderr.strip().startswith("error: Prefect API at http://127.0.0.1:9/api unreachable")
+        assert result.stderr.strip().endswith("(from --api)") and len(result.stderr.strip().splitlines()) == 1
 
 
 # --- end to end on the session's Prefect server ------------------------------------------------
@@ -249,8 +249,10 @@ POOL = "gpu-test"
 
 
 @pytest.fixture
-def local_pool(prefect_server, fake_gpus):
-    """The README recipe's first step: `evalq workpools apply --kind local` (here under a test name)."""
+def local_pool(prefect_server, fake_gpus, monkeypatch):
+    """The README recipe's first step: `evalq workpools apply --kind local` (here under a test name).
+    The tests run the queued runs in this process: no queue worker may start to take them."""
+    monkeypatch.setenv("EVALQ_QUEUE_RUNNER", "0")
     result = CliRunner().invoke(app, ["workpools", "apply", "--kind", "local", "--name", POOL])
     assert result.exit_code == 0, result.output
     assert f"work pool {POOL} (evalq-runner)" in result.output
@@ -258,8 +260,8 @@ def local_pool(prefect_server, fake_gpus):
 
 
 def submit(*args: str) -> list[str]:
-    """`evalq submit ...` (`<queue id> <flow-run id> <name>` per job); the created flow-run ids."""
-    result = CliRunner().invoke(app, ["submit", *args])
+    """`evalq submit --verbose ...` (`<queue id> <flow-run id> <name>` per job); the created flow-run ids."""
+    result = CliRunner().invoke(app, ["submit", "--verbose", *args])
     assert result.exit_code == 0, result.output
     return [line.split("\t")[1] for line in result.stdout.splitlines()]
 
@@ -292,20 +294,22 @@ async def active_gpu_slots(host: str) -> list[int]:
 
 def test_submit_and_run_on_two_gpus(local_pool, tmp_path):
     """Two 1-GPU jobs share the machine, a 2-GPU job waits for both GPUs and for its dependency,
-    a timed-out job is killed, its dependent fails, and every lease comes back."""
+    a timed-out job is killed, its strict dependent (`--after-success`) fails while its `-D`
+    dependent runs once it ended (task-spooler's meaning), and every lease comes back."""
     import socket
 
     a = submit("-G", "1", "-L", "a", *record(tmp_path, "a", 2))
     b = submit("-G", "1", "-L", "b", *record(tmp_path, "b", 2))
     c = submit("-G", "2", "-L", "c", "-D", "a", *record(tmp_path, "c", 0.5))
     t = submit("-G", "1", "-L", "t", "--timeout", "1", *record(tmp_path, "t", 60))
-    d = submit("-G", "1", "-D", t[0], *record(tmp_path, "d", 0.1))
+    d = submit("-G", "1", "--after-success", t[0], *record(tmp_path, "d", 0.1))
+    e = submit("-D", t[0], *record(tmp_path, "e", 0.1))
     s = submit("--seeds", "1-2", "-L", "seeded", *record(tmp_path, "s{seed}", 0.1))
     bad = submit("-G", "1", "--", sys.executable, "-c", "raise SystemExit(4)")
     missing = submit("-G", "1", "--", str(tmp_path / "no-such-program"))
-    states = asyncio.run(execute(a + b + c + t + d + s + bad + missing))
+    states = asyncio.run(execute(a + b + c + t + d + e + s + bad + missing))
 
-    for run_id in a + b + c + s:
+    for run_id in a + b + c + e + s:
         assert states[run_id].is_completed(), states[run_id]
     done = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("a", "b", "c", "s1", "s2")}
     assert {done["a"]["cuda"], done["b"]["cuda"]} <= {"0", "1"}  # one GPU each (at once or in turn)
@@ -328,6 +332,7 @@ def test_submit_and_run_on_two_gpus(local_pool, tmp_path):
     assert states[t[0]].is_failed() and "timed out after 1 s" in states[t[0]].message
     assert not (tmp_path / "t.json").exists()
     assert states[d[0]].is_failed() and not (tmp_path / "d.start").exists()
+    assert json.loads((tmp_path / "e.start").read_text())["start"] >= killed_t["end"]
     assert states[bad[0]].is_failed() and "exited with code 4" in states[bad[0]].message
     assert states[missing[0]].is_failed()
     assert asyncio.run(active_gpu_slots(socket.gethostname())) == [0, 0]
@@ -363,19 +368,6 @@ def test_dry_run_creates_nothing_on_the_server(local_pool):
 def test_unknown_dependency_is_an_input_error(local_pool):
     result = CliRunner().invoke(app, ["submit", "-D", "no-such-label", "--", "true"])
     assert result.exit_code == 2 and "no flow run with that id or label" in result.stderr
-
-
-def test_missing_deployment_is_explained(prefect_server, fake_gpus):
-    from workpools.local.submit import find_deployment
-    from generate.errors import InputError
-    from prefect.client.orchestration import get_client
-
-    async def find():
-        async with get_client() as client:
-            await find_deployment(client, "run-command/nowhere")
-
-    with pytest.raises(InputError, match="evalq workpools apply --kind local"):
-        asyncio.run(find())
 
 
 def test_process_worker_runs_a_submitted_job(local_pool, tmp_path):

@@ -194,6 +194,7 @@ def queue(queue_worker, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("FAKE_NVIDIA_SMI_CSV", raising=False)
     monkeypatch.setenv("EVALQ_QUEUE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EVALQ_QUEUE_RUNNER", "0")  # the module's worker serves the pool
     result = CliRunner().invoke(app, ["workpools", "apply", "--kind", "local", "--name", WORKER_POOL])
     assert result.exit_code == 0, result.output
     helper = Queue(tmp_path, queue_worker)

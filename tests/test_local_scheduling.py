@@ -141,3 +141,30 @@ def test_a_stream_of_one_gpu_jobs_does_not_starve_a_two_gpu_job(timeout):
     later = [job.key for at, job, _ in stream if at > big[0]]
     assert all(started[key] >= started["big"] + 8 for key in later if key in started)
     assert started["big"] <= 11.0 + 8 + 1  # the jobs ahead of it run at most 8 s
+
+
+class TestVisibleDevices:
+    """TS_VISIBLE_DEVICES / EVALQ_VISIBLE_DEVICES at submit: the only GPUs a job may be given."""
+
+    def test_a_job_gets_only_visible_gpus(self):
+        assert plan([Waiting("a", 1, visible=(1,)), Waiting("b", 1)]) == {"a": [1], "b": [0]}
+
+    def test_a_job_waits_rather_than_take_an_invisible_gpu(self):
+        running = [Holding((1,), ends_by=None)]
+        assert plan([Waiting("a", 1, visible=(1,))], running) == {}
+        assert plan([Waiting("a", 2, visible=(0, 1)), Waiting("b", 1, visible=(2,))], gpus=idle(0, 1, 2),
+                    holding=running) == {"b": [2]}  # the head can only use 0 and 1: GPU 2 stays open
+
+    def test_the_head_reserves_only_gpus_it_may_use(self):
+        """Head limited to GPU 1 (busy until +100): GPU 0 is not the head's, so an endless job may take it."""
+        running = [Holding((1,), ends_by=NOW + 100)]
+        assert plan([Waiting("head", 1, visible=(1,)), Waiting("endless", 1)], running) == {"endless": [0]}
+
+
+class TestFreeThreshold:
+    def test_the_threshold_decides_which_gpus_count_as_free(self):
+        """`evalq queue gpu-free-threshold 0.8` (or the job's own): 15 % used is free at 0.8, not at 0.9."""
+        gpus = [Gpu(0, 80000, 12000), Gpu(1, 80000, 40000)]
+        assert plan([Waiting("a", 1, free_threshold=0.9)], gpus=gpus) == {}
+        assert plan([Waiting("a", 1, free_threshold=0.8)], gpus=gpus) == {"a": [0]}
+        assert plan([Waiting("a", 1, free_threshold=0.5)], gpus=gpus, leased={0}) == {"a": [1]}

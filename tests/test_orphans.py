@@ -42,6 +42,30 @@ def test_verdicts():
     assert verdict(StateType.SCHEDULED, False, age=999) is None
 
 
+def test_nothing_is_judged_until_the_api_has_answered_a_grace_period_after_an_outage(monkeypatch):
+    """A reading that waited out an outage (`retrying`) succeeds, but every runner reads dead
+    until its next heartbeat: runs are judged, and a silent pool reported, only `GRACE_SECONDS`
+    after the process last found the API away."""
+    import time
+
+    from flows.campaign import orphans
+    from flows.runtime.api_health import ApiHealth
+    from flows.runtime.liveness import PoolService
+
+    health = ApiHealth()
+    monkeypatch.setattr(orphans, "API_HEALTH", health)
+    watch = orphans.OrphanWatch(None, POOL, None, logging.getLogger("test"), lambda run_id: False)
+    watch.service = PoolService(pool=POOL, quiet_seconds=60.0, ever_polled=True)
+    now = time.monotonic()
+    watch.api_since = now - 10 * orphans.GRACE_SECONDS  # the campaign's own reads never failed
+    assert watch.settled(now) and watch.settled_service is watch.service
+    health.outages.append((now - 60.0, now - 1.0))  # a minute without an API, back a second ago
+    assert not watch.settled(now) and watch.settled_service is None
+    assert watch.settled(now + orphans.GRACE_SECONDS)
+    health.away("ConnectError", now)  # away again
+    assert not watch.settled(now + 10 * orphans.GRACE_SECONDS)
+
+
 @pytest.fixture(scope="module")
 def orphans_pool(prefect_server):
     asyncio.run(apply_runner_pool(POOL, "local", as_name="orphans-test"))

@@ -12,6 +12,8 @@ import typer
 
 from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
+from workpools.local.options import DEFAULT_TIMEOUT
+from workpools.local.seeds import FIRST_SEED
 from workpools.local.submit import DEFAULT_HOME
 from workpools.slurm.pilot_cli import slurm_runners
 
@@ -26,23 +28,41 @@ def workpools() -> None:
 app.command("slurm-runners")(slurm_runners)
 
 
+def prefect_for(api: str | None = None, start: bool = False):
+    """The Prefect server the rule finds (`flows/runtime/discovery.py`), checked to answer; with
+    `start`, the user's `evalq server` is started when there is none (as task-spooler starts
+    its own); one line (on stderr) says which."""
+    from flows.runtime.discovery import find_or_start_user_server, require_prefect
+
+    found = find_or_start_user_server(api) if start else require_prefect(api)
+    found.announce()
+    return found
+
+
+def run_on(found, coroutine):
+    """Run `coroutine` pointed at `found`'s server; a server gone meanwhile is one line."""
+    import httpx
+
+    from flows.runtime.discovery import pointed_at
+
+    try:
+        with pointed_at(found.api_url):
+            return asyncio.run(coroutine)
+    except httpx.ConnectError:
+        raise InputError(None, f"cannot reach the Prefect API at {found.describe()}") from None
+
+
 def with_prefect_api(coroutine, api: str | None = None, announce: bool = True):
     """Run `coroutine` on the Prefect server the rule finds (`flows/runtime/discovery.py`), then
     say which (`announce`); none found, or a dead one, is one line."""
-    import httpx
-
-    from flows.runtime.discovery import pointed_at, require_prefect
+    from flows.runtime.discovery import require_prefect
 
     try:
         found = require_prefect(api)
     except InputError:
         coroutine.close()
         raise
-    try:
-        with pointed_at(found.api_url):
-            result = asyncio.run(coroutine)
-    except httpx.ConnectError:
-        raise InputError(None, f"cannot reach the Prefect API at {found.describe()}") from None
+    result = run_on(found, coroutine)
     if announce:
         found.announce()
     return result
@@ -97,61 +117,84 @@ async def _apply(kinds: list[str], name: str | None, explicit: bool) -> None:
 
 @exit_on_input_error
 def submit(
-    command: List[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="The command, as an argv (no shell)."),
+    command: List[str] = typer.Argument(..., metavar="[NAME=value]... CMD [ARGS]...",
+                                        help="The command, as an argv (no shell); leading NAME=value words set its environment."),
     gpus: Optional[int] = typer.Option(None, "-G", "--gpus", min=0, help="GPUs to lease (default 0, or the pinned ones)."),
-    gpu_indices: Optional[str] = typer.Option(None, "--gpu-indices", help="Pin to these GPUs, e.g. 0,2."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Kill the command after SECONDS."),
+    gpu_indices: Optional[str] = typer.Option(None, "-g", "--gpu-indices", "--gpu", help="Pin to these GPUs, e.g. 0 or 0,2."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help=f"Kill the command after SECONDS (or 90m, 4h, 3d); default {DEFAULT_TIMEOUT}, 0: never."),
     label: Optional[str] = typer.Option(None, "-L", "--label", help="Label (also a flow-run tag `label:...`)."),
-    depends_on: List[str] = typer.Option([], "-D", "--depends-on", help="Run after this run id or label succeeded (repeatable)."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="One job per seed, e.g. 0-4: {seed} in argv, SEED in env."),
-    gpu_free_threshold: float = typer.Option(0.9, "--gpu-free-threshold", min=0.0, max=1.0, help="Free memory fraction for a GPU to count as free."),
+    depends_on: List[str] = typer.Option([], "-D", "--depends-on", help="Start once this job ended, however (a queue id, run id or label; repeatable)."),
+    after_success: List[str] = typer.Option([], "--after-success", help="Start once this job completed; fail if it did not (repeatable)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help=f"The seed ({{seed}} in argv, SEED in env); with --seeds N the first of N (default {FIRST_SEED})."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="How many seeds from --seed on (--seed 42 --seeds 4: 42..45), or a list: 0-4, 1,3,7."),
+    gpu_free_threshold: Optional[float] = typer.Option(None, "--gpu-free-threshold", min=0.0, max=1.0,
+                                                       help="Free memory fraction for a GPU to count as free (default: the host's, `evalq queue gpu-free-threshold`)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Print `<queue id> <flow-run id> <name>` per job on stdout."),
+    runner: bool = typer.Option(True, "--runner/--no-runner", envvar="EVALQ_QUEUE_RUNNER",
+                                help="Start the queue's worker when nothing serves its pool."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be queued; create nothing."),
     home: Path = typer.Option(
         DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Folder for the jobs' output files and captured environments."
     ),
     api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
-    """Queue a command on the GPU-aware local pool (task-spooler style).
+    """Queue a command on the GPU-aware local queue (task-spooler style).
 
-    Prints one `<queue id> <flow-run id> <name>` line per job; `evalq queue` shows them.
+    Prints the queue id of each job (only that, so `J=$(evalq submit ...)` then `-D $J` chains);
+    its flow run on stderr. Finds the Prefect server by the rule, else starts your `evalq
+    server`, and starts the queue's worker when nothing serves the queue.
     """
     from workpools.local.gpus import GpuQueryError, query_gpus
+    from workpools.local.service import ensure_worker, remember_started_server
     from workpools.local.submit import check_gpus, plan_jobs
 
-    jobs = plan_jobs(command, gpus, gpu_indices, timeout, label, seeds, gpu_free_threshold)
+    jobs = plan_jobs(command, gpus, gpu_indices, timeout, label, seeds, gpu_free_threshold, seed=seed)
     try:
         check_gpus(jobs, [gpu.index for gpu in query_gpus()])
     except GpuQueryError:
         pass  # no nvidia-smi here: the worker's machine decides
     if dry_run:
-        print_plan(jobs, depends_on)
+        print_plan(jobs, [*depends_on, *after_success])
         return
-    for run, job in with_prefect_api(_submit(jobs, depends_on, home), api):
-        print(f"{job.queue_id}\t{run.id}\t{run.name}")
+    home = home.expanduser().resolve()
+    found = prefect_for(api, start=True)
+    remember_started_server(home, found)
+    runs, pool, served = run_on(found, _submit(jobs, depends_on, after_success, home))
+    if runner and (started := ensure_worker(found.api_url, pool, home)) is not None:
+        print(f"started the queue's worker (pid {started.pid}, pool {pool}; it stops after {started.idle_timeout:g} s "
+              f"without jobs, `evalq queue shutdown` stops it; log {started.log})", file=sys.stderr)
+    elif not runner and not served:
+        print(f"warning: no worker polls work pool {pool}; the jobs wait until `evalq queue worker` runs", file=sys.stderr)
+    for run, job in runs:
+        if verbose:
+            print(f"{job.queue_id}\t{run.id}\t{run.name}")
+        else:
+            print(job.queue_id)
+            print(f"queued job {job.queue_id}: {run.name} (flow run {run.id})", file=sys.stderr)
 
 
-async def _submit(jobs, depends_on: list[str], home: Path) -> list:
+submit.context_settings = {"allow_interspersed_args": False}
+"""As `tsp`: options end at the command's first word, so its own options need no `--`."""
+
+
+async def _submit(jobs, depends_on: list[str], after_success: list[str], home: Path) -> tuple[list, str, bool]:
+    """(flow run, job) pairs, the queue's pool, and whether a worker polls it now."""
     from prefect.client.orchestration import get_client
 
     from workpools.local.submit import (
-        find_deployment,
+        ensure_queue_deployment,
         online_workers,
         queue_jobs,
         resolve_dependencies,
     )
 
     async with get_client() as client:
-        deployment = await find_deployment(client)
-        run_ids = await resolve_dependencies(client, depends_on)
-        runs = await queue_jobs(client, deployment, [job.model_copy(update={"depends_on": run_ids}) for job in jobs], home)
+        deployment = await ensure_queue_deployment(client, report=lambda line: print(line, file=sys.stderr))
+        after = await resolve_dependencies(client, depends_on, "-D")
+        strict = await resolve_dependencies(client, after_success, "--after-success")
+        runs = await queue_jobs(client, deployment, [job.model_copy(update={"depends_on": strict, "after": after}) for job in jobs], home)
         pool = deployment.work_pool_name
-        if not await online_workers(client, pool):
-            print(
-                f"warning: no worker polls work pool {pool}; the jobs wait until "
-                f"`prefect worker start --pool {pool}` runs",
-                file=sys.stderr,
-            )
-        return runs
+        return runs, pool, bool(await online_workers(client, pool))
 
 
 def print_plan(jobs, depends_on: list[str]) -> None:

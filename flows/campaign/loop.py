@@ -191,7 +191,7 @@ class CampaignLoop:
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
                 self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.resources,
-                                                                   self.pause.paused, self.orphans.service if self.orphans else None),
+                                                                   self.pause.paused, self.orphans.settled_service if self.orphans else None),
                                                 forever=True))
             self.halted = next((stop for hook in STOP_HOOKS if (stop := hook())), None)
             if (self.dispatcher.pending or self.in_flight) and not self.stopped and not self.halted:

@@ -12,8 +12,10 @@ longer heartbeats (`verdict`, pure):
   still held on a policy server (by its slot events) is given back at once, rather than when
   its lease expires (60 s and more), so its requeued attempt need not wait.
 A Pending run counts once it has been Pending for `ORPHAN_SECONDS` (a claim younger than the
-reading may be a new runner's), and nothing is judged until the campaign has reached the API for
-`GRACE_SECONDS` in a row: after an outage every runner reads dead until its next heartbeat.
+reading may be a new runner's), and nothing is judged (nor said about who serves the pool) until
+the API has answered for `GRACE_SECONDS` in a row: after an outage every runner reads dead until
+its next heartbeat. The outage may be one the reading itself waited out (`retrying`), so the
+process's view of the API (`API_HEALTH`) decides, not only the reading's own failures.
 Before it acts, the run's history must still name that runner's claim last.
 
 A Pending run names its runner in its message (`flows.naming.claim_message`); a started one in
@@ -36,6 +38,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Completed, Crashed, Scheduled
 
 from flows.naming import claim_of_message
+from flows.runtime.api_health import API_HEALTH
 from flows.runtime.api_retry import is_transient
 from flows.runtime.liveness import (
     RUNNER_HEARTBEAT_SECONDS,
@@ -49,10 +52,10 @@ LIVENESS_SECONDS = 10.0
 ORPHAN_SECONDS = 30.0
 """How long a Pending run of a runner that reads dead is left alone first."""
 GRACE_SECONDS = 3 * RUNNER_HEARTBEAT_SECONDS
+"""After the campaign reaches the API again, every runner has heartbeated within this."""
 SLOT_EVENTS_BEFORE = dt.timedelta(days=1)
 """How far before its current state a dead run's slot events are looked for (its lease renewals go on
 while it plays, so a held lease may be as old as the episode timeout)."""
-"""After the campaign reaches the API again, every runner has heartbeated within this."""
 
 
 class Settle(str, Enum):
@@ -135,7 +138,7 @@ class OrphanWatch:
         live = set(self.service.live_workers)
         self.departed |= self.live_before is None or bool(self.live_before - live)
         self.live_before = live
-        if now - self.api_since < GRACE_SECONDS or not self.service.exists:
+        if not self.settled(now) or not self.service.exists:
             return
         departed, self.departed = self.departed, False
         for run_id, state in list(self.states.items()):
@@ -151,6 +154,17 @@ class OrphanWatch:
             except Exception as exc:  # the safety net must never stop a campaign: next time
                 if not is_transient(exc):
                     self.logger.warning("Could not settle flow run %s of a runner gone: %s", run_id, exc)
+
+    def settled(self, now: float) -> bool:
+        """Whether the API has answered for `GRACE_SECONDS` in a row: long enough for every live
+        runner to have heartbeated (and polled) since it was last away."""
+        return (self.api_since is not None and now - self.api_since >= GRACE_SECONDS
+                and not API_HEALTH.unavailable_within(now - GRACE_SECONDS, now))
+
+    @property
+    def settled_service(self) -> PoolService | None:
+        """The latest reading of who serves the pool, unless it may be stale from an outage."""
+        return self.service if self.settled(time.monotonic()) else None
 
     async def owner(self, run_id: UUID, state, departed: bool) -> str | None:
         """The runner holding a run; a started run's history is read when it may have just lost it."""

@@ -49,8 +49,8 @@ def add_command_groups(app: typer.Typer, group: str = COMMAND_GROUPS) -> None:
         command = entry.load()
         if isinstance(command, typer.Typer):
             app.add_typer(command, name=entry.name)
-        else:
-            app.command(entry.name)(command)
+        else:  # a function may carry click's context settings (`evalq submit`: options end at the command)
+            app.command(entry.name, context_settings=getattr(command, "context_settings", None))(command)
 
 
 add_command_groups(app)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from flows.grader import jobs, nodes, placement, store
 from flows.grader.auth import TokenBook
-from flows.grader.command import timeout_for
+from flows.grader.command import is_overdue, timeout_for
 from flows.grader.models import (
     CancelAnswer,
     GradingConfig,
@@ -51,10 +52,15 @@ class GraderSettings:
     tokens: TokenBook = field(repr=False)
     grade_argv: list[str]
     results_dir: Path
+    grade_cwd: Path | None = None
+    """Where the grading command runs; None: each job's work dir."""
     max_upload_bytes: int = 10 * 1024 * 1024
     max_wait_seconds: float = 14400.0
-    timeout_factor: float = 2.0
+    timeout_factor: float | None = None
+    """Opt-in: kill a job at expected_time x this (at least `timeout_floor`)."""
     timeout_floor: float = 60.0
+    max_job_seconds: float | None = None
+    """Opt-in: kill a job after this long whatever its expected_time."""
     poll_seconds: float = 0.5
 
 
@@ -140,22 +146,36 @@ def create_app(settings: GraderSettings) -> FastAPI:
             raise bad(404, f"job {job_id}: not found")
         return run
 
+    def overdue(run: FlowRun, record) -> bool:
+        """Its command ran (or runs) past its expected_time."""
+        started = (record.started_at if record else None) or run.start_time
+        ended = (record.completed_at if record else None) or (run.end_time if run.state and run.state.is_final() else None)
+        return is_overdue(jobs.job_of(run).expected_time, started, ended, datetime.now(timezone.utc))
+
     def results_of(run: FlowRun) -> JobResults:
         stdout, stderr = store.read_outputs(workdir(run))
         record = store.read_record(workdir(run))
         return JobResults(
             job_id=str(run.id), status=jobs.status_of(run.state), stdout=stdout, stderr=stderr,
             exit_code=record.exit_code if record else None, started_at=run.start_time, completed_at=run.end_time,
+            overdue=overdue(run, record),
         )
 
-    async def choose_node(client) -> str:
-        """The online node (any node, if none is online) with the least expected work queued."""
-        queues = await nodes.read_nodes(client)
-        if not queues:
+    async def node_ids(client, runs: list[FlowRun]) -> dict[str, int]:
+        """Node name -> id, read only when a job of an older evalq lacks its node id."""
+        if not any(jobs.lacks_node_id(run) for run in runs):
+            return {}
+        return {node.name: node.node_id for node in await nodes.read_nodes(client)}
+
+    async def choose_node(client) -> nodes.Node:
+        """The active node (any node, if none is active) with the least expected work queued."""
+        known = await nodes.read_nodes(client)
+        if not known:
             raise bad(503, "no grading nodes: start the server with --nodes N or run `evalq grader node`")
-        online = [queue.name for queue in queues if nodes.node_status(queue) == "online"]
-        loads = placement.node_loads(online or [queue.name for queue in queues], await jobs.active_jobs(client))
-        return placement.choose_node(loads)
+        candidates = sorted([node for node in known if node.active] or known, key=lambda node: node.name)  # ties: name order
+        loads = placement.node_loads([node.name for node in candidates], await jobs.active_jobs(client))
+        chosen = placement.choose_node(loads)
+        return next(node for node in candidates if node.name == chosen)
 
     @app.post("/api/submit", response_model=SubmitOutcome | SubmitAccepted)
     async def submit(
@@ -172,21 +192,23 @@ def create_app(settings: GraderSettings) -> FastAPI:
         job = GradingJob(
             user_id=config.user_id, project_id=config.project_id, competition_id=config.competition_id,
             expected_time=config.expected_time,
-            timeout_seconds=timeout_for(config.expected_time, settings.timeout_factor, settings.timeout_floor),
+            timeout_seconds=timeout_for(config.expected_time, settings.timeout_factor, settings.timeout_floor,
+                                        settings.max_job_seconds),
             staged_solution=str(staged), results_dir=str(settings.results_dir), grade_argv=settings.grade_argv,
+            grade_cwd=str(settings.grade_cwd) if settings.grade_cwd else None,
         )
         async with get_client() as client:
             try:
                 async with placing:
                     node = await choose_node(client)
-                    run = await jobs.create_job(client, job, node)
+                    run = await jobs.create_job(client, job, node.name, node.node_id)
             except BaseException:
                 store.discard_upload(staged)
                 raise
             if not wait:
                 return SubmitAccepted(
-                    job_id=str(run.id), node_id=node, created_at=run.created,
-                    message=f"queued on {node}; see /api/status/{run.id}",
+                    job_id=str(run.id), node_id=node.node_id, node_name=node.name, created_at=run.created,
+                    message=f"queued on node {node.node_id} ({node.name}); see /api/status/{run.id}",
                 )
             loop = asyncio.get_running_loop()
             deadline = loop.time() + settings.max_wait_seconds
@@ -198,7 +220,7 @@ def create_app(settings: GraderSettings) -> FastAPI:
             f"still {jobs.status_of(run.state)} after {settings.max_wait_seconds:g} s; it keeps going: "
             f"see /api/status/{run.id} and /api/results/{run.id}"
         )
-        return SubmitOutcome(**results_of(run).model_dump(), node_id=node, message=message)
+        return SubmitOutcome(**results_of(run).model_dump(), node_id=node.node_id, node_name=node.name, message=message)
 
     @app.get("/api/status/{job_id}", response_model=JobStatus)
     async def status(job_id: str):
@@ -207,11 +229,13 @@ def create_app(settings: GraderSettings) -> FastAPI:
             position = None
             if jobs.status_of(run.state) == "pending":
                 position = placement.queue_position(str(run.id), run.work_queue_name, await jobs.active_jobs(client))
+            ids = await node_ids(client, [run])
         record = store.read_record(workdir(run))
         return JobStatus(
-            job_id=str(run.id), status=jobs.status_of(run.state), node_id=run.work_queue_name or "",
-            queue_position=position, created_at=run.created, started_at=run.start_time,
-            completed_at=run.end_time, exit_code=record.exit_code if record else None,
+            job_id=str(run.id), status=jobs.status_of(run.state), node_id=jobs.node_id_of(run, ids),
+            node_name=run.work_queue_name or "", queue_position=position, created_at=run.created,
+            started_at=run.start_time, completed_at=run.end_time, exit_code=record.exit_code if record else None,
+            expected_time=jobs.job_of(run).expected_time, overdue=overdue(run, record),
         )
 
     @app.get("/api/results/{job_id}", response_model=JobResults)
@@ -244,14 +268,15 @@ def create_app(settings: GraderSettings) -> FastAPI:
     @app.get("/api/nodes", response_model=NodesAnswer)
     async def list_nodes():
         async with get_client() as client:
-            queues = await nodes.read_nodes(client)
-            loads = placement.node_loads([queue.name for queue in queues], await jobs.active_jobs(client))
+            known = await nodes.read_nodes(client)
+            loads = placement.node_loads([node.name for node in known], await jobs.active_jobs(client))
         return NodesAnswer(nodes=[
             NodeInfo(
-                node_id=queue.name, ip=nodes.node_ip(queue), queue_length=loads[queue.name].queue_length,
-                total_wait_time=loads[queue.name].total_wait_time, status=nodes.node_status(queue),
+                node_id=node.node_id, node_name=node.name, ip=node.ip, queue_length=loads[node.name].queue_length,
+                total_wait_time=loads[node.name].total_wait_time, status="active" if node.active else "inactive",
+                state=node.state,
             )
-            for queue in queues
+            for node in known
         ])
 
     @app.get("/api/jobs", response_model=JobsAnswer)
@@ -261,10 +286,12 @@ def create_app(settings: GraderSettings) -> FastAPI:
         """Recent jobs, newest first."""
         async with get_client() as client:
             runs = await jobs.list_jobs(client, user_id or None, status, limit)
+            ids = await node_ids(client, runs)
         return JobsAnswer(jobs=[
             JobSummary(
                 job_id=str(run.id), user_id=jobs.job_of(run).user_id, status=jobs.status_of(run.state),
-                node_id=run.work_queue_name or "", created_at=run.created, completed_at=run.end_time,
+                node_id=jobs.node_id_of(run, ids), node_name=run.work_queue_name or "", created_at=run.created,
+                completed_at=run.end_time,
             )
             for run in runs
         ])

@@ -11,26 +11,29 @@ from typing import Iterator, Optional
 
 import typer
 
-from flows.grader.command import (
-    DEFAULT_GRADE_COMMAND,
-    DEFAULT_TIMEOUT_FACTOR,
-    DEFAULT_TIMEOUT_FLOOR,
-)
+from flows.grader.command import DEFAULT_GRADE_COMMAND, DEFAULT_TIMEOUT_FLOOR
 from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 
 grader_app = typer.Typer(no_args_is_help=True, help="The solution-grading HTTP API.")
 grade_app = typer.Typer(no_args_is_help=True, help="Client of the grading API (EVALQ_GRADER_URL, EVALQ_GRADER_TOKEN).")
-DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_PORT = 8001
+"""The grading API's documented base URL is http://localhost:8001."""
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 @contextlib.contextmanager
-def grading_server(api: str | None) -> Iterator[str]:
-    """The Prefect server the rule finds (`flows/runtime/discovery.py`), checked to answer; this
-    process and the node runners it starts talk to it within the block: the jobs live there."""
-    from flows.runtime.discovery import pointed_at, require_prefect
+def grading_server(api: str | None, start: bool = False) -> Iterator[str]:
+    """The Prefect server the rule finds (`flows/runtime/discovery.py`), checked to answer; with
+    `start`, the user's `evalq server` is started when there is none (and stays up: jobs outlive
+    the API). This process and the node runners it starts talk to it within the block."""
+    from flows.runtime.discovery import (
+        find_or_start_user_server,
+        pointed_at,
+        require_prefect,
+    )
 
-    found = require_prefect(api)
+    found = find_or_start_user_server(api) if start else require_prefect(api)
     found.announce()
     with pointed_at(found.api_url):
         yield found.api_url
@@ -41,18 +44,21 @@ def grading_server(api: str | None) -> Iterator[str]:
 def serve(
     tokens: Path = typer.Option(..., "--tokens", help="TOKENS.yaml: user_id -> token or salted hash"),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(DEFAULT_PORT, "--port"),
     grade_command: str = typer.Option(DEFAULT_GRADE_COMMAND, "--grade-command", help="Argv template (no shell): {solution} {competition_id} {results} {workdir}"),
+    grade_cwd: Optional[Path] = typer.Option(None, "--grade-cwd", help="Where the grade command runs (default: this directory; it must exist on the nodes)"),
     results_dir: Path = typer.Option(Path("grading-results"), "--results-dir", help="Work dirs and results files (shared with the nodes)"),
     nodes: int = typer.Option(0, "--nodes", min=0, help="Start this many local node runners (0: use the nodes already registered)"),
     slots: int = typer.Option(1, "--slots", min=1, help="Jobs each local node runs at once"),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001),
     max_wait_seconds: float = typer.Option(14400.0, "--max-wait-seconds", min=0),
-    timeout_factor: float = typer.Option(DEFAULT_TIMEOUT_FACTOR, "--timeout-factor", min=1, help="Job timeout = expected_time x this ..."),
-    timeout_floor: float = typer.Option(DEFAULT_TIMEOUT_FLOOR, "--timeout-floor", min=1, help="... and at least this many seconds"),
+    max_job_seconds: Optional[float] = typer.Option(None, "--max-job-seconds", min=1, help="Kill a job after this long (default: jobs run as long as they need)"),
+    timeout_factor: Optional[float] = typer.Option(None, "--timeout-factor", min=1, help="Kill a job at expected_time x this (default: never) ..."),
+    timeout_floor: float = typer.Option(DEFAULT_TIMEOUT_FLOOR, "--timeout-floor", min=1, help="... but not before this many seconds"),
     api: Optional[str] = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
-    """Serve the grading API on the Prefect server the rule finds (interactive docs at /docs)."""
+    """Serve the grading API (interactive docs at /docs) on the Prefect server the rule finds,
+    else on your `evalq server`, started now if it is not up."""
     import asyncio
 
     import uvicorn
@@ -68,10 +74,13 @@ def serve(
         argv = split_template(grade_command)
     except ValueError as exc:
         raise InputError(None, f"--grade-command: {exc}") from None
+    grade_cwd = (grade_cwd or Path.cwd()).resolve()
+    if not grade_cwd.is_dir():
+        raise InputError(None, f"--grade-cwd {grade_cwd}: no such directory")
     settings = GraderSettings(
-        tokens=load_tokens(tokens), grade_argv=argv, results_dir=results_dir.resolve(),
+        tokens=load_tokens(tokens), grade_argv=argv, results_dir=results_dir.resolve(), grade_cwd=grade_cwd,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_wait_seconds=max_wait_seconds,
-        timeout_factor=timeout_factor, timeout_floor=timeout_floor,
+        timeout_factor=timeout_factor, timeout_floor=timeout_floor, max_job_seconds=max_job_seconds,
     )
     settings.results_dir.mkdir(parents=True, exist_ok=True)
 
@@ -82,7 +91,7 @@ def serve(
         await install_zombie_automation()  # a node that dies mid-job: its job ends Crashed (failed)
         return names
 
-    with grading_server(api) as api_url:
+    with grading_server(api, start=True) as api_url:
         runners = [
             node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log")
             for node in asyncio.run(prepare())

@@ -1,13 +1,14 @@
-"""The grading command: argv from its template (never a shell), and the job's timeout."""
+"""The grading command: argv from its template (never a shell), its time budget, and when a job
+counts as overdue."""
 
 from __future__ import annotations
 
 import re
 import shlex
+from datetime import datetime
 
 PLACEHOLDERS = ("solution", "competition_id", "results", "workdir")
 DEFAULT_GRADE_COMMAND = "python src/dojo/grade_code.py {solution} {competition_id} {results}"
-DEFAULT_TIMEOUT_FACTOR = 2.0
 DEFAULT_TIMEOUT_FLOOR = 60.0
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
@@ -28,6 +29,18 @@ def render_argv(template: list[str], values: dict[str, str]) -> list[str]:
     return [_PLACEHOLDER.sub(lambda match: values[match.group(1)], part) for part in template]
 
 
-def timeout_for(expected_time: float, factor: float = DEFAULT_TIMEOUT_FACTOR, floor: float = DEFAULT_TIMEOUT_FLOOR) -> float:
-    """Seconds the grading may take: `expected_time` x `factor`, at least `floor`."""
-    return max(floor, expected_time * factor)
+def timeout_for(expected_time: float, factor: float | None = None, floor: float = DEFAULT_TIMEOUT_FLOOR,
+                cap: float | None = None) -> float | None:
+    """Seconds the grading may take, None for as long as it needs (the default, as the API it
+    replaces let multi-day jobs run). Opt-in: `factor` x `expected_time` (at least `floor`),
+    and at most `cap` (`--max-job-seconds`)."""
+    limits = [max(floor, expected_time * factor)] if factor is not None else []
+    limits += [cap] if cap is not None else []
+    return min(limits) if limits else None
+
+
+def is_overdue(expected_time: float, started: datetime | None, ended: datetime | None, now: datetime) -> bool:
+    """The command ran (or runs) longer than its `expected_time`: flagged, never killed for it."""
+    if started is None:
+        return False
+    return ((ended or now) - started).total_seconds() > expected_time

@@ -1,4 +1,5 @@
-"""Run the grading argv in its own process group; kill the whole group on timeout or cancel."""
+"""Run the grading argv in its own process group; kill the whole group on timeout (when it has
+one) or cancel."""
 
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ class Outcome:
 
 
 def run_watched(
-    argv: list[str], cwd: Path, stdout: Path, stderr: Path, timeout: float,
+    argv: list[str], cwd: Path, stdout: Path, stderr: Path, timeout: float | None,
     should_stop: Callable[[], bool], poll_seconds: float = 1.0,
 ) -> Outcome:
-    """Run `argv` (no shell) with output to files; every `poll_seconds` ask `should_stop`."""
+    """Run `argv` (no shell) with output to files; every `poll_seconds` ask `should_stop`.
+    `timeout` None: as long as it needs."""
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
             argv, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
     try:
         while True:
             try:

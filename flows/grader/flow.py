@@ -1,13 +1,17 @@
 """The `grade-solution` flow: one submitted solution graded on the node whose queue ran it.
 
-It moves the upload into its own working directory, runs the grading argv there (own process
-group, timeout), watches its own flow run so that a cancel kills the command within about a
-second, and leaves job.json, the outputs and a results file in the results dir for the API.
+It moves the upload into its own working directory, runs the grading argv in the grader's
+directory (`--grade-cwd`; the work dir for jobs queued by an older evalq) in its own process
+group, for as long as it needs unless the server set a cap, watches its own flow run so that a
+cancel kills the command within about a second, and leaves job.json, the outputs and a results
+file in the results dir for the API. A job past its expected_time is logged once, not killed.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 from uuid import UUID
 
@@ -68,6 +72,19 @@ def cancelled_before_start(run_id: UUID) -> bool:
         sorted(client.read_flow_run_states(run_id), key=lambda state: state.timestamp)))
 
 
+def overdue_watch(expected_time: float, should_stop: Callable[[], bool], logger) -> Callable[[], bool]:
+    """`should_stop`, which also logs once when the command runs past its expected_time."""
+    started, warned = time.monotonic(), []
+
+    def check() -> bool:
+        if not warned and time.monotonic() - started > expected_time:
+            warned.append(True)
+            logger.info("running past its expected_time (%g s): flagged overdue, not killed", expected_time)
+        return should_stop()
+
+    return check
+
+
 @flow(name=GRADE_FLOW)
 def grade_solution(job: GradingJob):
     """Grade one solution; the run ends Completed, Failed (exit code, timeout) or Cancelled."""
@@ -88,12 +105,17 @@ def grade_solution(job: GradingJob):
         "solution": str(solution), "competition_id": job.competition_id,
         "results": str(results), "workdir": str(workdir),
     })
+    cwd = Path(job.grade_cwd) if job.grade_cwd else workdir
+    if not cwd.is_dir():
+        raise GradingFailed(f"--grade-cwd {cwd}: no such directory on this node")
     record = JobRecord(started_at=datetime.now(timezone.utc))
     store.write_record(workdir, record)
-    logger.info("grading %s for %s in %s (timeout %g s)", job.competition_id, job.user_id, workdir, job.timeout_seconds)
+    limit = "no time limit" if job.timeout_seconds is None else f"killed after {job.timeout_seconds:g} s"
+    logger.info("grading %s for %s in %s (work dir %s; expected %g s, %s)", job.competition_id, job.user_id, cwd,
+                workdir, job.expected_time, limit)
     outcome = run_watched(
-        argv, workdir, workdir / store.STDOUT, workdir / store.STDERR, job.timeout_seconds,
-        should_stop=lambda: cancel_requested(run_id),
+        argv, cwd, workdir / store.STDOUT, workdir / store.STDERR, job.timeout_seconds,
+        should_stop=overdue_watch(job.expected_time, lambda: cancel_requested(run_id), logger),
     )
     record = record.model_copy(update=dict(
         exit_code=outcome.returncode, timed_out=outcome.timed_out, cancelled=outcome.cancelled,

@@ -25,8 +25,11 @@ from flows.grader.store import user_slug
 from flows.naming import (
     GRADER_DEPLOYMENT,
     GRADER_TAG,
+    NODE_ID_TAG_KEY,
     competition_tag,
+    node_id_tag,
     node_tag,
+    tag_value,
     user_tag,
 )
 
@@ -51,7 +54,20 @@ def job_of(run: FlowRun) -> GradingJob:
     return GradingJob.model_validate(run.parameters["job"])
 
 
-async def create_job(client, job: GradingJob, node: str) -> FlowRun:
+def node_id_of(run: FlowRun, ids_by_name: dict[str, int] | None = None) -> int | None:
+    """The id of the node the job was placed on: kept in its tags (jobs of an older evalq: its
+    node's current id, from `ids_by_name`)."""
+    tagged = tag_value(run.tags, NODE_ID_TAG_KEY)
+    if tagged is not None and tagged.isdigit():
+        return int(tagged)
+    return (ids_by_name or {}).get(run.work_queue_name or "")
+
+
+def lacks_node_id(run: FlowRun) -> bool:
+    return tag_value(run.tags, NODE_ID_TAG_KEY) is None
+
+
+async def create_job(client, job: GradingJob, node: str, node_id: int) -> FlowRun:
     """A scheduled `grade-solution` run on `node`'s work queue."""
     deployment = await client.read_deployment_by_name(GRADER_DEPLOYMENT)
     slug = user_slug(job.user_id)
@@ -59,7 +75,7 @@ async def create_job(client, job: GradingJob, node: str) -> FlowRun:
         deployment.id,
         parameters={"job": job.model_dump(mode="json")},
         name=f"{slug}/{job.competition_id}",
-        tags=[GRADER_TAG, user_tag(slug), node_tag(node), competition_tag(job.competition_id)],
+        tags=[GRADER_TAG, user_tag(slug), node_tag(node), node_id_tag(node_id), competition_tag(job.competition_id)],
         work_queue_name=node,
     )
 

@@ -32,10 +32,11 @@ class GradingJob(BaseModel):
     project_id: str
     competition_id: str = Field(pattern=SAFE_ID)
     expected_time: float = Field(gt=0)
-    timeout_seconds: float = Field(gt=0, description="Kill the grading command after this long.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Kill the grading command after this long; None: never.")
     staged_solution: str = Field(description="Where the API put the uploaded file; the run moves it.")
     results_dir: str = Field(description="Holds work/<user>/<job id>/ and the results files.")
     grade_argv: list[str] = Field(min_length=1, description="Argv template (already split, never a shell).")
+    grade_cwd: str | None = Field(None, description="Where the grading command runs (`--grade-cwd`); None: the job's work dir.")
 
 
 class JobRecord(BaseModel):
@@ -49,11 +50,17 @@ class JobRecord(BaseModel):
     results_file: str | None = Field(None, description="Name of the copy in the results dir.")
 
 
+NodeId = int | None
+"""A node's stable index (`flows/grader/nodes.py`), as the API's clients read it; None only for
+a job whose node was deleted before it got one."""
+
+
 class SubmitAccepted(BaseModel):
     """`POST /api/submit?wait=false`."""
 
     job_id: str
-    node_id: str
+    node_id: NodeId
+    node_name: str
     status: Status = "pending"
     message: str
     created_at: datetime | None
@@ -69,12 +76,14 @@ class JobResults(BaseModel):
     exit_code: int | None
     started_at: datetime | None
     completed_at: datetime | None
+    overdue: bool = Field(False, description="It ran longer than its expected_time (flagged, never killed for it).")
 
 
 class SubmitOutcome(JobResults):
     """`POST /api/submit?wait=true`; on a wait timeout `status` is not final and `message` says so."""
 
-    node_id: str
+    node_id: NodeId
+    node_name: str
     message: str | None = None
 
 
@@ -83,12 +92,15 @@ class JobStatus(BaseModel):
 
     job_id: str
     status: Status
-    node_id: str
+    node_id: NodeId
+    node_name: str
     queue_position: int | None = Field(description="1 = next to start on its node; null unless pending.")
     created_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
     exit_code: int | None
+    expected_time: float
+    overdue: bool = Field(description="Running (or ran) longer than expected_time: flagged, not killed.")
 
 
 class CancelAnswer(BaseModel):
@@ -96,12 +108,17 @@ class CancelAnswer(BaseModel):
     status: Status = "cancelled"
 
 
+NodeState = Literal["online", "offline", "paused"]
+
+
 class NodeInfo(BaseModel):
-    node_id: str
+    node_id: int = Field(description="The node's stable index (0, 1, ...), as clients of the API know it.")
+    node_name: str = Field(description="Its work queue in the evalq-grader pool.")
     ip: str | None
     queue_length: int = Field(description="Queued and running jobs.")
     total_wait_time: float = Field(description="Sum of their expected_time, seconds.")
-    status: Literal["online", "offline", "paused"]
+    status: Literal["active", "inactive"] = Field(description="active: it takes jobs (online and not paused).")
+    state: NodeState = Field(description="online (a runner polls it), offline, or paused.")
 
 
 class NodesAnswer(BaseModel):
@@ -112,7 +129,8 @@ class JobSummary(BaseModel):
     job_id: str
     user_id: str
     status: Status
-    node_id: str
+    node_id: NodeId
+    node_name: str
     created_at: datetime | None
     completed_at: datetime | None
 

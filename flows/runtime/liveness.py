@@ -147,6 +147,25 @@ async def live_workers(client, pool: str) -> list[str]:
         offset += WORKERS_PAGE
 
 
+async def pool_has_runs(client, pool: str, state_types: list[str]) -> bool:
+    """Whether a run of `pool` is in one of `state_types` (e.g. SCHEDULED: one waits); a read of
+    runs, which does not count as a poll of the pool."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in state_types]))),
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])), limit=1,
+    )
+    return bool(runs)
+
+
 async def forget_worker(client, pool: str, name: str) -> bool:
     """Delete a worker's row so it reads gone at once (a runner that stops, or died); False if absent."""
     import httpx

@@ -13,18 +13,21 @@ from typing import Optional
 
 import typer
 
+from flows.naming import LOCAL_WORK_POOL
 from flows.runtime.discovery import API_HELP
 from generate.errors import InputError, exit_on_input_error
 from workpools.cli import with_prefect_api
 from workpools.local.entries import QueueEntry, Status
-from workpools.local.submit import DEFAULT_HOME
+from workpools.local.submit import DEFAULT_HOME, queue_home
 
 queue_app = typer.Typer(
     no_args_is_help=False,
-    help="The local GPU queue (task-spooler style): list, output, info, kill, remove, clear, slots, worker.",
+    help="The local GPU queue (task-spooler style): list, output, info, kill, remove, clear, slots, "
+         "gpu-free-threshold, worker, shutdown (-K).",
 )
 
 FOLLOW_SECONDS = 0.5
+SHUTDOWN_WAIT_SECONDS = 60.0
 API = typer.Option(None, "--api", help=API_HELP)
 
 
@@ -35,16 +38,32 @@ async def _with_client(action):
         return await action(client)
 
 
-def in_prefect(action, api: str | None = None, announce: bool = True):
-    """`action(client)` on the Prefect server the rule finds (none or a dead one: one line)."""
-    return with_prefect_api(_with_client(action), api, announce)
+def in_prefect(action, api: str | None = None, announce: bool = True, start: bool = False):
+    """`action(client)` on the Prefect server the rule finds (none or a dead one: one line);
+    with `start`, as task-spooler starts its server on first use, the user's `evalq server` is
+    started when there is none (`evalq queue shutdown` stops it)."""
+    if not start:
+        return with_prefect_api(_with_client(action), api, announce)
+    from workpools.cli import prefect_for, run_on
+    from workpools.local.service import remember_started_server
+
+    found = prefect_for(api, start=True)
+    remember_started_server(queue_home(), found)
+    return run_on(found, _with_client(action))
 
 
 @queue_app.callback(invoke_without_command=True)
 @exit_on_input_error
-def queue(ctx: typer.Context, api: Optional[str] = API) -> None:
+def queue(
+    ctx: typer.Context,
+    kill_server: bool = typer.Option(False, "-K", help="Shut the queue down (task-spooler's -K): `evalq queue shutdown`."),
+    api: Optional[str] = API,
+) -> None:
     """The queue: id, label, state, GPUs, command and times of every job."""
     if ctx.invoked_subcommand is not None:
+        return
+    if kill_server:
+        shutdown(api=api, home=queue_home(), wait=SHUTDOWN_WAIT_SECONDS)
         return
     from workpools.local.entries import read_entries
 
@@ -178,34 +197,89 @@ def slots(count: Optional[str] = typer.Argument(None, metavar="[N|unlimited]"), 
     """How many jobs run at once on this machine; with N, set it (running jobs keep theirs)."""
     from workpools.local.slots import parse_slots, read_slots, set_slots
 
+    host_setting(count, parse_slots, read_slots, set_slots, lambda slots: slots.describe(), api)
+
+
+@queue_app.command("gpu-free-threshold")
+@exit_on_input_error
+def gpu_free_threshold(value: Optional[str] = typer.Argument(None, metavar="[FRACTION|PERCENT]"), api: Optional[str] = API) -> None:
+    """This machine's default: a GPU counts as free while this much of its memory is unused (0.8,
+    or 80 as `tsp --set_gpu_free_perc 80`); queued jobs without their own use it from now on."""
+    from workpools.local.options import parse_threshold
+    from workpools.local.threshold import read_threshold, set_threshold
+
+    host_setting(value, parse_threshold, read_threshold, set_threshold,
+                 lambda threshold: f"GPUs count as free with {threshold:.0%} of their memory unused", api)
+
+
+def host_setting(value: str | None, parse, read, write, describe, api: str | None) -> None:
+    """Show this machine's setting (`read`), or set it to `parse(value)` (`write`: starting the
+    user's server if there is none, as any `tsp` command starts its server)."""
     host = socket.gethostname()
-    if count is None:
-        print(f"{host}: {in_prefect(lambda client: read_slots(client, host), api).describe()}")
+    if value is None:
+        print(f"{host}: {describe(in_prefect(lambda client: read(client, host), api))}")
         return
     try:
-        wanted = parse_slots(count)
+        wanted = parse(value)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    print(f"{host}: {in_prefect(lambda client: set_slots(client, host, wanted), api).describe()}")
+    print(f"{host}: {describe(in_prefect(lambda client: write(client, host, wanted), api, start=True))}")
 
 
 @queue_app.command("worker")
 @exit_on_input_error
 def worker(
     slots: int = typer.Option(32, "--slots", min=1, help="Jobs run at once (each job is a process group)."),
-    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Where its log goes (runner.log)."),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", min=1, help="Stop once no job has been queued or running this long (default: never)."),
+    pool: str = typer.Option(LOCAL_WORK_POOL, "--pool", help="The queue's work pool."),
+    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="Its record and logs (worker.json, runner.log)."),
+    api: Optional[str] = API,
 ) -> None:
-    """Run the queue's runner in the foreground and restart it when it dies (until Ctrl-C)."""
-    import os
-
+    """Run the queue's runner in the foreground and restart it when it dies (until Ctrl-C), on the
+    Prefect server the rule finds, else your `evalq server`, started now."""
+    from workpools.cli import prefect_for
     from workpools.local.keeper import keep_queue_runner
+    from workpools.local.service import remember_started_server
 
-    api_url = os.environ.get("PREFECT_API_URL")
-    if not api_url:
-        raise InputError(None, "PREFECT_API_URL is not set: point it at the Prefect server the queue lives on")
     home = home.expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    raise typer.Exit(keep_queue_runner(api_url, slots, home / "runner.log"))
+    found = prefect_for(api, start=True)
+    remember_started_server(home, found)
+    raise typer.Exit(keep_queue_runner(found.api_url, slots, home, pool=pool, idle_timeout=idle_timeout))
+
+
+@queue_app.command("shutdown")
+@exit_on_input_error
+def shutdown(
+    api: Optional[str] = API,
+    home: Path = typer.Option(DEFAULT_HOME, "--home", envvar="EVALQ_QUEUE_HOME", help="The queue's home (its worker's record)."),
+    wait: float = typer.Option(60.0, "--wait", min=0, help="Seconds to wait for cancelled jobs to end."),
+) -> None:
+    """Cancel every job not ended, stop the queue's worker, and the Prefect server if a queue
+    command started it (task-spooler's -K)."""
+    from flows.runtime.api import api_answers
+    from flows.runtime.discovery import find_prefect
+    from workpools.local.shutdown import (
+        Shutdown,
+        cancel_unfinished,
+        stop_started_server,
+        stop_worker,
+    )
+
+    home = home.expanduser().resolve()
+    report = Shutdown()
+    found = find_prefect(api, home=None)
+    if found is not None and not api_answers(found.api_url):
+        print(f"the Prefect server at {found.api_url} does not answer: no job cancelled", file=sys.stderr)
+        found = None
+    if found is not None:
+        report.cancelled, report.still_ending = in_prefect(lambda client: cancel_unfinished(client, wait), api)
+    report.worker = stop_worker(home)
+    report.stopped_server = stop_started_server(home)
+    if found is not None and report.stopped_server is None:
+        report.server_left_up = found.api_url
+    for line in report.lines():
+        print(line)
 
 
 # --- rendering ---------------------------------------------------------------------------------

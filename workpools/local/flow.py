@@ -52,6 +52,7 @@ from workpools.local.stopping import (
     run_unless_stopped,
     stop_reason,
 )
+from workpools.local.threshold import read_threshold
 
 POLL_SECONDS = float(os.environ.get("EVALQ_POLL_SECONDS", "1.0"))
 """How often a job checks its own flow run, its dependencies and its turn."""
@@ -98,15 +99,16 @@ def current_run_id() -> UUID | None:
 
 async def run_job(client, job: CommandJob, run_id: UUID | None, logger) -> Outcome:
     """Dependencies, then the GPU queue, then the command with its output in files and logs."""
-    if job.depends_on:
+    if job.waits_for:
         await set_phase(client, run_id, AWAITING_DEPENDENCIES_STATE)
-        await wait_for_dependencies(client, job.depends_on)
+        await wait_for_dependencies(client, job.depends_on, job.after)
     try:
         env = {**(load_environment(job.env_file) if job.env_file else os.environ), **job.env}
     except EnvironmentFileError as exc:
         raise CommandFailed(str(exc)) from None
     async with gpu_turn(client, job, run_id) as indices:
-        env["CUDA_VISIBLE_DEVICES"] = format_indices(indices)
+        if "CUDA_VISIBLE_DEVICES" not in job.env:  # the command's own CUDA_VISIBLE_DEVICES=... word wins
+            env["CUDA_VISIBLE_DEVICES"] = format_indices(indices)
         logger.info("running %s on GPUs [%s]", job.argv, env["CUDA_VISIBLE_DEVICES"])
         return await run_with_output(job, env, logger)
 
@@ -121,22 +123,27 @@ async def set_phase(client, run_id: UUID | None, name: str, message: str | None 
     return result.status == SetStateStatus.ACCEPT
 
 
-async def wait_for_dependencies(client, run_ids: list[UUID]) -> None:
-    """Return once every run in `run_ids` completed; raise if one ended otherwise."""
+async def wait_for_dependencies(client, strict: list[UUID], after: list[UUID] = ()) -> None:
+    """Return once every run in `strict` completed (raise if one ended otherwise: `--after-success`)
+    and every run in `after` ended, however it ended (`-D`, task-spooler's meaning; a run deleted
+    meanwhile counts as ended)."""
     from prefect.exceptions import ObjectNotFound
 
-    pending = list(run_ids)
+    pending = {run_id: True for run_id in after} | {run_id: False for run_id in strict}
     while pending:
-        for run_id in list(pending):
+        for run_id, any_end in list(pending.items()):
             try:
                 state = (await client.read_flow_run(run_id)).state
             except ObjectNotFound:
+                if any_end:
+                    del pending[run_id]
+                    continue
                 raise DependencyFailed(f"dependency {run_id} was deleted") from None
             if state is None or not state.is_final():
                 continue
-            if not state.is_completed():
+            if not any_end and not state.is_completed():
                 raise DependencyFailed(f"dependency {run_id} ended {state.name}")
-            pending.remove(run_id)
+            del pending[run_id]
         if pending:
             await asyncio.sleep(POLL_SECONDS)
 
@@ -147,9 +154,11 @@ async def gpu_turn(client, job: CommandJob, run_id: UUID | None) -> AsyncIterato
     host = socket.gethostname()
     # nvidia-smi in a thread: a blocked event loop would stall lease renewal and the command's timeout
     names = {gpu.index: gpu_limit(host, gpu.index) for gpu in await asyncio.to_thread(query_gpus)}
-    unknown = set(job.gpu_indices or []) - set(names)
-    if unknown or len(names) < job.gpus:
-        raise ValueError(f"this machine has GPUs {sorted(names)}; the job asks for {job.gpu_indices or job.gpus}")
+    usable = [index for index in names if job.visible_gpus is None or index in job.visible_gpus]
+    unknown = set(job.gpu_indices or []) - set(usable)
+    if unknown or len(usable) < job.gpus:
+        visible = "" if job.visible_gpus is None else f", of which {sorted(usable)} visible to the job"
+        raise ValueError(f"this machine has GPUs {sorted(names)}{visible}; the job asks for {job.gpu_indices or job.gpus}")
     await leases.ensure_limits(client, list(names.values()))
     await read_slots(client, host)  # creates the slot limit on first use
     if run_id is not None:
@@ -173,9 +182,10 @@ async def my_turn(client, job: CommandJob, run_id: UUID | None, host: str, names
     """The GPUs this job may lease now according to the queue's plan, or None: not its turn."""
     me = str(run_id)
     entries = await read_entries(client, ["PENDING", "RUNNING", "CANCELLING"])
-    queue = [waiting(entry) for entry in entries if in_gpu_queue(entry, host, time.time())]
+    threshold = await read_threshold(client, host)
+    queue = [waiting(entry, threshold) for entry in entries if in_gpu_queue(entry, host, time.time())]
     if me not in {item.key for item in queue}:  # not visible yet (or run in-process without a run id)
-        queue.append(waiting_job(me, job))
+        queue.append(waiting_job(me, job, threshold))
     holding = [held(entry) for entry in entries if entry.host == host and entry.held_gpus is not None]
     busy = await leases.busy_limits(client, list(names.values()))
     leased = {index for index, name in names.items() if name in busy}
@@ -193,16 +203,19 @@ def in_gpu_queue(entry: QueueEntry, host: str, now: float) -> bool:
         return entry.host == host
     starting = entry.status in (Status.QUEUED, Status.STARTING)  # read as Pending, or Running before a phase
     recent = entry.state_since is not None and now - entry.state_since.timestamp() < STARTUP_GRACE_SECONDS
-    return starting and recent and not entry.job.depends_on and entry.host in (None, host)
+    return starting and recent and not entry.job.waits_for and entry.host in (None, host)
 
 
-def waiting_job(key: str, job: CommandJob) -> Waiting:
+def waiting_job(key: str, job: CommandJob, host_threshold: float) -> Waiting:
+    """The job as the plan sees it; `host_threshold` for a job without a threshold of its own."""
     pinned = tuple(job.gpu_indices) if job.gpu_indices else None
-    return Waiting(key, job.gpus, pinned, job.timeout, job.gpu_free_threshold)
+    threshold = host_threshold if job.gpu_free_threshold is None else job.gpu_free_threshold
+    visible = tuple(job.visible_gpus) if job.visible_gpus is not None else None
+    return Waiting(key, job.gpus, pinned, job.timeout, threshold, visible)
 
 
-def waiting(entry: QueueEntry) -> Waiting:
-    return waiting_job(str(entry.run_id), entry.job)
+def waiting(entry: QueueEntry, host_threshold: float) -> Waiting:
+    return waiting_job(str(entry.run_id), entry.job, host_threshold)
 
 
 def held(entry: QueueEntry) -> Holding:

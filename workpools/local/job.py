@@ -44,15 +44,24 @@ class CommandJob(BaseModel):
     gpu_indices: list[int] | None = Field(None, description="Exactly these GPUs (pinned).")
     timeout: float | None = Field(None, gt=0, description="Kill the command after this many seconds.")
     label: str | None = None
-    depends_on: list[UUID] = Field(default_factory=list, description="Flow runs that must complete first.")
+    depends_on: list[UUID] = Field(default_factory=list, description="Flow runs that must complete first (`--after-success`).")
+    after: list[UUID] = Field(default_factory=list, description="Flow runs that must end first, however they end (`-D`).")
     seed: int | None = None
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment (e.g. SEED).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment (SEED, the command's NAME=value words).")
     cwd: str | None = Field(None, description="Working directory; the submitter's by default.")
-    gpu_free_threshold: float = Field(0.9, ge=0, le=1, description="Free memory fraction for a GPU to count as free.")
+    gpu_free_threshold: float | None = Field(
+        None, ge=0, le=1, description="Free memory fraction for a GPU to count as free; None: the host's (`evalq queue gpu-free-threshold`).")
+    visible_gpus: list[int] | None = Field(
+        None, description="The GPUs the queue may hand it (TS_VISIBLE_DEVICES / EVALQ_VISIBLE_DEVICES at submit); None: all.")
     queue_id: int | None = Field(None, ge=1, description="The short id `evalq queue` shows (FIFO order).")
     env_file: str | None = Field(None, description="The submitter's environment (JSON, mode 0600); else the worker's.")
     stdout_path: str | None = Field(None, description="The command's stdout file; else the worker's output.")
     stderr_path: str | None = Field(None, description="The command's stderr file; else the worker's output.")
+
+    @property
+    def waits_for(self) -> list[UUID]:
+        """Every run it waits for, strictly or not."""
+        return [*self.depends_on, *self.after]
 
     def run_name(self) -> str:
         name = self.label or self.argv[0].rsplit("/", 1)[-1]

@@ -74,6 +74,13 @@ def gpu_limit(host: str, index: int) -> str:
     return f"evalq:gpu:{host}:{index}"
 
 
+def gpu_free_variable(host: str) -> str:
+    """Prefect Variable: the machine's default free-memory threshold (`evalq queue gpu-free-threshold`)."""
+    from slugify import slugify
+
+    return f"evalq_queue_gpu_free_{slugify(host, separator='_')}"
+
+
 def slots_limit(host: str) -> str:
     """Global concurrency limit: how many queued commands run at once on one machine (`evalq queue slots`)."""
     return f"evalq:queue-slots:{host}"

@@ -35,6 +35,11 @@ class Waiting:
     pinned: tuple[int, ...] | None = None
     timeout: float | None = None
     free_threshold: float = 0.9
+    visible: tuple[int, ...] | None = None
+    """The only GPUs it may be given (TS_VISIBLE_DEVICES at submit); None: any."""
+
+    def may_use(self, index: int) -> bool:
+        return self.visible is None or index in self.visible
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ def plan_starts(
     for job in queue:
         if free_slots <= 0:
             break
-        available = [gpu.index for gpu in gpus if gpu.is_free(job.free_threshold) and gpu.index not in leased | taken]
+        available = [gpu.index for gpu in gpus
+                     if gpu.is_free(job.free_threshold) and gpu.index not in leased | taken and job.may_use(gpu.index)]
         if reservation is None:
             chosen = choose_gpus(job.gpus, available, set(), list(job.pinned) if job.pinned else None)
             if chosen is None:
@@ -124,11 +130,11 @@ def reserve(
     freed: list[int] = []
     slots = free_slots
     for held in ending:  # each ending command gives back its GPUs and its slot
-        freed += [index for index in held.gpus if index not in freed]
+        freed += [index for index in held.gpus if index not in freed and head.may_use(index)]
         slots += 1
         pool = freed + [index for index in available if index not in freed]
         chosen = choose_gpus(head.gpus, pool, set(), pinned)
         if chosen is not None and slots > 0:
             return Reservation(max(held.ends_by, now), frozenset(chosen))
-    could_use = pinned if pinned else [gpu.index for gpu in gpus]
+    could_use = pinned if pinned else [gpu.index for gpu in gpus if head.may_use(gpu.index)]
     return Reservation(math.inf, frozenset(could_use))

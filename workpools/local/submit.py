@@ -11,60 +11,94 @@ from workpools.local.allocation import parse_indices
 from workpools.local.job import (
     COMMAND_TAG,
     RUN_COMMAND_DEPLOYMENT,
+    RUN_COMMAND_DEPLOYMENT_NAME,
     CommandJob,
+    format_indices,
     label_tag,
 )
-from workpools.local.seeds import parse_seeds, substitute
+from workpools.local.options import (
+    VISIBLE_DEVICES,
+    parse_timeout,
+    split_environment,
+    visible_devices,
+)
+from workpools.local.seeds import seed_list, substitute
 
 DEFAULT_HOME = Path("~/.evalq/queue")
 """Where jobs' output files and captured environments live (`--home`, `EVALQ_QUEUE_HOME`)."""
 
 
+def queue_home(home: Path | None = None) -> Path:
+    """`home`, else `EVALQ_QUEUE_HOME`, else `DEFAULT_HOME`, absolute."""
+    return Path(home or os.environ.get("EVALQ_QUEUE_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
 def plan_jobs(
-    argv: list[str],
+    words: list[str],
     gpus: int | None = None,
     gpu_indices: str | None = None,
-    timeout: float | None = None,
+    timeout: str | None = None,
     label: str | None = None,
     seeds: str | None = None,
-    gpu_free_threshold: float = 0.9,
+    gpu_free_threshold: float | None = None,
     cwd: str | None = None,
+    seed: int | None = None,
+    environ: dict[str, str] | None = None,
 ) -> list[CommandJob]:
-    """The jobs one `evalq submit` queues (one per seed); dependencies are added later."""
+    """The jobs one `evalq submit` queues (one per seed); dependencies are added later.
+
+    `words` is the command as typed (leading `NAME=value` words set its environment), `timeout`
+    as typed (default `DEFAULT_TIMEOUT`, "0": none), `environ` the submitter's environment
+    (its `EVALQ_VISIBLE_DEVICES` / `TS_VISIBLE_DEVICES` limit the GPUs)."""
+    env, argv = split_environment(words)
     if not argv:
-        raise InputError(None, "no command given: evalq submit [OPTIONS] -- CMD [ARGS]...")
+        raise InputError(None, "no command given: evalq submit [OPTIONS] [NAME=value]... CMD [ARGS]...")
     try:
         pinned = parse_indices(gpu_indices) if gpu_indices else None
-        seed_list = parse_seeds(seeds) if seeds else [None]
+        seed_values = seed_list(seed, seeds)
+        seconds = parse_timeout(timeout)
+        visible = visible_devices(os.environ if environ is None else environ)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if pinned and gpus is not None and gpus != len(pinned):
         raise InputError(None, f"--gpus {gpus} disagrees with --gpu-indices {gpu_indices}")
+    if pinned and visible is not None and not set(pinned) <= set(visible):
+        raise InputError(None, f"-g/--gpu-indices {gpu_indices}: not among the visible GPUs {format_indices(visible)} "
+                               f"({visible_source(environ)})")
     count = len(pinned) if pinned else (gpus or 0)
     common = dict(
-        gpus=count, gpu_indices=pinned, timeout=timeout, label=label,
+        gpus=count, gpu_indices=pinned, timeout=seconds, label=label, visible_gpus=visible,
         gpu_free_threshold=gpu_free_threshold, cwd=cwd or os.getcwd(),
     )
     return [
-        CommandJob(argv=argv, **common)
-        if seed is None
-        else CommandJob(argv=substitute(argv, seed), seed=seed, env={"SEED": str(seed)}, **common)
-        for seed in seed_list
+        CommandJob(argv=argv, env=env, **common)
+        if value is None
+        else CommandJob(argv=substitute(argv, value), seed=value, env={"SEED": str(value), **env}, **common)
+        for value in seed_values
     ]
 
 
+def visible_source(environ: dict[str, str] | None) -> str:
+    """Which variable limited the GPUs, for messages."""
+    environ = os.environ if environ is None else environ
+    return next((name for name in VISIBLE_DEVICES if environ.get(name, "").strip()), VISIBLE_DEVICES[-1])
+
+
 def check_gpus(jobs: list[CommandJob], indices: list[int]) -> None:
-    """Fail early when a job asks for more GPUs, or other GPUs, than this machine has."""
+    """Fail early when a job asks for more GPUs, or other GPUs, than this machine lets it have."""
     for job in jobs[:1]:
-        if job.gpus > len(indices):
-            raise InputError(None, f"the job asks for {job.gpus} GPUs; this machine has {len(indices)}")
+        usable = [index for index in indices if job.visible_gpus is None or index in job.visible_gpus]
+        where = "this machine has" if job.visible_gpus is None else f"this machine has {len(indices)}, visible to it"
+        if job.gpus > len(usable):
+            raise InputError(None, f"the job asks for {job.gpus} GPUs; {where} {len(usable)}")
         missing = sorted(set(job.gpu_indices or []) - set(indices))
         if missing:
             raise InputError(None, f"no GPU {missing} on this machine (it has {indices})")
 
 
-async def resolve_dependencies(client, refs: list[str]) -> list[UUID]:
-    """Flow-run ids for `--depends-on` values: a queue id, a run id, or a label (every run with that label)."""
+async def resolve_dependencies(client, refs: list[str], option: str = "-D") -> list[UUID]:
+    """Flow-run ids for `-D` / `--after-success` values (`option`, for messages), each one or
+    comma-separated: a queue id, a run id, or a label (every run with that label)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
@@ -72,11 +106,11 @@ async def resolve_dependencies(client, refs: list[str]) -> list[UUID]:
     from workpools.local.entries import find_entry
 
     run_ids: list[UUID] = []
-    for ref in refs:
+    for ref in (part.strip() for value in refs for part in value.split(",") if part.strip()):
         if ref.isdigit():
             entry = await find_entry(client, int(ref))
             if entry is None:
-                raise InputError(None, f"--depends-on {ref}: no job {ref} in the queue")
+                raise InputError(None, f"{option} {ref}: no job {ref} in the queue")
             run_ids.append(entry.run_id)
             continue
         try:
@@ -85,26 +119,36 @@ async def resolve_dependencies(client, refs: list[str]) -> list[UUID]:
         except ValueError:
             pass
         except ObjectNotFound:
-            raise InputError(None, f"--depends-on {ref}: no such flow run") from None
+            raise InputError(None, f"{option} {ref}: no such flow run") from None
         runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[COMMAND_TAG, label_tag(ref)])),
             sort=FlowRunSort.ID_DESC,  # explicit: this server rejects `sort: null`
             limit=200,
         )
         if not runs:
-            raise InputError(None, f"--depends-on {ref}: no flow run with that id or label")
+            raise InputError(None, f"{option} {ref}: no flow run with that id or label")
         run_ids.extend(run.id for run in runs)
     return list(dict.fromkeys(run_ids))
 
 
-async def find_deployment(client, name: str = RUN_COMMAND_DEPLOYMENT):
-    """The `run-command` deployment; a clear error if `evalq workpools apply` has not made it."""
+async def ensure_queue_deployment(client, report) -> object:
+    """The queue's `run-command/local` deployment; on a server that has none yet, its pool
+    (`evalq-local`) and the deployment are created first, and `report` is told in one line."""
     from prefect.exceptions import ObjectNotFound
 
+    from flows.naming import LOCAL_WORK_POOL
+    from flows.runtime.work_pools import apply_work_pool
+    from workpools.local import WORK_POOL_TYPE, base_job_template
+    from workpools.local.deployment import apply_run_command_deployment
+
     try:
-        return await client.read_deployment_by_name(name)
+        return await client.read_deployment_by_name(RUN_COMMAND_DEPLOYMENT)
     except ObjectNotFound:
-        raise InputError(None, f"no deployment {name}: run `evalq workpools apply --kind local` first") from None
+        pass
+    await apply_work_pool(client, LOCAL_WORK_POOL, WORK_POOL_TYPE, base_job_template())
+    await apply_run_command_deployment(client, LOCAL_WORK_POOL, name=RUN_COMMAND_DEPLOYMENT_NAME)
+    report(f"created deployment {RUN_COMMAND_DEPLOYMENT} on work pool {LOCAL_WORK_POOL} (the queue's first use on this server)")
+    return await client.read_deployment_by_name(RUN_COMMAND_DEPLOYMENT)
 
 
 def output_paths(home: Path, queue_id: int) -> dict[str, str]:

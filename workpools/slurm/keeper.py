@@ -31,20 +31,9 @@ def missing_pilots(active: int, keep: int, has_work: bool) -> int:
 
 async def pool_has_work(client, pool: str) -> bool:
     """Whether a run waits in `pool` (a read of runs: it does not count as a poll of the pool)."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        WorkPoolFilter,
-        WorkPoolFilterName,
-    )
-    from prefect.client.schemas.objects import StateType
+    from flows.runtime.liveness import pool_has_runs
 
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
-        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])), limit=1,
-    )
-    return bool(runs)
+    return await pool_has_runs(client, pool, ["SCHEDULED"])
 
 
 class PilotKeeper:
