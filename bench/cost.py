@@ -21,11 +21,13 @@ ACCESS = re.compile(r'(?:uvicorn\.access - |INFO: +)[\d.:]+ - "(?P<method>[A-Z]+
 Prefect's collections at start keeps uvicorn's)."""
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LIMIT_NAME = re.compile(r"/name/[^/?]+")
+EVALQ_LIMIT = re.compile(r"(?<=/concurrency_limits/)evalq:[^/?]+")
+"""A limit read by its name in the path (`GET /v2/concurrency_limits/evalq:server:host:port`)."""
 
 
 def route(method: str, path: str) -> str:
     path = UUID.sub("{id}", path.split("?", 1)[0])
-    return f"{method} {LIMIT_NAME.sub('/name/{name}', path)}"
+    return f"{method} {EVALQ_LIMIT.sub('{name}', LIMIT_NAME.sub('/name/{name}', path))}"
 
 
 def api_calls(log_text: str) -> Counter:

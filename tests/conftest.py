@@ -4,6 +4,7 @@
 gives each server a database of its own in one throwaway PostgreSQL cluster (flows/runtime/postgres.py).
 CI runs the tests marked `backends` a second time on PostgreSQL, and the main pass in two
 pytest-xdist workers (`-n 2 --dist loadgroup`), each with its own session server and worker.
+`--scaled` runs the tests marked `scaled` (their own Prefect: replicas behind haproxy), skipped otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 def pytest_addoption(parser):
     parser.addoption("--backend", choices=("sqlite", "postgres"), default="sqlite",
                      help="database of the tests' Prefect servers (postgres: a throwaway cluster, Debian's packages)")
+    parser.addoption("--scaled", action="store_true",
+                     help="run the tests marked `scaled`: API replicas behind haproxy on PostgreSQL and Redis (CI's own pass)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
+from flows.cli import server_scaled
+from flows.runtime.scaled import DATABASE_ENV, REDIS_ENV, split_environment
 from flows.runtime.server_record import SERVER_FILE, ServerRecord
-from flows.runtime.user_server import DATABASE_ENV, running_server, server_home
+from flows.runtime.user_server import running_server, server_home
 from generate.errors import exit_on_input_error
 
 app = typer.Typer(no_args_is_help=True, help="The user's Prefect server, kept up across evalq commands.")
@@ -18,9 +20,10 @@ HOME = typer.Option(None, "--home", help="Server folder (default $EVALQ_SERVER_H
 
 
 def describe(record: ServerRecord) -> str:
-    """Its URL for other nodes (when it has one) and for this host, pid, database, UI."""
+    """Its URL for other nodes (when it has one) and for this host, pid, database, UI, Redis."""
     parts = ([f"here {record.api_url}"] if record.advertised_url else []) + [f"pid {record.pid}", f"database {record.database or 'sqlite'}"]
     parts += [f"UI {record.ui_url}"] if record.ui_url else []
+    parts += ([f"redis {record.redis}"] if record.redis else []) + ([] if record.services else ["API replica: services apart"])
     return f"{record.advertised_url or record.api_url} ({', '.join(parts)})"
 
 
@@ -35,6 +38,10 @@ def start(
     home: Optional[Path] = HOME,
     ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the Prefect UI too"),
     detach: bool = typer.Option(False, "--detach", help="Start in the background and return once it is ready"),
+    redis: Optional[str] = typer.Option(None, "--redis", envvar=REDIS_ENV, show_envvar=True,
+                                        help="redis://host:6379/0: Prefect's messaging, leases and Docket there (API replicas share them)"),
+    services: bool = typer.Option(True, "--services/--no-services",
+                                  help="--no-services: an API replica; `evalq server services` runs the background services once"),
 ) -> None:
     """Run a Prefect server (in the foreground, until Ctrl-C) that campaigns and runners use."""
     from flows.runtime.user_server import (
@@ -48,16 +55,20 @@ def start(
     if database:
         check_database_url(database)
     advertised_url(host, port, advertise)  # a bad --advertise is refused before anything starts
+    split_environment(database, redis, services)  # one line now, not from the detached child
     if detach:
-        ready(start_in_background(home, host, port, database, ui, advertise))
+        ready(start_in_background(home, host, port, database, ui, advertise, redis=redis, services=services))
         return
     home.mkdir(parents=True, exist_ok=True)
-    serve(home, host, port, database, ui, on_ready=ready, advertise=advertise)
+    serve(home, host, port, database, ui, on_ready=ready, advertise=advertise, redis=redis, services=services)
     typer.echo("evalq server stopped")
 
 
 def ready(record: ServerRecord) -> None:
     typer.echo(f"evalq server ready: {describe(record)}")
+    if not record.services:
+        typer.echo("  an API replica: runners, campaigns and evaltui use the balancer in front of the replicas")
+        return
     typer.echo(f"  export PREFECT_API_URL={record.advertised_url or record.api_url}   # for runners and other tools; "
                "evalq commands find it")
 
@@ -81,3 +92,9 @@ def stop(home: Optional[Path] = HOME) -> None:
     home = (home or server_home()).resolve()
     record = stop_server(home)
     typer.echo(f"evalq server stopped ({record.api_url})" if record else f"no evalq server was running (home {home / SERVER_FILE})")
+
+
+# Prefect split across processes (API replicas, the services apart): flows/cli/server_scaled.py.
+app.command("migrate")(server_scaled.migrate)
+app.command("services")(server_scaled.services)
+app.command("haproxy-config")(server_scaled.haproxy_config)

@@ -43,8 +43,10 @@ class EmbeddedServer:
     """A `prefect server start` subprocess on loopback with its own home folder."""
 
     def __init__(self, home: Path, port: int | None = None, ui: bool = True, extra_env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", services: bool = True):
         self.home = Path(home).resolve()
+        self.services = services
+        """False: an API replica (`--no-services`), its background services run apart (`flows/runtime/scaled.py`)."""
         self.host = host
         self.port = port or free_port()
         self.ui = ui
@@ -87,6 +89,8 @@ class EmbeddedServer:
                **(SKIP_DATABASE_PREPARATION if prepared else {}), **self.extra_env}
         env.pop("PREFECT_API_URL", None)
         argv = [sys.executable, "-m", "flows.runtime.prefect_serve", "server", "start", "--host", self.host, "--port", str(self.port)]
+        if not self.services:
+            argv.append("--no-services")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -51,7 +51,7 @@ def start_worker(api_url: str, limit: int, log_path: Path, work_pool: str = LOCA
     """The local pool's worker, running up to `limit` flow runs at once: `evalq runner` (a
     warm runner), or for `kind="prefork"` Prefect's worker with a forked process per run.
     With `wait`, a runner imports the episode flow and waits up to `wait` s for the API and
-    its pool, so it can start beside its server."""
+    its pool, so it can start beside its server. `name`: one per worker of a process."""
     name = name or local_worker_name()
     if kind == "prefork":
         from flows.naming import PREFORK_POOL_TYPE as WORK_POOL_TYPE

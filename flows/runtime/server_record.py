@@ -26,6 +26,10 @@ class ServerRecord(BaseModel):
     reader: bool = False
     """A server started on a folder's embedded database for a reading command's duration
     (`flows/runtime/folder_server.py`): a campaign of that folder takes the database over from it."""
+    redis: str | None = None
+    """The Redis of Prefect's messaging and leases, without its password (`--redis`)."""
+    services: bool = True
+    """False: an API replica, Prefect's background services run apart (`--no-services`)."""
 
 
 def read_record(home: Path) -> ServerRecord | None:

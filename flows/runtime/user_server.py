@@ -27,6 +27,13 @@ from flows.runtime.host import (
 )
 from flows.runtime.process_groups import terminate
 from flows.runtime.provisioning import prepare_api
+from flows.runtime.scaled import (
+    DATABASE_ENV,
+    REDIS_ENV,
+    one_replica_at_a_time,
+    redact_url,
+    split_environment,
+)
 from flows.runtime.server_record import (
     SERVER_FILE,
     ServerRecord,
@@ -37,7 +44,6 @@ from generate.errors import InputError
 from generate.jsonio import write_atomic
 
 DATABASE_SCHEMES = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
-DATABASE_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
 DEFAULT_PORT = 4200
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 SERVER_POOLS = (("evalq-local", "local"), ("evalq-runner", "runner"))
@@ -90,8 +96,11 @@ def advertised_url(host: str, port: int, advertise: str | None = None) -> str | 
 
 
 def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_ready=None,
-          advertise: str | None = None) -> None:
-    """Run the server in the foreground until SIGINT/SIGTERM or until it exits by itself."""
+          advertise: str | None = None, *, redis: str | None = None, services: bool = True) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM or until it exits by itself.
+
+    `redis`: Prefect's messaging, ordering, leases and Docket there; `services=False`: an API
+    replica, its background services apart (`evalq server services`; `flows/runtime/scaled.py`)."""
     import asyncio
 
     shared_url = advertised_url(host, port, advertise)
@@ -102,15 +111,17 @@ def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_r
     if not port_is_free(port):
         raise InputError(None, f"--port: {port} is in use")
     extra = {"PREFECT_API_DATABASE_CONNECTION_URL": check_database_url(database)} if database else {}
-    server = EmbeddedServer(home / "prefect", port=port, ui=ui, extra_env=extra, host=host)
+    extra.update(split_environment(database, redis, services))
+    server = EmbeddedServer(home / "prefect", port=port, ui=ui, extra_env=extra, host=host, services=services)
     stop = []
     previous = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        with use_api(server.api_url):
+        with use_api(server.api_url), one_replica_at_a_time(redis):
             asyncio.run(prepare_api("runner", SERVER_POOLS))
         record = ServerRecord(api_url=server.api_url, pid=os.getpid(), database=redact(database) if database else "sqlite",
-                              ui_url=server.ui_url if ui else None, advertised_url=shared_url)
+                              ui_url=server.ui_url if ui else None, advertised_url=shared_url,
+                              redis=redact_url(redis) if redis else None, services=services)
         write_atomic(home / SERVER_FILE, record.model_dump_json() + "\n")
         if on_ready:
             on_ready(record)
@@ -138,17 +149,21 @@ def stop_server(home: Path, timeout: float = 20.0) -> ServerRecord | None:
 
 
 def start_in_background(home: Path, host: str = "127.0.0.1", port: int | None = None, database: str | None = None,
-                        ui: bool = True, advertise: str | None = None, timeout: float = 120.0) -> ServerRecord:
+                        ui: bool = True, advertise: str | None = None, timeout: float = 120.0, *,
+                        redis: str | None = None, services: bool = True) -> ServerRecord:
     """`evalq server start` in a new session (its output in `<home>/server-command.log`), once it
     serves; port 4200 unless busy (`port=None`), else a free one."""
     home.mkdir(parents=True, exist_ok=True)
     if port is None:
         port = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port()
     argv = [sys.executable, "-m", "flows.cli", "server", "start", "--home", str(home), "--host", host, "--port", str(port),
-            "--ui" if ui else "--no-ui"] + (["--advertise", advertise] if advertise else [])
+            "--ui" if ui else "--no-ui", "--services" if services else "--no-services"]
+    argv += ["--advertise", advertise] if advertise else []
     env = {**os.environ}
     if database:
         env[DATABASE_ENV] = database  # in the environment, not on a command line others can read
+    if redis:
+        env[REDIS_ENV] = redis
     log_path = home / "server-command.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
