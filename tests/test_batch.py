@@ -70,6 +70,22 @@ def test_the_report_folder_holds_the_failed_items_logs_and_an_item_list(failed_b
     assert "[`tile-27`](failed/tile-27.log)" in summary
 
 
+@pytest.mark.anyio
+async def test_evaltui_shows_the_batch_like_a_campaign(failed_batch):
+    from tui.source import Source
+
+    async with Source("b30") as source:
+        snapshot = await source.queue()
+        await source.sync_index()
+        rows = await source.rows(0)
+        failed = await source.episodes("b30", "batch-item", types=["FAILED"])
+        detail = await source.detail(failed.episodes[0].id)
+    assert (snapshot.planned, snapshot.counts["completed"], snapshot.counts["failed"]) == (30, 27, 3)
+    assert [(r.team, r.task, r.done, r.failed, r.total) for r in rows.rows] == [("b30", "batch-item", 27, 3, 30)]
+    assert sorted(e.job_id for e in failed.episodes) == BROKEN
+    assert any("[stderr] stage 2 of" in line.message for line in detail.logs)
+
+
 def test_after_the_fix_a_batch_of_the_failed_items_completes_them(failed_batch):
     tmp, command, broken, _ = failed_batch
     broken.write_text("")  # the fix

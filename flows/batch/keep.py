@@ -5,7 +5,8 @@ touched (the purge is `evalq batch purge`'s, `flows/reports/purge.py`).
 While the batch runs, it deletes every `KEEP_CHECK_SECONDS` the runs that ended more than
 `--keep-for` ago (`Keeper`). When it ends, what ended since is left to Prefect's scheduler: a
 run of the `batch-purge` flow, scheduled `--keep-for` later on the items' work pool, deletes
-them then (`schedule_purge`; one such run per batch, a newer one replaces it). It runs when a
+every run of the batch that ended before the batch did (`schedule_purge`; one such run per
+batch, a newer one replaces it). It runs when a
 worker or runner serves the pool at that time: on the embedded stack, the next command that
 starts its runner (`evalq batch run`, `evalq campaign run`, `evalq demo`) runs it once due.
 """
@@ -24,10 +25,14 @@ KEEP_CHECK_SECONDS = 60.0
 
 
 @flow(name=BATCH_PURGE_FLOW, persist_result=False)
-async def purge_batch(batch: str, older_than_seconds: float) -> dict:
-    """Delete the batch's runs that ended more than `older_than_seconds` ago (never its results)."""
+async def purge_batch(batch: str, ended_before: dt.datetime) -> dict:
+    """Delete the batch's runs that ended before `ended_before` (when the batch ended; this run
+    is scheduled `--keep-for` after that, and a worker may start it a few seconds early)."""
+    if ended_before.tzinfo is None:
+        ended_before = ended_before.replace(tzinfo=dt.timezone.utc)
     async with get_client() as client:
-        result = await purge_campaign(client, batch, dt.timedelta(seconds=older_than_seconds), force=True)
+        age = max(dt.timedelta(0), dt.datetime.now(dt.timezone.utc) - ended_before)
+        result = await purge_campaign(client, batch, age, force=True)
     get_run_logger().info("Batch %s: deleted %d item runs and %d batch runs; %d kept", batch,
                           sum(result.episode_runs.values()), result.campaign_runs, result.kept_runs)
     return result.model_dump(mode="json")
@@ -67,10 +72,11 @@ async def schedule_purge(client, batch: str, deployment_id, seconds: float) -> d
     from prefect.states import Scheduled
 
     await delete_flow_runs(client, [str(run.id) for run in await scheduled_purges(client, batch)])
-    at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    now = dt.datetime.now(dt.timezone.utc)
+    at = now + dt.timedelta(seconds=seconds)
     await client.create_flow_run_from_deployment(
-        deployment_id, parameters={"batch": batch, "older_than_seconds": seconds}, state=Scheduled(scheduled_time=at),
-        name=f"{batch}: purge runs ended {seconds:g} s before", tags=[TAG, BATCH_PURGE_TAG, campaign_tag(batch)],
+        deployment_id, parameters={"batch": batch, "ended_before": now.isoformat()}, state=Scheduled(scheduled_time=at),
+        name=f"{batch}: drop its runs (--keep-for {seconds:g} s)", tags=[TAG, BATCH_PURGE_TAG, campaign_tag(batch)],
         idempotency_key=f"evalq:{batch}:purge:{uuid4().hex}",
     )
     return at

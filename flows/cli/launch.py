@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from flows.runtime.discovery import Found, Source, configured_api
-from flows.runtime.local_stack import LocalStack
+from flows.runtime.local_stack import LocalStack, flush_prefect_clients
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -95,6 +95,7 @@ def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop", ba
     if stack is not None and stack.failure:
         raise SystemExit(f"error: campaign {settings['name']!r} stopped: {stack.failure}")
     if state.name == MISCONFIGURED_STATE:
+        flush_prefect_clients()  # the flow's last events and logs, before the line that ends the command
         raise InputError(None, state.message)
     if not state.is_completed():
         raise SystemExit(f"error: {'batch' if batch else 'campaign'} flow ended {state.name}: {state.message}")
