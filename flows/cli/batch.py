@@ -21,19 +21,19 @@ batch_app = typer.Typer(no_args_is_help=True, help="Run batches of pipelines: on
 @batch_app.command("run")
 @exit_on_input_error
 def batch_run(
-    name: str = typer.Option(..., "--name", help="Batch name: run names, tags, idempotency keys (the submitter's --batch_name)"),
-    items: Path = typer.Option(..., "--items", help="Item list: one id a line, blank lines and # comments ignored (--item_list)"),
+    name: str = typer.Option(..., "--name", "--batch_name", help="Batch name: run names, tags, idempotency keys"),
+    items: Path = typer.Option(..., "--items", "--item_list", help="Item list: one id a line, blank lines and # comments ignored"),
     command: Optional[str] = typer.Option(None, "--command", help="The pipeline: an argv template, e.g. 'python run.py {item} --out {item_dir}'"),
     deployment: Optional[str] = typer.Option(None, "--deployment", help="Or FLOW/DEPLOYMENT of your own, run once per item"),
     parameter: List[str] = typer.Option([], "--parameter", help="key=value for --deployment's flow, e.g. item={item} (repeatable)"),
     pool: Optional[str] = typer.Option(None, "--pool", help="Work pool of the item runs (default evalq-local: a warm runner; a --deployment's own)"),
     job_variable: List[str] = typer.Option([], "--job-variable", help="key=value for the pool's job template, e.g. memory=16G (repeatable)"),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="<dir>/<item>/ per item ({item_dir}), failed_items.txt"),
-    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", "--stop-threshold", min=1, help="Pause dispatch when this many runs are in flight"),
-    resume_at: Optional[int] = typer.Option(None, "--resume-at", "--resume-threshold", help="... and resume when at most this many are (0: when all have ended)"),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", "--stop-threshold", "--stop_threshold", min=1, help="Pause dispatch when this many runs are in flight"),
+    resume_at: Optional[int] = typer.Option(None, "--resume-at", "--resume-threshold", "--resume_threshold", help="... and resume when at most this many are (0: when all have ended)"),
     resume_below: Optional[int] = typer.Option(None, "--resume-below", help="... or when fewer than this many are (--resume-at + 1)"),
     count: str = typer.Option("own", "--count", help="What the thresholds count: own (this batch's runs) or pool (every run in flight on the work pool)"),
-    submit_interval: float = typer.Option(0.0, "--submit-interval", "--wait-seconds", min=0, help="Seconds between two submissions"),
+    submit_interval: float = typer.Option(0.0, "--submit-interval", "--wait-seconds", "--wait_seconds", min=0, help="Seconds between two submissions"),
     max_attempts: int = typer.Option(3, "--max-attempts", min=1),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Seconds an item's command may run; then it is killed and the attempt fails"),
     keep_for: Optional[str] = typer.Option(None, "--keep-for", help="Drop its finished runs this long after they ended, e.g. 1h (results stay)"),
@@ -93,6 +93,9 @@ def batch_report(
 ) -> None:
     """Write summary.md (also shown), failed/<item>.log per failed item (state, message, its
     log's last 200 lines) and failed_items.txt (an item list for --items) into the report folder."""
+    from slugify import slugify
+
+    from flows.batch.items import item_problem
     from flows.batch.report import (
         gather_batch_report,
         summary_markdown,
@@ -103,7 +106,7 @@ def batch_report(
     if not report.report.runs:
         raise InputError(None, f"batch {name!r}: no item runs on {where(found, passed)}")
     found.announce()
-    folder = report_dir or Path("reports") / name
+    folder = report_dir or Path("reports") / (name if item_problem(name) is None else slugify(name))
     write_report_folder(report, folder)
     print(f"Wrote {folder / 'summary.md'}, {len(report.failed_items)} failed item logs in {folder / 'failed'} and "
           f"{folder / 'failed_items.txt'} ({len(report.report.resubmit)} items)", file=sys.stderr)
