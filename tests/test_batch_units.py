@@ -173,6 +173,7 @@ def evalq_here(*args: str):
     (["--command", "x {item}", "--stop-threshold", "3", "--resume-threshold", "-1"], "--resume-at -1: dispatch would never resume"),
     (["--command", "x {item"], "--command 'x {item': expected '}'"),
     (["--command", "x", "--job-variable", "memory"], "--job-variable 'memory': expected key=value"),
+    (["--deployment", "touch-item"], "--deployment 'touch-item': expected FLOW/DEPLOYMENT"),
 ])
 def test_batch_run_refuses_bad_options_in_one_line(tmp_path, extra, problem):
     items = tmp_path / "items.txt"
@@ -188,3 +189,17 @@ def test_batch_run_names_the_bad_line_of_the_item_list(tmp_path):
     result = evalq_here("batch", "run", "--name", "b", "--items", str(items), "--command", "x {item}")
     assert result.exit_code == 2
     assert result.stderr == f"error: {items}: line 2: item id 'b c' has a space (letters, digits and . _ - + = @ only)\n"
+
+
+def test_batch_run_refuses_an_empty_name(tmp_path):
+    items = tmp_path / "items.txt"
+    items.write_text("a\n")
+    result = evalq_here("batch", "run", "--name", " ", "--items", str(items), "--command", "x {item}")
+    assert result.exit_code == 2 and result.stderr == "error: --name is empty: a batch needs a name (its runs, tags and keys carry it)\n"
+
+
+def test_batch_report_refuses_a_report_dir_that_is_a_file_before_reading_any_server(tmp_path):
+    taken = tmp_path / "report"
+    taken.write_text("not a folder")
+    result = evalq_here("batch", "report", "b", "--report-dir", str(taken), "--api", "http://127.0.0.1:9/api")
+    assert result.exit_code == 2 and result.stderr == f"error: {taken}: --report-dir is not a directory\n"

@@ -51,6 +51,10 @@ def batch_run(
     from flows.campaign.settings import resume_threshold
     from flows.cli.launch import run_where_found
 
+    if not name.strip():
+        raise InputError(None, "--name is empty: a batch needs a name (its runs, tags and keys carry it)")
+    if deployment is not None and (deployment.count("/") != 1 or not all(deployment.split("/"))):
+        raise InputError(None, f"--deployment {deployment!r}: expected FLOW/DEPLOYMENT, e.g. touch-item/batch")
     if (command is None) == (deployment is None):
         raise InputError(None, "give the pipeline as --command 'argv template' or as --deployment FLOW/DEPLOYMENT (one of them)")
     if parameter and command is not None:
@@ -102,12 +106,17 @@ def batch_report(
         write_report_folder,
     )
 
+    folder = report_dir or Path("reports") / (name if item_problem(name) is None else slugify(name))
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "--report-dir is not a directory")
     report, found, passed = on_campaign_server(name, lambda client: gather_batch_report(client, name), api, home)
     if not report.report.runs:
         raise InputError(None, f"batch {name!r}: no item runs on {where(found, passed)}")
     found.announce()
-    folder = report_dir or Path("reports") / (name if item_problem(name) is None else slugify(name))
-    write_report_folder(report, folder)
+    try:
+        write_report_folder(report, folder)
+    except OSError as exc:
+        raise InputError(Path(exc.filename or folder), f"cannot write the report: {exc.strerror or exc}") from None
     print(f"Wrote {folder / 'summary.md'}, {len(report.failed_items)} failed item logs in {folder / 'failed'} and "
           f"{folder / 'failed_items.txt'} ({len(report.report.resubmit)} items)", file=sys.stderr)
     typer.echo(report.model_dump_json(indent=2) if as_json else summary_markdown(report), nl=as_json)
