@@ -27,7 +27,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelling
 
-from flows.naming import EPISODE_DEPLOYMENT, RUNNING_STATE, WAITING_STATE, campaign_tag
+from flows.naming import EPISODE_DEPLOYMENT, RUNNING_STATE, WAITING_STATE, campaign_tag, episode_run_name
 from flows.runtime.api import use_api
 from flows.runtime.api_health import AWAY_MESSAGE, BACK_MESSAGE
 from flows.runtime.embedded_server import EmbeddedServer
@@ -138,7 +138,7 @@ def test_a_45_s_api_outage_costs_no_attempt_and_no_cancel(tmp_path, new_database
     assert command.returncode == 0, text[-3000:]
     assert ended.type == StateType.CANCELLED, ended
     assert obeyed < CANCEL_OBEYED_SECONDS, obeyed
-    assert sorted(run.name for run in runs) == sorted(job.id for job in jobs)  # one run per job: no attempt lost
+    assert sorted(run.name for run in runs) == sorted(episode_run_name(NAME, job.id) for job in jobs)  # one run per job: no attempt lost
     assert all(run.state.type == StateType.COMPLETED for run in runs), [(run.name, run.state) for run in runs]
     played = [json.loads(line)["episode"] for line in busy.read_text().splitlines()]
     assert sorted(played) == sorted([job.id for job in jobs] + [probe_job.id])  # each played exactly once

@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import time
 import os
 import threading
+import time
 
+from kit import make_fleet, make_job, pool_params, write_inputs
 from prefect import get_client
 from prefect.client.schemas.objects import State, StateType
-
-from flows.naming import campaign_plan_variable, episode_run_name, episode_tags, idempotency_key
-from kit import make_fleet, make_job, pool_params, write_inputs
 from test_campaign import FAST_SIM, artifact_description, campaign_runs, run_campaign
 from test_campaign_cli import assert_one_line_error, evalq
+
+from flows.results.metrics_files import read_provenance
+from flows.naming import (
+    campaign_plan_variable,
+    episode_run_name,
+    episode_tags,
+    idempotency_key,
+)
 
 DEAD_SERVER = {**FAST_SIM, "connect_timeout": 2}
 GIVE_UP = 2.0
@@ -179,7 +185,7 @@ def test_a_cancelled_episode_is_reported_not_requeued_and_only_brings_it_back(ep
     assert (report["done"], report["cancelled"], report["attempts"], report["retries"]) == (1, 0, 2, 1)
 
 
-async def start_episode_by_hand(job, resources, name: str, results_dir: str, options: dict):
+async def start_episode_by_hand(job, resources, name: str, results_dir: str, options: dict, evaluator: str = "sim"):
     """An episode run as an earlier invocation of campaign `name` would have created it."""
     from flows.slots.pools import apply_pools
 
@@ -190,7 +196,7 @@ async def start_episode_by_hand(job, resources, name: str, results_dir: str, opt
         return await client.create_flow_run_from_deployment(
             deployment.id,
             parameters={"job": job.model_dump(mode="json"), "resources": pool_params(job, resources),
-                        "results_dir": results_dir, "evaluator": "sim", "evaluator_options": options, "campaign": name},
+                        "results_dir": results_dir, "evaluator": evaluator, "evaluator_options": options, "campaign": name},
             name=episode_run_name(name, job.id, 1), tags=episode_tags(job, name, pool, 1), idempotency_key=idempotency_key(name, job, 1),
         )
 
@@ -204,14 +210,17 @@ def test_runs_in_flight_are_adopted_purge_refuses_then_removes_runs_but_keeps_re
     fleet, resources = make_fleet({"keep_1": [1]})
     jobs = [make_job(tmp_path, "keep", "pick", 1, ["keep_1"])]
     results = tmp_path / "results"
+    release = tmp_path / "release"  # the episode plays until the test has seen purge refuse
     with fleet:
-        asyncio.run(start_episode_by_hand(jobs[0], resources, "ops-purge", str(results.resolve()),
-                                          {"load_seconds": 10, "steps": 4, "step_seconds": 0.05}))
+        by_hand = asyncio.run(start_episode_by_hand(jobs[0], resources, "ops-purge", str(results.resolve()),
+                                                    {"fail_once": str(tmp_path / "unused"), "release": str(release)},
+                                                    evaluator="tests.sample_evaluators:GatedEvaluator"))
         refused = evalq("campaign", "purge", "ops-purge", env=api_env())
         assert_one_line_error(refused, "ops-purge", "is running", "--force")
+        release.touch()
         summary = run_campaign(tmp_path, jobs, resources, "ops-purge")
-        stats = fleet.stats()
-    assert summary["done"] == 1 and sum(s.episodes for s in stats.values()) == 1
+    assert summary["done"] == 1
+    assert read_provenance(jobs[0].metrics_path(results)).flow_run_id == str(by_hand.id)  # the run started by hand played it
     assert run_names("ops-purge") == ["ops-purge:keep/pick/1"]  # adopted, not duplicated
 
     listed = evalq("campaign", "list", "--json", env=api_env())

@@ -54,7 +54,7 @@ async def strand(job, resources, results: Path, campaign: str, cancel: bool = Fa
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(DEPLOYMENT)
         run = await client.create_flow_run_from_deployment(
-            deployment.id, name=episode_run_name(job, 1), tags=episode_tags(job, campaign, job.resource_type, 1),
+            deployment.id, name=episode_run_name(campaign, job.id, 1), tags=episode_tags(job, campaign, job.resource_type, 1),
             idempotency_key=idempotency_key(campaign, job, 1),
             parameters=dict(job=job.model_dump(mode="json"), resources=pool_params(job, resources), results_dir=str(results),
                             evaluator_options=SIM, campaign=campaign),

@@ -217,7 +217,7 @@ def test_scancel_of_pilots_mid_claim_strands_nothing_and_the_kept_pilots_come_ba
     keeper_log = tmp_path / "keeper.log"
     keeper = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "workpools", "slurm-runners", "--pool", POOL, "--nodes", "2", "--slots", "2",
-         "--idle-timeout", "20", "--keep", "2", "--gres", "gpu:1", "--partition", "debug", "--time", "5",
+         "--idle-timeout", "20", "--keep", "2", "--allow-loopback", "--gres", "gpu:1", "--partition", "debug", "--time", "5",
          "--log-dir", str(tmp_path / "logs"), "--job-name", "evalq-runner-keep"],
         env={**os.environ, "PREFECT_API_URL": prefect_server.api_url, CLAIM_PAUSE_ENV: "2"},
         stdout=subprocess.PIPE, stderr=open(keeper_log, "ab"), text=True, start_new_session=True,

@@ -114,6 +114,20 @@ def local_runners(campaign_pid: int) -> list[int]:
     return found
 
 
+def exit_code(command, seconds: float, tmp_path) -> int:
+    """The campaign command's exit code; if it does not end in time, a failure that shows its
+    output and its runner's log (what it waited for)."""
+    import subprocess
+
+    try:
+        return command.wait(seconds)
+    except subprocess.TimeoutExpired:
+        log = tmp_path / ".evalq" / "worker.log"
+        raise AssertionError(f"the campaign did not end in {seconds:.0f} s\n--- its stderr:\n"
+                             f"{(tmp_path / 'stderr.txt').read_text()[-4000:]}\n--- worker.log:\n"
+                             f"{log.read_text()[-4000:] if log.exists() else '(none)'}") from None
+
+
 def kill_all(pids: list[int]) -> None:
     import os
 
@@ -143,7 +157,7 @@ def test_the_embedded_runner_killed_twice_is_restarted_and_every_episode_complet
                 runners = local_runners(command.pid)
                 kill_all(runners)
                 killed += runners
-            assert command.wait(300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+            assert exit_code(command, 300, tmp_path) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
         finally:
             command.kill()
     stderr = (tmp_path / "stderr.txt").read_text()
