@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.naming import job_id_of_run_name
 from test_slurm_script import sbatch_directives
 from test_slurm_worker import cluster_problem
 from workpools.slurm.pilot import RunnerArray, log_path, render
@@ -254,7 +255,7 @@ def test_scancel_of_pilots_mid_claim_strands_nothing_and_the_kept_pilots_come_ba
     assert summary["done"] == len(jobs) and not summary["failed"], summary
     runs = asyncio.run(runs_of(name))
     assert all(run.state.is_final() for run in runs), [(run.name, run.state) for run in runs]  # none left Pending
-    completed = sorted(run.name.split(" (attempt")[0] for run in runs if run.state.is_completed())
+    completed = sorted(job_id_of_run_name(run.name) for run in runs if run.state.is_completed())
     assert completed == sorted(job.id for job in jobs)  # each episode completed exactly once
     for job in jobs:
         assert json.loads(job.metrics_path(tmp_path / "results").read_text())["evalq"]["job_id"] == job.id
