@@ -21,6 +21,7 @@ and the front ends on top:
 
     cli/           `evalq`: one module per command group
     grader/        the grading service (HTTP API, its flow, its nodes)
+    batch/         batches of pipelines: the campaign's loop over items that need no slot
 
 Imports go down this list, never up (docs/architecture.md, "Layers"; tests/test_layers.py).
 `deployments.py` and `grading.py` only keep entrypoints that stored deployments name.

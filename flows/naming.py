@@ -14,6 +14,14 @@ from generate.models import Job, Server
 
 EPISODE_FLOW = "evaluate-episode"
 CAMPAIGN_FLOW = "campaign"
+BATCH_FLOW = "batch"
+"""The dispatcher of a batch of pipelines (`flows/batch/flow.py`): a campaign whose jobs are items."""
+BATCH_ITEM_FLOW = "batch-item"
+"""One item's pipeline: a command run for it (`flows/batch/pipeline.py`)."""
+BATCH_PURGE_FLOW = "batch-purge"
+"""Deletes a batch's finished runs once `--keep-for` has passed (`flows/batch/keep.py`)."""
+DISPATCH_FLOWS = (CAMPAIGN_FLOW, BATCH_FLOW)
+"""Flows whose runs dispatch a campaign's jobs, each with a `name` parameter (the campaign's)."""
 LOCAL_WORK_POOL = "evalq-local"
 EPISODE_DEPLOYMENT = f"{EPISODE_FLOW}/local"
 """Default `flow/deployment` name the campaign dispatches episodes to."""
@@ -32,6 +40,10 @@ PREFORK_LEAVE_RUNS = "EVALQ_PREFORK_LEAVE_RUNS"
 
 TAG = "evalq"
 EPISODE_TAG = "evalq-episode"
+"""Every job run of a campaign: an episode, or an item of a batch (a batch is a campaign whose jobs
+need no policy-server slot; its runs also carry `BATCH_TAG`). The value predates batches."""
+BATCH_TAG = "evalq-batch"
+BATCH_PURGE_TAG = "evalq-batch-purge"
 RERUN_TAG = "evalq-rerun"
 """Added by an episode run that starts again after it had ended (the Prefect UI's Retry,
 `prefect flow-run retry`): its state history holds more than one attempt."""
@@ -193,13 +205,31 @@ def episode_tags(job: Job, campaign: str, pool: str, attempt: int) -> list[str]:
     ]
 
 
+def item_deployment(pool: str) -> str:
+    """`flow/deployment` of the `batch-item` flow on work pool `pool` (a batch applies it)."""
+    return f"{BATCH_ITEM_FLOW}/{pool}"
+
+
+def purge_deployment(pool: str) -> str:
+    """`flow/deployment` of the `batch-purge` flow on work pool `pool` (for `--keep-for`)."""
+    return f"{BATCH_PURGE_FLOW}/{pool}"
+
+
+def item_tags(batch: str, item: str, pool: str, attempt: int, pipeline: str) -> list[str]:
+    """Tags of a batch item's flow run: a job run of the campaign `batch` (evaltui shows the batch
+    as its team and the pipeline's flow as its task)."""
+    return [TAG, EPISODE_TAG, BATCH_TAG, campaign_tag(batch), f"team:{batch}", f"task:{pipeline}", f"pool:{pool}",
+            f"attempt:{attempt}"]
+
+
 RUN_NAME_CAMPAIGN_CHARS = 40
 """How much of the campaign's name an episode run's name carries (its tag keeps the whole name)."""
 ATTEMPT_SUFFIX = " (attempt "
 
 
 def episode_run_name(campaign: str, job_id: str, attempt: int = 1) -> str:
-    """`<campaign>:<team>/<task>/<instance>`, then ` (attempt N)` after the first attempt: the
+    """`<campaign>:<job id>` (an episode's `<team>/<task>/<instance>`, a batch's item id), then
+    ` (attempt N)` after the first attempt: the
     runs of two campaigns tell themselves apart in `prefect flow-run ls` and the UI. A campaign
     name longer than `RUN_NAME_CAMPAIGN_CHARS` is cut with `…` (Prefect sets no limit, but its
     lists show the start of a name); the `campaign:` tag keeps it whole."""
@@ -209,13 +239,14 @@ def episode_run_name(campaign: str, job_id: str, attempt: int = 1) -> str:
 
 
 def job_id_of_run_name(run_name: str) -> str:
-    """The job id back from an episode run's name (`episode_run_name` in reverse); also from
-    the names of runs made before names carried the campaign (`<team>/<task>/<instance>`)."""
+    """The job id back from a job run's name (`episode_run_name` in reverse): an episode's
+    `<team>/<task>/<instance>` or a batch item's id (no `:` or `/` in it); also from the names of
+    episode runs made before names carried the campaign (`<team>/<task>/<instance>`)."""
     base, sep, rest = run_name.rpartition(ATTEMPT_SUFFIX)
     if not (sep and rest.endswith(")") and rest[:-1].isdigit()):
         base = run_name
     _, colon, job_id = base.rpartition(":")
-    return job_id if colon and job_id.count("/") == 2 else base
+    return job_id if colon and job_id and job_id.count("/") in (0, 2) else base
 
 
 def attempt_of(tags: list[str]) -> int:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from kit import make_fleet, make_job, pool_params, write_inputs
+from kit import make_fleet, make_job, pool_params, wait_for, write_inputs
 from prefect import get_client
 from prefect.client.schemas.objects import State, StateType
 from test_campaign import FAST_SIM, artifact_description, campaign_runs, run_campaign
@@ -206,6 +206,23 @@ async def variable_exists(name: str) -> bool:
         return await client.read_variable_by_name(name) is not None
 
 
+def release_once_dispatching(release, name: str, timeout: float = 120.0) -> None:
+    """Touch `release` once campaign `name`'s own flow run has been Running for 2 s (it has read
+    its runs, and the episode is in flight to adopt), not before: a released episode ends at
+    once, and one that ended before the campaign started is `already done`, not adopted."""
+    from flows.reports.runs import campaign_flow_runs
+
+    async def dispatching() -> bool:
+        async with get_client() as client:
+            return bool(await campaign_flow_runs(client, name, active_only=True))
+
+    try:
+        wait_for(lambda: asyncio.run(dispatching()), timeout, f"campaign {name}'s flow run to start")
+        time.sleep(2.0)
+    finally:
+        release.touch()  # never an episode left waiting
+
+
 def test_runs_in_flight_are_adopted_purge_refuses_then_removes_runs_but_keeps_results(episode_worker, tmp_path):
     fleet, resources = make_fleet({"keep_1": [1]})
     jobs = [make_job(tmp_path, "keep", "pick", 1, ["keep_1"])]
@@ -217,8 +234,12 @@ def test_runs_in_flight_are_adopted_purge_refuses_then_removes_runs_but_keeps_re
                                                     evaluator="tests.sample_evaluators:GatedEvaluator"))
         refused = evalq("campaign", "purge", "ops-purge", env=api_env())
         assert_one_line_error(refused, "ops-purge", "is running", "--force")
-        release.touch()
-        summary = run_campaign(tmp_path, jobs, resources, "ops-purge")
+        releaser = in_thread(lambda: release_once_dispatching(release, "ops-purge"))
+        releaser.start()
+        try:
+            summary = run_campaign(tmp_path, jobs, resources, "ops-purge")
+        finally:
+            releaser.join()
     assert summary["done"] == 1
     assert read_provenance(jobs[0].metrics_path(results)).flow_run_id == str(by_hand.id)  # the run started by hand played it
     assert run_names("ops-purge") == ["ops-purge:keep/pick/1"]  # adopted, not duplicated

@@ -24,7 +24,8 @@ PREFECT_FREE = [
     "flows.campaign.prefetch", "flows.campaign.selection", "flows.campaign.run_history", "flows.slots.steering", "flows.slots.events",
     "flows.slots.pool_status", "flows.slots.quarantine_policy", "flows.slots.waiting", "flows.results.metrics_files",
     "flows.results.leaderboard", "flows.runtime.process_groups", "flows.runtime.liveness", "flows.runtime.supervisor",
-    "flows.runtime.memory", "tui.models", "tui.aggregate", "tui.run_index",
+    "flows.runtime.memory", "flows.campaign.kinds", "flows.campaign.thresholds", "flows.batch.items", "flows.batch.templates",
+    "flows.batch.settings", "tui.models", "tui.aggregate", "tui.run_index",
 ]
 """The domain: contracts and pure logic; `flows/campaign/outcomes.py` (Prefect's state types) is its
 one documented exception."""
@@ -71,7 +72,7 @@ LEVELS: list[list[str]] = [
     ["flows/slots/"],
     ["flows/campaign/", "flows/episode.py"],
     ["flows/reports/"],
-    ["flows/grader/"],
+    ["flows/grader/", "flows/batch/"],
     ["flows/cli/", "flows/deployments.py", "flows/grading.py"],
 ]
 """flows/ from the bottom up: a room imports the rooms of lower levels only (and itself)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.naming import job_id_of_run_name
 from test_slurm_script import sbatch_directives
 from test_slurm_worker import cluster_problem
 from workpools.slurm.pilot import RunnerArray, log_path, render
@@ -205,7 +206,7 @@ def test_scancel_of_pilots_mid_claim_strands_nothing_and_the_kept_pilots_come_ba
     import threading
 
     from flows.campaign.flow import campaign
-    from flows.naming import claim_of_message, job_id_of_run_name
+    from flows.naming import claim_of_message
     from kit import make_fleet, make_job, wait_for, write_inputs
     from test_runner import claims, runs_of
     from workpools.runner.claims import CLAIM_PAUSE_ENV

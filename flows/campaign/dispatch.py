@@ -1,4 +1,9 @@
-"""Which episode to submit next: pure logic, no I/O.
+"""Which job to submit next: pure logic, no I/O.
+
+A job is anything with an `id` and the pools (`resource_types`) whose windows it may go
+through (`Dispatchable`): an episode, whose pools are policy-server pools with servers to
+steer it to, or a batch item, whose one pool is its work pool with no server behind it (a pool
+not given servers is one server named after it).
 
 Per pool at most `capacity + prefetch x servers` episodes are in flight: each server has its
 next episode loaded while it plays one, and nobody holds a GPU for hours waiting. The next job comes from
@@ -8,7 +13,8 @@ restricted server. For that server: requeued jobs first, then the most constrain
 compatible servers: nothing else can take their work), then in order. The ticket names the
 server, which the episode tries first. Global thresholds stop dispatch when `max_in_flight`
 episodes are in flight and resume it once at most `resume_at` are (0: once all have ended),
-as the batch submitter's `--stop_threshold` and `--resume_threshold` did.
+as the batch submitter's `--stop_threshold` and `--resume_threshold` did; runs of others that
+count against them (`others_in_flight`: the rest of a work pool, with `--count pool`) are added.
 """
 
 from __future__ import annotations
@@ -17,16 +23,26 @@ import heapq
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
-from generate.models import Job
+
+class Dispatchable(Protocol):
+    """What the dispatcher needs of a job (`generate.models.Job`, `flows.batch.items.BatchItem`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def resource_types(self) -> Sequence[str]:
+        """The pools whose windows it may be dispatched through, in order of preference."""
+
 
 
 @dataclass
 class Ticket:
     """One dispatch of a job: which attempt, counted against which pool, meant for which server."""
 
-    job: Job
+    job: Dispatchable
     attempt: int
     pool: str
     server: str | None = None
@@ -34,7 +50,7 @@ class Ticket:
 
 @dataclass(eq=False, slots=True)
 class _Entry:
-    job: Job
+    job: Dispatchable
     attempt: int
     taken: bool = False
 
@@ -50,13 +66,16 @@ class Dispatcher:
     in_flight: dict[str, int] = field(default_factory=dict)
     pool_prefetch: dict[str, int] = field(default_factory=dict)
     """Per-pool prefetch set by the campaign's tuner; `prefetch` per server where unset."""
-    alternatives: Callable[[Job], int] = lambda job: 1
+    alternatives: Callable[[Dispatchable], int] = lambda job: 1
     """How many servers could run a job: the fewer, the sooner it is dispatched."""
     servers: dict[str, dict[str, int]] = field(default_factory=dict)
     """Pool -> its servers' capacities; a pool not listed is one server named after it."""
-    compatible: Callable[[Job, str], list[str]] | None = None
+    compatible: Callable[[Dispatchable, str], list[str]] | None = None
     """The servers of a pool that can run a job (default: all of them)."""
     stopped: bool = False
+    others_in_flight: int = 0
+    """Runs in flight that are not this dispatcher's but count against the thresholds (with
+    `--count pool`: the rest of the work pool's), as last read."""
     pending: int = 0
     meant_for: Counter = field(default_factory=Counter)
     """Server -> episodes in flight dispatched for it."""
@@ -70,10 +89,10 @@ class Dispatcher:
             for server in self.servers[pool]:
                 self._queues.setdefault((pool, server), [])
 
-    def _servers_for(self, job: Job, pool: str) -> list[str]:
+    def _servers_for(self, job: Dispatchable, pool: str) -> list[str]:
         return list(self.servers[pool]) if self.compatible is None else self.compatible(job, pool)
 
-    def add(self, job: Job, attempt: int = 1, front: bool = False) -> None:
+    def add(self, job: Dispatchable, attempt: int = 1, front: bool = False) -> None:
         """Queue a job for every server that may serve it (a requeue goes before everything else)."""
         entry = _Entry(job, attempt)
         key = (0 if front else 1, self.alternatives(job), next(self._order))
@@ -101,7 +120,7 @@ class Dispatcher:
     def _threshold_allows(self) -> bool:
         if self.max_in_flight is None:
             return True
-        total = self.total_in_flight
+        total = self.total_in_flight + self.others_in_flight
         resume_at = self.max_in_flight - 1 if self.resume_at is None else self.resume_at
         if self.stopped and total <= resume_at:
             self.stopped = False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_client
-from prefect.states import Completed, Failed
 
 from flows.campaign.inputs import load_campaign_inputs
 from flows.campaign.loop import CampaignLoop
@@ -65,11 +64,6 @@ async def campaign(
         await publish_plan(client, name, plan)
         loop = CampaignLoop(jobs, resources, settings, client)
         tally = await loop.run()
-        if loop.halted and loop.halted.asked:
-            return Completed(message=loop.halted.why)
-        if loop.halted:
-            return Failed(message=f"campaign stopped: {loop.halted.why}")
-        if loop.stopped:
-            loop.logger.error("Campaign stopped, configuration error: %s", loop.stopped)
-            return Failed(message=f"configuration error, campaign stopped: {loop.stopped}")
+        if (early := loop.ended_early()) is not None:
+            return early
         return await finish_report(client, tally, jobs, resources, settings, time.time() - started)

@@ -51,6 +51,8 @@ class EpisodeRecord:
     message: str
     created: dt.datetime | None = None
     end_time: dt.datetime | None = None
+    start_time: dt.datetime | None = None
+    """When it (last) started running."""
     results_dir: str | None = None
     """The `results_dir` the run was given."""
     cancel_requested: bool = False
@@ -113,6 +115,7 @@ def record_of(run) -> EpisodeRecord:
         message=(state.message or "") if state else "",
         created=run.created,
         end_time=run.end_time,
+        start_time=run.start_time,
         results_dir=parameters.get("results_dir"),
         metrics_parts=metrics_parts_of(parameters.get("job")),
         state_id=str(state.id) if state else None,
@@ -156,32 +159,40 @@ class ResumePlan:
     """Job id -> why: cancelled by a user, not run again (unless asked for by name)."""
     cancelled_runs: dict[str, EpisodeRecord] = field(default_factory=dict)
     """Job id -> the run it was cancelled in: followed, should someone rerun it from outside."""
+    completed: dict[str, EpisodeRecord] = field(default_factory=dict)
+    """Job id -> its latest run, which completed: done, for kinds whose completed run is the result."""
 
     def first_attempt(self, job_id: str) -> int:
         return self.start_attempt.get(job_id, 1)
 
-    def summary(self) -> str | None:
+    def summary(self, noun: str = "episodes", rerun_cancelled: str = "rerun them with --only") -> str | None:
         parts = []
         if self.fresh:
-            parts.append(f"{len(self.fresh)} failed episodes get new attempts")
+            parts.append(f"{len(self.fresh)} failed {noun} get new attempts")
         if self.adopted:
             parts.append(f"{len(self.adopted)} still in flight from an earlier run are adopted")
+        if self.completed:
+            parts.append(f"{len(self.completed)} completed in an earlier run are done")
         if self.cancelled:
-            parts.append(f"{len(self.cancelled)} cancelled episodes are left alone (rerun them with --only)")
+            parts.append(f"{len(self.cancelled)} cancelled {noun} are left alone ({rerun_cancelled})")
         return "; ".join(parts) or None
 
 
-def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive_cancelled: bool = False) -> ResumePlan:
-    """For each pending job id (no metrics file), from the campaign's past runs:
+def resume_plan(records: Iterable[EpisodeRecord], pending: Iterable[str], revive_cancelled: bool = False,
+                completed_is_done: bool = False) -> ResumePlan:
+    """For each pending job id (no result), from the campaign's past runs:
     never run -> attempt 1; latest run not final -> adopt it; latest cancelled -> leave it
-    (unless `revive_cancelled`); latest ended otherwise -> attempt N+1 with a fresh budget."""
+    (unless `revive_cancelled`); latest completed and `completed_is_done` -> done; latest ended
+    otherwise -> attempt N+1 with a fresh budget."""
     latest = latest_attempts(records)
     plan = ResumePlan()
     for job_id in pending:
         record = latest.get(job_id)
         if record is None:
             continue
-        if not record.final:
+        if completed_is_done and record.state_type == StateType.COMPLETED:
+            plan.completed[job_id] = record
+        elif not record.final:
             plan.start_attempt[job_id] = record.attempt
             plan.adopted.append(job_id)
         elif record.cancelled and not revive_cancelled:
@@ -256,12 +267,14 @@ async def read_episode_records(client, campaign: str, every_attempt: bool = Fals
     return await read_histories(client, records, every_attempt)
 
 
-async def plan_rerun(client, campaign: str, pending: list, revive_cancelled: bool, logger) -> ResumePlan:
-    """The resume plan of `pending` jobs from the campaign's past runs, said in the log."""
+async def plan_rerun(client, campaign: str, pending: list, revive_cancelled: bool, logger, kind=None) -> ResumePlan:
+    """The resume plan of `pending` jobs from the campaign's past runs, said in the log (in the
+    words of the jobs' `kind`, a `flows.campaign.kinds.JobKind`: episodes by default)."""
     if not pending:
         return ResumePlan()
     records = await read_episode_records(client, campaign)
-    plan = resume_plan(records, [job.id for job in pending], revive_cancelled)
-    if plan.summary():
-        logger.warning("Campaign %r ran before: %s", campaign, plan.summary())
+    plan = resume_plan(records, [job.id for job in pending], revive_cancelled, kind is not None and kind.completed_is_done)
+    words = (kind.noun, kind.rerun_cancelled) if kind is not None else ()
+    if summary := plan.summary(*words):
+        logger.warning("%s %r ran before: %s", kind.title if kind is not None else "Campaign", campaign, summary)
     return plan

@@ -1,14 +1,16 @@
-"""The campaign's loop: dispatch every job as an episode flow run, just in time, and settle
-what each run ends as.
+"""The campaign's loop: dispatch every job as a flow run, just in time, and settle what each run
+ends as, whatever the kind of job (`kinds.py`: episodes, `episodes.py`; batch items,
+`flows/batch/kind.py`).
 
-Per pool at most `capacity + prefetch x servers` episodes are in flight (`dispatch.py`); prefetch
-starts at `prefetch` per server and follows the measured readiness of episodes up to
-`max_prefetch` (`prefetch.py`). Crashed/Failed episodes are requeued up to `max_attempts`
-(`outcomes.py`); the loop honours a pause switch (a Prefect Variable) and thresholds, reads
-rerun requests, and logs a stats line every `stats_interval` seconds, which says when nothing
-has polled the episodes' work pool for 30 s. Runs held by a runner that is gone are handed
-back, or crashed and requeued (`orphans.py`); a stop hook (the local stack's runner supervisor)
-can end it with one line. Flow-run idempotency keys
+Per pool at most its window of jobs is in flight (`dispatch.py`: for episodes `capacity +
+prefetch x servers`); prefetch starts at `prefetch` per server and follows the measured
+readiness of episodes up to `max_prefetch` (`prefetch.py`). Crashed/Failed runs are requeued up
+to `max_attempts` (`outcomes.py`); the loop honours a pause switch (a Prefect Variable) and
+thresholds (counting the work pool's other runs too with `count="pool"`: `thresholds.py`), paces
+creations by `submit_interval`, reads rerun requests, and logs a stats line every
+`stats_interval` seconds, which says when nothing has polled the jobs' work pool for 30 s. Runs
+held by a runner that is gone are handed back, or crashed and requeued (`orphans.py`); a stop
+hook (the local stack's runner supervisor) can end it with one line. Flow-run idempotency keys
 (campaign, job, attempt) make running it again pick up where it stopped; failed jobs get new
 attempts and cancelled ones are left alone (`history.py`). A run that settled a job and is
 rerun from outside (the Prefect UI's Retry) is followed again (`settled.py`).
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 from uuid import UUID
 
@@ -30,35 +31,30 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
 )
-from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.variables import Variable
 
-from flows.campaign.dispatch import Dispatcher, Ticket
+from flows.campaign.dispatch import Dispatchable, Dispatcher, Ticket
+from flows.campaign.episodes import Episodes
 from flows.campaign.history import ResumePlan, cancel_requested, plan_rerun
+from flows.campaign.kinds import JobKind
 from flows.campaign.orphans import LIVENESS_SECONDS, OrphanWatch
 from flows.campaign.outcomes import Outcome, Tally, classify
 from flows.campaign.outputs import stats_line
 from flows.campaign.pause import PauseSwitch
-from flows.campaign.plan import plan_value
 from flows.campaign.prefetch import PrefetchTuner
 from flows.campaign.rerun_requests import RetryRequest, drop_request, pending_requests
-from flows.campaign.settings import CampaignSettings
+from flows.campaign.settings import CampaignSettings, DispatchSettings
 from flows.campaign.settled import SettledRuns
+from flows.campaign.thresholds import others_in_flight, runs_in_flight_on_pool
 from flows.naming import (
-    RUNNING_STATE,
     WAITING_STATE,
     campaign_plan_variable,
     episode_run_name,
-    episode_tags,
     idempotency_key,
-    slot_of_running_message,
 )
-from flows.results.metrics_files import read_provenance
 from flows.runtime.api_health import API_HEALTH
 from flows.runtime.api_retry import retrying
-from flows.slots.reclaim import release_slots_of
-from flows.slots.steering import ExclusiveDemand
 from generate.models import Job, Resources
 
 PROGRESS_HOOKS: list[Callable[[Tally, Dispatcher], None]] = []
@@ -85,30 +81,23 @@ PAUSE_READ_SECONDS = 5.0
 """How often the pause switch and retry requests are read: they take effect within this."""
 
 
-class CampaignLoop:
-    """One invocation of a campaign: its dispatcher, tally and runs in flight."""
+class JobLoop:
+    """One invocation of a campaign of any kind of job: its dispatcher, tally and runs in flight."""
 
-    def __init__(self, jobs: list[Job], resources: Resources, settings: CampaignSettings, client):
+    def __init__(self, jobs: list[Dispatchable], kind: JobKind, settings: DispatchSettings, client):
         self.jobs = jobs
-        self.resources = resources
+        self.kind = kind
         self.s = settings
         self.client = client
         self.logger = get_run_logger()
-        self.demand = ExclusiveDemand(resources)
-        self.dispatcher = Dispatcher(
-            {pool: resources.capacity(pool) for pool in resources.pools},
-            prefetch=settings.prefetch,
-            max_in_flight=settings.max_in_flight,
-            resume_at=settings.resume_threshold,
-            alternatives=lambda job: len(self.demand.servers(job)),
-            servers={pool: {s.address: s.capacity for s in resources.servers(pool)} for pool in resources.pools},
-            compatible=self.demand.servers_in,
-        )
+        self.dispatcher = kind.dispatcher(settings.prefetch, settings.max_in_flight, settings.resume_threshold)
         self.tally = Tally(total=len(jobs))
         self.tuner = PrefetchTuner(floor=settings.prefetch, ceiling=max(settings.prefetch, settings.max_prefetch))
         self.in_flight: dict[UUID, Ticket] = {}
         self.dispatched_at: dict[UUID, float] = {}
         """Runs not yet seen ready, with when they were created (monotonic)."""
+        self.next_submit = float("-inf")
+        """When the next run may be created, with a submit interval (monotonic)."""
         self.pause = PauseSwitch(settings.name, self.logger)
         self.resumed = ResumePlan()
         self.by_id = {job.id: job for job in jobs}
@@ -123,55 +112,41 @@ class CampaignLoop:
         self.halted: Stop | None = None
         """Why a stop hook ended it, None while it goes on."""
         self.orphans: OrphanWatch | None = None
-
-    def episode_parameters(self, ticket: Ticket) -> dict:
-        job = ticket.job
-        return {
-            "job": job.model_dump(mode="json"),
-            "resources": {pool: [s.model_dump(mode="json") for s in self.resources.servers(pool)] for pool in job.resource_types},
-            "results_dir": str(Path(self.s.results_dir).resolve()),
-            "evaluator": self.s.evaluator,
-            "evaluator_options": self.s.evaluator_options,
-            "campaign": self.s.name,
-            "lease_seconds": self.s.lease_seconds,
-            "poll_seconds": self.s.poll_seconds,
-            "timeout_seconds": self.s.timeout_seconds,
-            "prefer": self.demand.preference(job, first=ticket.server),
-            "server_wait_seconds": self.s.server_wait_seconds,
-        }
+        self.work_pool: str | None = None
+        """The work pool of the deployment the runs are created from."""
 
     async def run(self) -> Tally:
         deployment = await self.client.read_deployment_by_name(self.s.deployment)
+        self.work_pool = deployment.work_pool_name
         pending = []
         for job in self.jobs:
-            if job.metrics_path(self.s.results_dir).exists():
+            if self.kind.done(job):
                 self.tally.already_done += 1
             else:
                 pending.append(job)
         # -- history (flows/campaign/history.py): failed jobs get fresh attempts, runs in flight are adopted,
         # cancelled ones are left alone unless named with --only.
-        self.resumed = await plan_rerun(self.client, self.s.name, pending, self.s.only is not None, self.logger)
+        self.resumed = await plan_rerun(self.client, self.s.name, pending, self.s.revive_cancelled, self.logger, self.kind)
+        for job_id, record in self.resumed.completed.items():
+            self.tally.already_done += 1
+            self.kind.record_done(self.by_id[job_id], record)
         self.tally.cancelled.update(self.resumed.cancelled)
         self.follow_earlier_cancels()
         self.tally.fresh_attempts = len(self.resumed.fresh)
         for job in pending:
-            if job.id not in self.resumed.cancelled:
+            if job.id not in self.resumed.cancelled and job.id not in self.resumed.completed:
                 self.dispatcher.add(job, self.resumed.first_attempt(job.id), front=job.id in self.resumed.adopted)
-                self.demand.add(job)
+                self.kind.queued(job)
         await self.read_retry_requests()  # e.g. for jobs cancelled in an earlier invocation
         # -- end history
-        self.logger.info(
-            "Campaign %r: %d episodes, %d already done, %d pools, deployment %s",
-            self.s.name, len(self.jobs), self.tally.already_done, len(self.resources.pools), self.s.deployment,
-        )
-        await Variable.aset(
-            campaign_plan_variable(self.s.name), plan_value(self.s.planned or len(self.jobs), self.resources, self.s.name), overwrite=True
-        )
+        self.logger.info("%s %r: %d %s, %d already done, %sdeployment %s", self.kind.title, self.s.name, len(self.jobs), self.kind.noun,
+                         self.tally.already_done, f"{described}, " if (described := self.kind.describe()) else "",
+                         self.s.deployment)
+        await Variable.aset(campaign_plan_variable(self.s.name), self.kind.plan_value(len(self.jobs)), overwrite=True)
         await self.pause.start(self.s.paused)
         if deployment.work_pool_name:
             self.orphans = OrphanWatch(self.client, deployment.work_pool_name, deployment.work_queue_name, self.logger,
-                                       lambda run_id: self.in_flight[run_id].job.metrics_path(self.s.results_dir).exists(),
-                                       self.s.name)
+                                       lambda run_id: self.kind.done(self.in_flight[run_id].job), self.s.name)
         last_stats, last_pause_read, last_liveness = time.monotonic(), float("-inf"), float("-inf")
         while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped \
                 and not self.halted:
@@ -185,12 +160,14 @@ class CampaignLoop:
                 await retrying(self.read_retry_requests, forever=True)
                 await self.follow_settled_runs()
             if not self.pause.paused:
+                await self.count_others()
                 await self.dispatch(deployment.id)
+            await self.kind.maintain(self.client)
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:
                 last_stats = time.monotonic()
-                self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.resources,
+                self.logger.info(await retrying(lambda: stats_line(self.client, self.tally, self.dispatcher, self.kind,
                                                                    self.pause.paused, self.orphans.settled_service if self.orphans else None),
                                                 forever=True))
             self.halted = next((stop for hook in STOP_HOOKS if (stop := hook())), None)
@@ -199,14 +176,35 @@ class CampaignLoop:
         await self.pause.clear()
         return self.tally
 
+    def ended_early(self):
+        """The flow's end state when the loop stopped before its work was done (a stop hook, a
+        configuration error), else None."""
+        from prefect.states import Completed, Failed
+
+        if self.halted and self.halted.asked:
+            return Completed(message=self.halted.why)
+        if self.halted:
+            return Failed(message=f"campaign stopped: {self.halted.why}")
+        if self.stopped:
+            self.logger.error("Campaign stopped, configuration error: %s", self.stopped)
+            return Failed(message=f"configuration error, campaign stopped: {self.stopped}")
+        return None
+
+    async def count_others(self) -> None:
+        """With `count="pool"`, the work pool's runs that are not ours, for the thresholds."""
+        if self.s.count == "pool" and self.work_pool and self.dispatcher.max_in_flight is not None and self.dispatcher.pending:
+            on_pool = await retrying(lambda: runs_in_flight_on_pool(self.client, self.work_pool), forever=True)
+            self.dispatcher.others_in_flight = others_in_flight(on_pool, len(self.in_flight))
+
     async def dispatch(self, deployment_id: UUID) -> None:
         """Create a run for every ticket the windows allow: `DISPATCH_CONCURRENCY` creations at a
-        time (one at a time with a submit interval), so a tick that opens many windows (the
-        start, a resume) costs a few round trips rather than one per run."""
+        time, so a tick that opens many windows (the start, a resume) costs a few round trips
+        rather than one per run; with a submit interval, one run per interval, the loop reading
+        its runs meanwhile."""
         if self.s.submit_interval:
-            while (ticket := self.dispatcher.next()) is not None:
+            if time.monotonic() >= self.next_submit and (ticket := self.dispatcher.next()) is not None:
                 await self.create_run(deployment_id, ticket)
-                await asyncio.sleep(self.s.submit_interval)
+                self.next_submit = time.monotonic() + self.s.submit_interval
             return
         tickets = []
         while (ticket := self.dispatcher.next()) is not None:
@@ -222,10 +220,11 @@ class CampaignLoop:
     async def create_run(self, deployment_id: UUID, ticket: Ticket) -> None:
         run = await retrying(lambda: self.client.create_flow_run_from_deployment(  # idempotent: safe to repeat
             deployment_id,
-            parameters=self.episode_parameters(ticket),
+            parameters=self.kind.parameters(ticket),
             name=episode_run_name(self.s.name, ticket.job.id, ticket.attempt),
-            tags=episode_tags(ticket.job, self.s.name, ticket.pool, ticket.attempt),
+            tags=self.kind.tags(ticket),
             idempotency_key=idempotency_key(self.s.name, ticket.job, ticket.attempt),
+            job_variables=self.kind.job_variables(ticket),
         ), forever=True)
         self.in_flight[run.id] = ticket
         self.dispatched_at[run.id] = time.monotonic()
@@ -251,7 +250,7 @@ class CampaignLoop:
             if self.orphans:
                 self.orphans.observe(run.id, run.state)
             self.note_readiness(run.id, ticket, run.state.name)
-            if run.state.name == RUNNING_STATE and (slot := slot_of_running_message(run.state.message)):
+            if slot := self.kind.landed(run.state):
                 self.dispatcher.landed(ticket, *slot)
             last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
             if run.id in self.reruns:
@@ -261,18 +260,17 @@ class CampaignLoop:
             if outcome is not None:
                 if self.orphans:
                     self.orphans.forget(run.id)
-                if run.state.type in (StateType.CRASHED, StateType.CANCELLED):  # its holder may be gone, its lease not
-                    await release_slots_of(self.client, str(run.id), self.s.name, run.created)
                 del self.in_flight[run.id]
                 self.dispatched_at.pop(run.id, None)
                 self.reruns.discard(run.id)
                 self.dispatcher.finished(ticket)
                 outcome = self.settle(ticket, outcome, run.state.name, run.state.message or "")
                 self.settled.note(run.id, ticket, outcome, run.state.id)
+                await self.kind.run_ended(self.client, run, ticket, outcome)
 
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
-        if run_id in self.dispatched_at and state_name in (WAITING_STATE, RUNNING_STATE):
+        if run_id in self.dispatched_at and state_name in self.kind.ready_states:
             dispatched, now = self.dispatched_at.pop(run_id), time.monotonic()
             self.tuner.ready_after(ticket.pool, now - dispatched - self.unserved_within(ticket.pool, dispatched, now))
             self.retune(ticket.pool)
@@ -283,7 +281,7 @@ class CampaignLoop:
         return API_HEALTH.unavailable_within(since, until)
 
     def retune(self, pool: str) -> None:
-        prefetch = self.tuner.prefetch(pool, self.resources.capacity(pool), len(self.dispatcher.servers[pool]))
+        prefetch = self.tuner.prefetch(pool, self.kind.capacity(pool), len(self.dispatcher.servers[pool]))
         if prefetch != self.dispatcher.prefetch_for(pool):
             self.logger.info("Pool %s: prefetch %d (episodes ready after %.1f s, hold servers %.1f s)", pool,
                              prefetch, self.tuner.ready[pool].value, self.tuner.held[pool].value)
@@ -293,13 +291,13 @@ class CampaignLoop:
         """Count the run's end in the tally (requeue a retry); the outcome counted."""
         job = ticket.job
         self.last_attempt[job.id] = ticket.attempt
-        if outcome in (Outcome.FAILED, Outcome.CANCELLED) and job.metrics_path(self.s.results_dir).exists():
-            outcome = Outcome.DONE  # another run of the job (rerun from outside) wrote its metrics
+        if outcome in (Outcome.FAILED, Outcome.CANCELLED) and self.kind.done(job):
+            outcome = Outcome.DONE  # another run of the job (rerun from outside) wrote its result
         if outcome is not Outcome.RETRY:
-            self.demand.settled(job)
+            self.kind.settled(job)
         if outcome is Outcome.DONE:
             self.tally.done += 1
-            held = held_seconds(job.metrics_path(self.s.results_dir))
+            held = self.kind.held_seconds(job)
             self.tally.held_seconds[ticket.pool] = self.tally.held_seconds.get(ticket.pool, 0.0) + held
             self.tuner.held_for(ticket.pool, held)
             self.retune(ticket.pool)
@@ -324,7 +322,7 @@ class CampaignLoop:
         for name, request in await pending_requests(self.client, self.s.name):
             job_id = request.job_id
             if job_id in self.by_id and job_id not in self.tally.failures and job_id not in self.tally.cancelled \
-                    and not self.by_id[job_id].metrics_path(self.s.results_dir).exists():
+                    and not self.kind.done(self.by_id[job_id]):
                 continue  # not settled yet
             await drop_request(self.client, name)
             self.retry(request)
@@ -339,7 +337,7 @@ class CampaignLoop:
         attempt = self.last_attempt[job.id] + 1 if job.id in self.last_attempt else self.resumed.first_attempt(job.id)
         self.resumed.start_attempt[job.id] = attempt  # a fresh budget of max_attempts from here
         self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
-        self.demand.add(job)
+        self.kind.queued(job)
         self.dispatcher.add(job, attempt, front=True)
 
     # -- runs rerun from outside the campaign (flows/campaign/settled.py) -------------------
@@ -377,12 +375,13 @@ class CampaignLoop:
         self.in_flight[run.id] = settled.ticket
         self.reruns.add(run.id)
         self.dispatcher.returned(settled.ticket)
-        self.demand.add(job)
+        self.kind.queued(job)
 
 
-def held_seconds(metrics_file: Path) -> float:
-    """How long the episode held its server, from its metrics file (0 if unknown)."""
-    provenance = read_provenance(metrics_file)
-    return provenance.held_seconds if provenance else 0.0
+class CampaignLoop(JobLoop):
+    """The loop of a campaign of episodes (`episodes.py`)."""
+
+    def __init__(self, jobs: list[Job], resources: Resources, settings: CampaignSettings, client):
+        super().__init__(jobs, Episodes(resources, settings), settings, client)
 
 

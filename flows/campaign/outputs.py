@@ -1,5 +1,5 @@
-"""What a campaign tells people: the periodic stats line, and at the end `failed.txt`, the
-team x task table artifact, the leaderboard artifact and the summary."""
+"""What a campaign tells people: the periodic stats line (any kind of job), and at the end
+`failed.txt`, the team x task table artifact, the leaderboard artifact and the summary."""
 
 from __future__ import annotations
 
@@ -9,31 +9,22 @@ from pathlib import Path
 from prefect.artifacts import acreate_table_artifact
 
 from flows.campaign.dispatch import Dispatcher
+from flows.campaign.kinds import JobKind
 from flows.campaign.outcomes import Tally
 from flows.campaign.settings import CampaignSettings
-from flows.naming import artifact_key, leaderboard_artifact_key, pool_limit
+from flows.naming import artifact_key, leaderboard_artifact_key
 from flows.runtime.liveness import PoolService
-from flows.slots.pools import quarantine_warnings
 from generate.jsonio import write_atomic
 from generate.models import Job, Resources
 
 
-async def stats_line(client, tally: Tally, dispatcher: Dispatcher, resources: Resources, paused: bool,
+async def stats_line(client, tally: Tally, dispatcher: Dispatcher, kind: JobKind, paused: bool,
                      service: PoolService | None = None) -> str:
-    """`done 12/48 | failed 0 | retried 1 | pending 20 | pools a_1 1/1 (2 in flight) ...`, and a
-    warning when nothing serves the episodes' work pool (`service`, the campaign's last reading)."""
-    pools = []
-    for pool in resources.pools:
-        try:
-            busy = (await client.read_global_concurrency_limit_by_name(pool_limit(pool))).active_slots
-        except Exception:  # stats must never stop a campaign
-            busy = "?"
-        pools.append(f"{pool} {busy}/{resources.capacity(pool)} ({dispatcher.in_flight[pool]} in flight)")
+    """`done 12/48 | failed 0 | retried 1 | pending 20 | pools a_1 1/1 (2 in flight) ...` (the
+    pools as the jobs' kind shows them), and a warning when nothing serves the jobs' work pool
+    (`service`, the campaign's last reading)."""
+    pools, warnings = await kind.stats(client, dispatcher)
     state = " | PAUSED" if paused else (" | stopped at threshold" if dispatcher.stopped else "")
-    try:
-        warnings = await quarantine_warnings(client, resources)
-    except Exception:  # stats must never stop a campaign
-        warnings = []
     if service is not None and not service.served:
         warnings.insert(0, service.note())
     return (
@@ -91,11 +82,12 @@ def utilization(tally: Tally, resources: Resources, wall_seconds: float) -> dict
 FAILED_FILE = "failed.txt"
 
 
-def write_failed_file(results_dir: Path, job_ids) -> Path:
+def write_failed_file(results_dir: Path, job_ids, name: str = FAILED_FILE) -> Path:
     """`<results_dir>/failed.txt`: the failed (not cancelled) job ids, one a line, sorted,
-    written atomically (`--only` reads it back). Written by the campaign when it ends and by
-    `evalq campaign report --write-failed` from the server's truth afterwards."""
-    failed_file = Path(results_dir) / FAILED_FILE
+    written atomically (`--only` reads it back; a batch's `failed_items.txt`, `--items`).
+    Written by the campaign when it ends and by `evalq campaign report --write-failed` from the
+    server's truth afterwards."""
+    failed_file = Path(results_dir) / name
     write_atomic(failed_file, "".join(f"{job_id}\n" for job_id in sorted(job_ids)))
     return failed_file
 
@@ -115,6 +107,16 @@ async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resour
     leaderboard = await publish_leaderboard(results_dir, settings)
     return {
         "campaign": settings.name,
+        **tally_summary(tally, wall, results_dir, failed_file),
+        "utilization": utilization(tally, resources, wall),
+        "table": table,
+        "leaderboard": leaderboard,
+    }
+
+
+def tally_summary(tally: Tally, wall: float, results_dir: Path, failed_file: Path) -> dict:
+    """The totals of a campaign's (or batch's) summary: what the command line's tables show."""
+    return {
         "total": tally.total,
         "done": tally.done,
         "already_done": tally.already_done,
@@ -123,9 +125,6 @@ async def finish_report(client, tally: Tally, jobs: list[Job], resources: Resour
         "retried": tally.retried,
         "fresh_attempts": tally.fresh_attempts,
         "wall_seconds": round(wall, 1),
-        "utilization": utilization(tally, resources, wall),
-        "results_dir": str(results_dir.resolve()),
-        "failed_file": str(failed_file.resolve()),
-        "table": table,
-        "leaderboard": leaderboard,
+        "results_dir": str(Path(results_dir).resolve()),
+        "failed_file": str(Path(failed_file).resolve()),
     }

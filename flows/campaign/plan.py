@@ -33,6 +33,8 @@ class CampaignPlan(BaseModel):
     total: int | None = None
     """Jobs planned (the whole plan, also when `--only` runs a part of it)."""
     name: str = ""
+    kind: str = "campaign"
+    """"campaign" (episodes) or "batch" (items of a batch of pipelines)."""
     pools: dict[str, list[str]] | None = None
     """Pool -> its servers' `host:port` (server limits do not say)."""
 

@@ -1,7 +1,9 @@
-"""The campaign flow's parameters as one model: the contract between the flow
-(`flows/campaign/flow.py`), its loop and its outputs."""
+"""The parameters of the flows that dispatch a campaign's jobs, as models: the contract between
+a flow (`flows/campaign/flow.py`, `flows/batch/flow.py`), the loop and the outputs."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -30,46 +32,67 @@ def resume_threshold(max_in_flight: int | None, resume_at: int | None, resume_be
     return max_in_flight - 1
 
 
-class CampaignSettings(BaseModel):
-    """The campaign flow's parameters (see `campaign` for their defaults), as its runner and
-    report read them."""
+class DispatchSettings(BaseModel):
+    """What the campaign's loop needs whatever its jobs are: the part a campaign's settings
+    (`CampaignSettings`) and a batch's (`flows/batch/settings.py`) share."""
 
-    model_config = ConfigDict(extra="forbid")  # a parameter added to the flow must be added here
+    model_config = ConfigDict(extra="forbid")  # a parameter added to a flow must be added here
 
-    jobs_file: str
-    resources_file: str
-    results_dir: str
     name: str
-    evaluator: str
-    evaluator_options: dict
+    results_dir: str
     prefetch: int
+    """Jobs per server loading ahead, at least (the tuner's floor)."""
     max_prefetch: int
     max_in_flight: int | None
     resume_at: int | None = None
     resume_below: int | None = None
     """`resume_at + 1`, the older spelling (`--resume-below`); give one of the two."""
     submit_interval: float
+    """Seconds between two run creations (the batch submitter's `--wait_seconds`)."""
     max_attempts: int
     deployment: str
     stats_interval: float
     tick_seconds: float
-    lease_seconds: float
-    poll_seconds: float
     timeout_seconds: float
-    only: list[str] | None
-    planned: int | None = None
-    """Jobs in the whole plan (`--only` runs a part of it)."""
-    server_wait_seconds: float | None = None
-    """How long an episode waits while all its servers are quarantined, then fails; None: forever."""
     paused: bool = False
     """Start with dispatch paused (`--paused`); without it an invocation starts unpaused."""
+    count: Literal["own", "pool"] = "own"
+    """What the thresholds count: this campaign's runs in flight, or every run in flight on the
+    deployment's work pool (`--count pool`), as the batch submitter counted its cluster's."""
 
     @model_validator(mode="after")
-    def _thresholds_can_resume(self) -> "CampaignSettings":
+    def _thresholds_can_resume(self) -> "DispatchSettings":
         self.resume_threshold  # noqa: B018 - raises for thresholds that never resume
         return self
 
     @property
     def resume_threshold(self) -> int | None:
-        """Episodes in flight at which a stopped dispatch resumes (`resume_threshold`)."""
+        """Jobs in flight at which a stopped dispatch resumes (`resume_threshold`)."""
         return resume_threshold(self.max_in_flight, self.resume_at, self.resume_below)
+
+    @property
+    def revive_cancelled(self) -> bool:
+        """Whether jobs an earlier invocation left cancelled run again."""
+        return False
+
+
+class CampaignSettings(DispatchSettings):
+    """The campaign flow's parameters (see `campaign` for their defaults), as its runner and
+    report read them."""
+
+    jobs_file: str
+    resources_file: str
+    evaluator: str
+    evaluator_options: dict
+    lease_seconds: float
+    poll_seconds: float
+    only: list[str] | None
+    planned: int | None = None
+    """Jobs in the whole plan (`--only` runs a part of it)."""
+    server_wait_seconds: float | None = None
+    """How long an episode waits while all its servers are quarantined, then fails; None: forever."""
+
+    @property
+    def revive_cancelled(self) -> bool:
+        """Episodes named with `--only` run again, cancelled before or not."""
+        return self.only is not None

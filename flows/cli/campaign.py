@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from flows.cli.options import parse_duration
 from flows.cli.reading import (
     API,
     HOME,
@@ -22,18 +21,6 @@ from flows.runtime.folder_server import DEFAULT_HOME
 from generate.errors import InputError, exit_on_input_error
 
 campaign_app = typer.Typer(no_args_is_help=True, help="Run evaluation campaigns.")
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`90s`, `15m`, `12h`, `7d`, `2w` -> a timedelta; else `InputError` naming the option."""
-    match = DURATION.match(text)
-    if not match:
-        raise InputError(None, f"--older-than {text!r}: expected a number and a unit s, m, h, d or w (e.g. 7d)")
-    return dt.timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
-
-
 @exit_on_input_error
 def campaign_report(
     name: str = typer.Argument(..., help="Campaign name (its --name)"),
@@ -85,16 +72,30 @@ def campaign_status(
     typer.echo(status.model_dump_json(indent=2) if as_json else status_text(status), nl=as_json)
 
 
-@exit_on_input_error
-def campaign_purge(
-    name: str = typer.Argument(..., help="Campaign name (its --name)"),
-    older_than: Optional[str] = typer.Option(None, "--older-than", help="Only runs finished before this long ago (e.g. 7d, 12h)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, delete nothing"),
-    force: bool = typer.Option(False, "--force", help="Purge finished runs even while the campaign runs"),
-    api: Optional[str] = API,
-    home: Path = HOME,
-) -> None:
-    """Delete the campaign's finished flow runs (and its variables once none is left); never results."""
+def purge_command(what: str, jobs: str, dispatchers: str):
+    """The `purge` command of campaigns (or of batches: `what` names them, `jobs` and
+    `dispatchers` their kinds of runs)."""
+    def purge(
+        name: str = typer.Argument(..., help=f"{what} name (its --name)"),
+        older_than: Optional[str] = typer.Option(None, "--older-than", help="Only runs finished before this long ago (e.g. 7d, 12h)"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, delete nothing"),
+        force: bool = typer.Option(False, "--force", help=f"Purge finished runs even while the {what.lower()} runs"),
+        api: Optional[str] = API,
+        home: Path = HOME,
+    ) -> None:
+        purge_and_say(what, jobs, dispatchers, name, older_than, dry_run, force, api, home)
+
+    purge.__doc__ = f"Delete the {what.lower()}'s finished flow runs (and its variables once none is left); never results."
+    return exit_on_input_error(purge)
+
+
+campaign_purge = purge_command("Campaign", "episode runs", "campaign flow runs")
+
+
+def purge_and_say(what: str, jobs: str, dispatchers: str, name: str, older_than: str | None, dry_run: bool, force: bool,
+                  api: str | None, home: Path) -> None:
+    """Purge campaign (or batch) `name` where it lives and say what went: `what` names it, `jobs`
+    and `dispatchers` its kinds of runs."""
     from flows.reports.purge import CampaignRunning, purge_campaign
 
     age = parse_duration(older_than) if older_than else None
@@ -110,8 +111,10 @@ def campaign_purge(
     verb = "would delete" if dry_run else "deleted"
     episodes = sum(result.episode_runs.values())
     states = ", ".join(f"{n} {state}" for state, n in result.episode_runs.items())
-    typer.echo(f"Campaign {name}: {verb} {episodes} episode runs" + (f" ({states})" if states else "")
-               + f" and {result.campaign_runs} campaign flow runs; {result.kept_runs} runs kept")
+    typer.echo(f"{what} {name}: {verb} {episodes} {jobs}" + (f" ({states})" if states else "")
+               + f" and {result.campaign_runs} {dispatchers}; {result.kept_runs} runs kept")
+    if result.purge_runs:
+        typer.echo(f"  {verb} {result.purge_runs} runs of its batch-purge flow (--keep-for)")
     for variable in result.variables:
         typer.echo(f"  {verb} variable {variable}")
     for artifact in result.artifacts:
@@ -194,13 +197,10 @@ def campaign_run(
 ) -> None:
     """Evaluate every job on the Prefect server the rule finds (`--api`, PREFECT_API_URL, your `evalq
     server` with a local runner), else on this folder's embedded database with a local runner."""
-    import contextlib
-
     from flows.campaign.inputs import load_campaign_inputs
     from flows.campaign.selection import read_only_file
     from flows.campaign.settings import resume_threshold
-    from flows.cli.launch import run_campaign
-    from flows.runtime.discovery import check_server, configured_api, pointed_at
+    from flows.cli.launch import run_where_found
 
     try:
         resume_threshold(max_in_flight, resume_at, resume_below)
@@ -213,22 +213,16 @@ def campaign_run(
     if all(job.metrics_path(results_dir).exists() for job in selected):
         typer.echo(f"Campaign {name!r}: all {len(selected)} episodes already have metrics in {results_dir}; nothing to run.")
         raise typer.Exit(0)
-    with contextlib.ExitStack() as pointed:
-        if (configured := configured_api(api)) is not None:  # else the local stack finds or starts one
-            check_server(configured)
-            pointed.enter_context(pointed_at(configured.api_url))
-            configured.announce()
-        summary = run_campaign(
-            dict(
-                jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
-                name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch,
-                max_in_flight=max_in_flight, resume_at=resume_at, resume_below=resume_below, submit_interval=submit_interval,
-                max_attempts=max_attempts, timeout_seconds=episode_timeout, deployment=deployment,
-                stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait, paused=paused,
-            ),
-            worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)),
-            home=home,
-        )
+    summary = run_where_found(
+        dict(
+            jobs_file=str(jobs.resolve()), resources_file=str(resources.resolve()), results_dir=str(results_dir.resolve()),
+            name=name, evaluator=evaluator, evaluator_options=options, prefetch=prefetch, max_prefetch=max_prefetch,
+            max_in_flight=max_in_flight, resume_at=resume_at, resume_below=resume_below, submit_interval=submit_interval,
+            max_attempts=max_attempts, timeout_seconds=episode_timeout, deployment=deployment,
+            stats_interval=stats_interval, only=only_ids, server_wait_seconds=server_wait, paused=paused,
+        ),
+        worker_limit=pools.most_in_flight(max(prefetch, max_prefetch)), home=home, api=api,
+    )
     raise typer.Exit(1 if summary["failed"] or summary.get("cancelled") else 0)
 
 

@@ -1,4 +1,4 @@
-"""Terminal output of campaigns: a progress bar while running, tables at the end."""
+"""Terminal output of campaigns and batches: a progress bar while running, tables at the end."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def progress_detail(tally, dispatcher) -> str:
 
 
 @contextlib.contextmanager
-def campaign_progress(stats_interval: float = 60.0):
+def campaign_progress(stats_interval: float = 60.0, noun: str = "episodes"):
     """A progress bar fed by the campaign's progress hook; where the console is no terminal (a
     log file, a pipe), a plain line every `stats_interval` seconds and one at the end instead."""
     from flows.campaign.loop import (
@@ -36,7 +36,7 @@ def campaign_progress(stats_interval: float = 60.0):
     )
 
     if not console.is_terminal:
-        hook = PlainProgress(stats_interval)
+        hook = PlainProgress(stats_interval, noun=noun)
         PROGRESS_HOOKS.append(hook)
         try:
             yield None
@@ -45,7 +45,7 @@ def campaign_progress(stats_interval: float = 60.0):
             hook.flush()
         return
     progress = Progress(
-        TextColumn("[bold]episodes"),
+        TextColumn(f"[bold]{noun}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
@@ -71,8 +71,9 @@ class PlainProgress:
     """The progress bar as plain lines: `episodes 12/44 | failed 0 | ... | 0:01:05 elapsed`,
     at most one per interval (the first tick's at once), and the last state at the end."""
 
-    def __init__(self, interval: float, clock=time.monotonic):
+    def __init__(self, interval: float, clock=time.monotonic, noun: str = "episodes"):
         self.interval = interval
+        self.noun = noun
         self.clock = clock
         self.started = clock()
         self.printed_at: float | None = None
@@ -81,7 +82,7 @@ class PlainProgress:
 
     def __call__(self, tally, dispatcher) -> None:
         elapsed = dt.timedelta(seconds=int(self.clock() - self.started))
-        self.line = f"episodes {tally.finished}/{tally.total} | {progress_detail(tally, dispatcher)} | {elapsed} elapsed"
+        self.line = f"{self.noun} {tally.finished}/{tally.total} | {progress_detail(tally, dispatcher)} | {elapsed} elapsed"
         if self.printed_at is None or self.clock() - self.printed_at >= self.interval:
             self.flush()
 
@@ -92,8 +93,26 @@ class PlainProgress:
 
 
 def summary_tables(summary: dict) -> list[Table]:
-    totals = Table(title=f"Campaign {summary['campaign']}", show_header=False)
-    totals.add_row("episodes", str(summary["total"]))
+    totals = totals_table(f"Campaign {summary['campaign']}", "episodes", "failed job ids", summary)
+    pools = Table(title="Pool utilization (held time / capacity x wall time)")
+    pools.add_column("pool")
+    pools.add_column("utilization", justify="right")
+    for pool, share in summary["utilization"].items():
+        pools.add_row(pool, f"{share:.0%}")
+    return [totals, pools, *failed_table("Failed episodes", "job", summary)]
+
+
+def batch_summary_tables(summary: dict) -> list[Table]:
+    totals = totals_table(f"Batch {summary['batch']} (work pool {summary['pool']})", "items", "failed item ids", summary)
+    if summary.get("purge_at"):
+        totals.add_row("runs dropped at (--keep-for)", summary["purge_at"])
+    return [totals, *failed_table("Failed items", "item", summary)]
+
+
+def totals_table(title: str, noun: str, failed_file: str, summary: dict) -> Table:
+    """A campaign's (or batch's) totals from its summary (`flows/campaign/outputs.py`, `tally_summary`)."""
+    totals = Table(title=title, show_header=False)
+    totals.add_row(noun, str(summary["total"]))
     totals.add_row("done now / before", f"{summary['done']} / {summary['already_done']}")
     totals.add_row("failed", f"[red]{len(summary['failed'])}[/]" if summary["failed"] else "0")
     totals.add_row("cancelled (not retried)", str(len(summary.get("cancelled", {}))))
@@ -102,21 +121,20 @@ def summary_tables(summary: dict) -> list[Table]:
         totals.add_row("failed before, new attempts", str(summary["fresh_attempts"]))
     totals.add_row("wall time", f"{summary['wall_seconds']} s")
     totals.add_row("results", summary["results_dir"])
-    totals.add_row("failed job ids", summary["failed_file"])
-    pools = Table(title="Pool utilization (held time / capacity x wall time)")
-    pools.add_column("pool")
-    pools.add_column("utilization", justify="right")
-    for pool, share in summary["utilization"].items():
-        pools.add_row(pool, f"{share:.0%}")
-    tables = [totals, pools]
-    if summary["failed"]:
-        failed = Table(title="Failed episodes")
-        failed.add_column("job", no_wrap=True)
-        failed.add_column("last state", overflow="fold")  # wrapped whole: a cut reason hides the cause
-        for job_id, reason in summary["failed"].items():
-            failed.add_row(job_id, reason)
-        tables.append(failed)
-    return tables
+    totals.add_row(failed_file, summary["failed_file"])
+    return totals
+
+
+def failed_table(title: str, column: str, summary: dict) -> list[Table]:
+    """The failed jobs with their last state, if any failed."""
+    if not summary["failed"]:
+        return []
+    failed = Table(title=title)
+    failed.add_column(column, no_wrap=True)
+    failed.add_column("last state", overflow="fold")  # wrapped whole: a cut reason hides the cause
+    for job_id, reason in summary["failed"].items():
+        failed.add_row(job_id, reason)
+    return [failed]
 
 
 def pool_status_table(pools: list[PoolStatus]) -> Table:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from flows.runtime.discovery import Found, Source, configured_api
-from flows.runtime.local_stack import LocalStack
+from flows.runtime.local_stack import LocalStack, flush_prefect_clients
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -28,27 +28,53 @@ def stack_server(stack: LocalStack) -> Found:
     return configured_api() or Found(stack.api_url, Source.ENVIRONMENT)
 
 
-def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStack | None = None) -> dict:
-    """Run the campaign flow in this process and print its summary.
+def run_where_found(settings: dict, worker_limit: int, home: Path, api: str | None, batch: bool = False) -> dict:
+    """`run_campaign` on the server `--api` or PREFECT_API_URL names (checked and announced),
+    else on a local stack."""
+    import contextlib
+
+    from flows.runtime.discovery import check_server, pointed_at
+
+    with contextlib.ExitStack() as pointed:
+        if (configured := configured_api(api)) is not None:  # else the local stack finds or starts one
+            check_server(configured)
+            pointed.enter_context(pointed_at(configured.api_url))
+            configured.announce()
+        return run_campaign(settings, worker_limit, home, batch=batch)
+
+
+def run_campaign(settings: dict, worker_limit: int, home: Path, stack: LocalStack | None = None, batch: bool = False) -> dict:
+    """Run the campaign flow (with `batch`, the batch flow) in this process and print its summary.
 
     Without a configured server (`--api`, PREFECT_API_URL) and no `stack` given, a local stack
     (the user's `evalq server` or this folder's embedded database, with a local runner) serves
     the campaign's duration (started before this module imports Prefect).
     """
-    with SignalStop(settings["name"]) as signals:
+    with SignalStop(settings["name"], "Batch" if batch else "Campaign") as signals:
         if stack is None and configured_api() is None:
             with LocalStack(home, worker_limit=worker_limit) as own_stack:
                 stack_server(own_stack).announce()
-                return run_flow(settings, own_stack, signals)
-        return run_flow(settings, stack, signals)
+                return run_flow(settings, own_stack, signals, batch)
+        return run_flow(settings, stack, signals, batch)
 
 
-def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") -> dict:
-    from flows.campaign.flow import campaign
+def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop", batch: bool = False) -> dict:
     from flows.campaign.loop import STOP_HOOKS, Stop
-    from flows.cli.console import campaign_progress, console, summary_tables
+    from flows.cli.console import (
+        batch_summary_tables,
+        campaign_progress,
+        console,
+        summary_tables,
+    )
+    from flows.naming import MISCONFIGURED_STATE
     from flows.runtime.outages import handle_api_outages
     from flows.runtime.zombies import heartbeating
+    from generate.errors import InputError
+
+    if batch:
+        from flows.batch.flow import batch as flow
+    else:
+        from flows.campaign.flow import campaign as flow
 
     def runner_lost() -> Stop | None:
         return Stop("its local runner could not be kept alive") if stack is not None and stack.failure else None
@@ -57,8 +83,9 @@ def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") ->
     STOP_HOOKS.extend(hooks)
     handle_api_outages()  # before the flow's first log lines, which an outage must not lose either
     try:
-        with campaign_progress(settings.get("stats_interval", 60.0)), heartbeating():  # the zombie automation crashes runs silent for 6 min
-            state = asyncio.run(campaign(**settings, return_state=True))
+        with campaign_progress(settings.get("stats_interval", 60.0), "items" if batch else "episodes"), \
+                heartbeating():  # the zombie automation crashes runs silent for 6 min
+            state = asyncio.run(flow(**settings, return_state=True))
     finally:
         signals.listening = False  # from here a signal ends the command at once
         for hook in hooks:
@@ -67,10 +94,13 @@ def run_flow(settings: dict, stack: LocalStack | None, signals: "SignalStop") ->
         raise Interrupted(signals.caught)
     if stack is not None and stack.failure:
         raise SystemExit(f"error: campaign {settings['name']!r} stopped: {stack.failure}")
+    if state.name == MISCONFIGURED_STATE:
+        flush_prefect_clients()  # the flow's last events and logs, before the line that ends the command
+        raise InputError(None, state.message)
     if not state.is_completed():
-        raise SystemExit(f"error: campaign flow ended {state.name}: {state.message}")
+        raise SystemExit(f"error: {'batch' if batch else 'campaign'} flow ended {state.name}: {state.message}")
     summary = state.result()
-    for table in summary_tables(summary):
+    for table in (batch_summary_tables if batch else summary_tables)(summary):
         console.print(table)
     return summary
 
@@ -90,8 +120,9 @@ class SignalStop:
     one, or one while servers start or stop) at once. Either way the runner and server this
     command started are stopped on the way out, and exit code is 128 + the signal."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, what: str = "Campaign"):
         self.name = name
+        self.what = what
         self.caught: int | None = None
         self.listening = False
         """The flow is running and its stop hook watches `caught`."""
@@ -126,7 +157,7 @@ class SignalStop:
         if exc is None or not isinstance(exc, (KeyboardInterrupt, termination_signal())):
             return
         signum = getattr(exc, "signum", None) or getattr(exc, "signal", None) or signal.SIGINT
-        print(f"Campaign {self.name!r} stopped by {signal_name(signum)}; the same command goes on where it stopped",
+        print(f"{self.what} {self.name!r} stopped by {signal_name(signum)}; the same command goes on where it stopped",
               file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
 

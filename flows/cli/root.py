@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from flows.cli import demo, leaderboard, server
+from flows.cli.batch import batch_app
 from flows.cli.campaign import campaign_app
 from flows.cli.pools import pools_app
 from flows.cloudlogging import cli as cloudlogging_cli
@@ -22,10 +23,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Evaluate every (team, task, instance) episode of a challenge on Prefect.",
+    help="Evaluate every (team, task, instance) episode of a challenge on Prefect; run batches of pipelines.",
 )
 app.command("generate")(generate)
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(batch_app, name="batch")
 app.add_typer(pools_app, name="pools")
 app.command("stream-logs")(cloudlogging_cli.stream_logs)
 app.command("logs")(cloudlogging_cli.logs)

@@ -131,10 +131,10 @@ async def retried_job_runs(client, campaign: str) -> dict[str, list]:
     earlier = []
     for start in range(0, len(names), PAGE):
         earlier += [record_of(run) for run in await read_campaign_runs(client, campaign, name={"any_": names[start:start + PAGE]})]
-    runs: dict[str, list] = {}
-    for record in later + earlier:
-        runs.setdefault(record.job_id, []).append(record)
-    return runs
+    runs: dict[str, dict[str, object]] = {}
+    for record in later + earlier:  # a later attempt below the highest is among both: once
+        runs.setdefault(record.job_id, {})[record.run_id] = record
+    return {job_id: list(by_run.values()) for job_id, by_run in runs.items()}
 
 
 async def cancel_asked(client, runs: list) -> Counter:

@@ -1,17 +1,20 @@
-"""`evalq campaign purge`: delete a settled campaign's runs, variables and artifacts from the
-Prefect server (never its results)."""
+"""`evalq campaign purge` and `evalq batch purge`: delete a settled campaign's (or batch's) runs,
+variables and artifacts from the Prefect server (never its results)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
 
+from prefect.client.schemas.objects import StateType
 from pydantic import BaseModel
 
 from flows.campaign.history import read_episode_records
 from flows.naming import (
+    BATCH_PURGE_TAG,
     artifact_key,
     campaign_plan_variable,
+    campaign_tag,
     leaderboard_artifact_key,
     pause_variable,
     plan_artifact_key,
@@ -28,6 +31,9 @@ class PurgeResult(BaseModel):
     campaign_runs: int
     kept_runs: int
     """Runs left: not finished, or newer than `--older-than`."""
+    purge_runs: int = 0
+    """A batch's own `batch-purge` runs (`--keep-for`): finished ones, and once nothing else is
+    left the one scheduled."""
     variables: list[str]
     artifacts: list[str]
 
@@ -61,6 +67,9 @@ async def purge_campaign(
     episodes = [r for r in records if purgeable(r.end_time or r.created, r.final, cutoff)]
     campaigns = [r for r in flow_runs if purgeable(r.end_time, r.final, cutoff)]
     kept = len(records) + len(flow_runs) - len(episodes) - len(campaigns)
+    chores = await purge_runs_of(client, campaign)
+    chores_gone = [str(run.id) for run in chores if run.state is not None
+                   and (run.state.is_final() or (kept == 0 and run.state.type == StateType.SCHEDULED))]
     variables, artifacts = [], []
     if kept == 0:
         from flows.campaign.rerun_requests import pending_requests
@@ -69,13 +78,21 @@ async def purge_campaign(
         variables += [name for name, _ in await pending_requests(client, campaign)]  # retry requests left
         artifacts = [artifact_key(campaign), leaderboard_artifact_key(campaign), plan_artifact_key(campaign)]
     if not dry_run:
-        await delete_flow_runs(client, [r.run_id for r in episodes] + [r.id for r in campaigns])
+        await delete_flow_runs(client, [r.run_id for r in episodes] + [r.id for r in campaigns] + chores_gone)
         variables = [name for name in variables if await delete_variable(client, name)]
         artifacts = [key for key in artifacts if await delete_artifacts(client, key)]
     return PurgeResult(
         campaign=campaign, dry_run=dry_run, episode_runs=dict(sorted(Counter(r.state_name for r in episodes).items())),
-        campaign_runs=len(campaigns), kept_runs=kept, variables=variables, artifacts=artifacts,
+        campaign_runs=len(campaigns), kept_runs=kept, variables=variables, artifacts=artifacts, purge_runs=len(chores_gone),
     )
+
+
+async def purge_runs_of(client, campaign: str) -> list:
+    """A batch's `batch-purge` runs (`flows/batch/keep.py`), by their tags."""
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    run_filter = FlowRunFilter.model_validate({"tags": {"all_": [BATCH_PURGE_TAG, campaign_tag(campaign)]}})
+    return await client.read_flow_runs(flow_run_filter=run_filter)
 
 
 async def delete_flow_runs(client, run_ids: list[str]) -> None:

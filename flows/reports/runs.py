@@ -18,7 +18,7 @@ from flows.campaign.history import (
 )
 from flows.campaign.plan import CampaignPlan
 from flows.naming import (
-    CAMPAIGN_FLOW,
+    DISPATCH_FLOWS,
     SLOT_ACQUIRED,
     campaign_plan_variable,
     flow_run_resource_id,
@@ -52,7 +52,8 @@ class CampaignFlowRun(BaseModel):
 
 
 async def campaign_flow_runs(client, campaign: str | None = None, active_only: bool = False) -> list[CampaignFlowRun]:
-    """Runs of the `campaign` flow (for one campaign name, by its `name` parameter)."""
+    """Runs of the flows that dispatch campaigns, `campaign` and `batch` (for one campaign name,
+    by their `name` parameter)."""
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
@@ -61,7 +62,7 @@ async def campaign_flow_runs(client, campaign: str | None = None, active_only: b
         FlowRunFilterStateType,
     )
 
-    flow_filter = FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW]))
+    flow_filter = FlowFilter(name=FlowFilterName(any_=list(DISPATCH_FLOWS)))
     run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ACTIVE_TYPES))) if active_only else None
     found, offset = [], 0
     while True:
@@ -127,10 +128,17 @@ def done_job_ids(records: list[EpisodeRecord], results_dir: Path | None) -> set[
 async def gather_report(client, campaign: str, results_dir: Path | None = None) -> CampaignReport:
     """The report of the campaign from the server's truth: every run, the histories of those
     that failed or were rerun in place, their slot leases, and the metrics files."""
+    return (await gather_report_and_records(client, campaign, results_dir))[0]
+
+
+async def gather_report_and_records(client, campaign: str, results_dir: Path | None = None,
+                                    slots: bool = True) -> tuple[CampaignReport, list[EpisodeRecord]]:
+    """`gather_report`, and the runs it was made of; without `slots`, no slot events are read
+    (a batch's items hold none)."""
     records = await read_episode_records(client, campaign, every_attempt=True)
     failed = [r.run_id for r in records if r.failures]
     since = min((r.created for r in records if r.created), default=dt.datetime.now(dt.timezone.utc)) - dt.timedelta(minutes=5)
-    servers = await servers_of_runs(client, failed, since) if failed else {}
+    servers = await servers_of_runs(client, failed, since) if failed and slots else {}
     running = any(not run.final for run in await campaign_flow_runs(client, campaign, active_only=True))
     plan = await plan_of(client, campaign)
-    return build_report(campaign, records, done_job_ids(records, results_dir), servers, running, plan.total)
+    return build_report(campaign, records, done_job_ids(records, results_dir), servers, running, plan.total), records
