@@ -105,7 +105,8 @@ def known(prefect_server, tmp_path_factory):
             ])
             await seed.write_logs(c, running, [(20, "loaded simulator"), (30, "slow policy server"), (40, "step timeout")], now - timedelta(minutes=2))
             await seed.write_logs(c, ids["beta/pick/0"], [(20, "beta starting")], now - timedelta(minutes=2))
-            await seed.write_logs(c, other.ids["zeta/pick/0"], [(20, "another campaign")], now - timedelta(minutes=2))
+            # More of another campaign's lines than a page of logs, and newer than this campaign's.
+            await seed.write_logs(c, other.ids["zeta/pick/0"], [(20, "another campaign")] * 250, now - timedelta(minutes=1))
             async with Source(CAMPAIGN) as source:
                 await until(lambda: _holders_seen(source), what="slot events persisted")
         return ids

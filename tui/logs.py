@@ -49,8 +49,14 @@ class LogReads:
             lines.append(LogLine(str(log.id), log.timestamp, log.level, log.message, str(log.flow_run_id), episode, team, task))
         return lines
 
+    async def recent_runs(self) -> list[UUID]:
+        """The campaign's `PAGE` most recently started runs: the ones whose lines are the latest."""
+        runs = await self.gateway.read_runs(run_filter(self.gateway.tags()), limit=PAGE, sort="START_TIME_DESC")
+        return [run.id for run in runs]
+
     async def backfill(self, since: datetime | None = None, limit: int = 200, flow_run_id: UUID | None = None) -> list[LogLine]:
-        """The latest `limit` (at most 200, the server's cap) log lines after `since`, oldest first."""
+        """The latest `limit` (at most 200, the server's cap) log lines after `since`, oldest first:
+        of the campaign's recent runs (the server's latest lines may all be another campaign's)."""
         from prefect.client.schemas import filters as f
         from prefect.client.schemas.sorting import LogSort
 
@@ -58,8 +64,10 @@ class LogReads:
         kwargs: dict[str, Any] = {}
         if since:
             kwargs["timestamp"] = f.LogFilterTimestamp(after_=since)
-        if flow_run_id:
-            kwargs["flow_run_id"] = f.LogFilterFlowRunId(any_=[flow_run_id])
+        runs = [flow_run_id] if flow_run_id else await self.recent_runs()
+        if not runs:
+            return []
+        kwargs["flow_run_id"] = f.LogFilterFlowRunId(any_=runs)
         logs = await client.read_logs(log_filter=f.LogFilter(**kwargs), limit=min(limit, 200), offset=0, sort=LogSort.TIMESTAMP_DESC)
         return list(reversed(await self.log_lines(logs)))
 
