@@ -106,3 +106,10 @@ def episode_worker(prefect_server, tmp_path_factory):
         yield worker
     finally:
         terminate_group(worker)
+
+
+@pytest.fixture
+def anyio_backend():
+    """`@pytest.mark.anyio` tests run on asyncio only: Prefect's client needs it (not trio, which
+    anyio's default would add when it is installed)."""
+    return "asyncio"

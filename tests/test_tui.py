@@ -40,11 +40,6 @@ EXPECTED_COUNTS = {  # jobs by their latest run: alpha/pick/2 failed once, then 
 }
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def client():
     from prefect.client.orchestration import get_client
 

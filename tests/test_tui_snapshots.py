@@ -32,11 +32,6 @@ TEAMS = ["aurora_lab", "blue_bots", "cmu_grasp", "deepmanip", "eth_rsl", "fair_r
 TASKS = ["pick_cube", "stack_blocks", "open_drawer"]
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def run_id(n: int) -> UUID:
     return UUID(int=n)
 
