@@ -210,11 +210,6 @@ def item_deployment(pool: str) -> str:
     return f"{BATCH_ITEM_FLOW}/{pool}"
 
 
-def purge_deployment(pool: str) -> str:
-    """`flow/deployment` of the `batch-purge` flow on work pool `pool` (for `--keep-for`)."""
-    return f"{BATCH_PURGE_FLOW}/{pool}"
-
-
 def item_tags(batch: str, item: str, pool: str, attempt: int, pipeline: str) -> list[str]:
     """Tags of a batch item's flow run: a job run of the campaign `batch` (evaltui shows the batch
     as its team and the pipeline's flow as its task)."""

@@ -132,7 +132,9 @@ def test_keep_for_drops_finished_runs_by_itself_and_never_the_results(episode_wo
         async with get_client() as client:
             return await purge_runs_of(client, "kept")
 
-    (purge,) = asyncio.run(purge_runs())
+    # It has deleted the runs; it may not have said it is done yet.
+    (purge,) = wait_for(lambda: (runs := asyncio.run(purge_runs())) and runs[0].state.is_final() and runs, 60,
+                        "the batch-purge run to end")
     assert purge.state.is_completed() and "pool:" not in " ".join(purge.tags)
 
 

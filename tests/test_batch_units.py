@@ -22,6 +22,8 @@ def test_an_item_list_is_one_id_a_line_without_blanks_comments_or_repeats(tmp_pa
     path = tmp_path / "items.txt"
     path.write_text("# batch of the week\n\nTX_2021-flood.v2\n  ca_0001  # trailing comment\nTX_2021-flood.v2\nuser@site+1\n")
     assert read_item_list(path) == ["TX_2021-flood.v2", "ca_0001", "user@site+1"]
+    path.write_text("\ufeffa\nb\n")  # saved with a BOM
+    assert read_item_list(path) == ["a", "b"]
 
 
 @pytest.mark.parametrize("line, problem", [
@@ -113,6 +115,13 @@ def test_the_rest_of_the_pool_counts_against_the_thresholds():
     assert others_in_flight(on_pool=2, own=5) == 0
 
 
+@pytest.mark.parametrize("item, name", [("day-3", "day-3"), ("../../x", "x"), ("team/task/0", "team-task-0"), ("..", "item")])
+def test_a_failed_items_log_stays_in_the_report_folder_whatever_the_run_was_named(item, name):
+    from flows.batch.report import log_name
+
+    assert log_name(item) == name
+
+
 def test_durations_and_the_summary_of_a_report():
     from prefect.client.schemas.objects import StateType
 
@@ -171,6 +180,7 @@ def evalq_here(*args: str):
     (["--command", "x {item}", "--keep-for", "soon"], "--keep-for 'soon': expected a number and a unit"),
     (["--command", "x {item}", "--resume-threshold", "2"], "--resume-at needs --max-in-flight"),
     (["--command", "x {item}", "--stop-threshold", "3", "--resume-threshold", "-1"], "--resume-at -1: dispatch would never resume"),
+    (["--command", "x {item}", "--stop-threshold", "5", "--resume-threshold", "9"], "--resume-at 9: below --max-in-flight 5"),
     (["--command", "x {item"], "--command 'x {item': expected '}'"),
     (["--command", "x", "--job-variable", "memory"], "--job-variable 'memory': expected key=value"),
     (["--deployment", "touch-item"], "--deployment 'touch-item': expected FLOW/DEPLOYMENT"),
@@ -203,3 +213,33 @@ def test_batch_report_refuses_a_report_dir_that_is_a_file_before_reading_any_ser
     taken.write_text("not a folder")
     result = evalq_here("batch", "report", "b", "--report-dir", str(taken), "--api", "http://127.0.0.1:9/api")
     assert result.exit_code == 2 and result.stderr == f"error: {taken}: --report-dir is not a directory\n"
+
+
+def test_a_pipeline_line_over_the_limit_is_logged_in_pieces_with_nothing_dropped():
+    """A command printing 3 MiB without a newline (a progress bar, a JSON blob): every byte reaches
+    the log, then the lines after it (the stream's limit is 1 MiB; redaction is linear in it)."""
+    import asyncio
+    import sys
+
+    from flows.batch.pipeline import LINE_LIMIT, Command
+
+    class Logged:
+        def __init__(self):
+            self.lines: list[str] = []
+
+        def info(self, _format, _prefix, line):
+            self.lines.append(line)
+
+    async def forward_all():
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdout.write('x' * (3 << 20) + '\\nmid\\nend')",
+            stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT)
+        reader = Command.__new__(Command)
+        reader.logger, reader.secrets, reader.last_stderr = Logged(), [], ""
+        await asyncio.wait_for(reader.forward(process.stdout, False), 120)  # a bound against a hang, not a goal
+        await process.wait()
+        return reader.logger.lines
+
+    lines = asyncio.run(forward_all())
+    assert sum(len(line) for line in lines[:-2]) == 3 << 20 and set("".join(lines[:-2])) == {"x"}
+    assert lines[-2:] == ["mid", "end"]

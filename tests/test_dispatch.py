@@ -96,7 +96,7 @@ def test_without_resume_at_dispatch_goes_on_as_soon_as_one_ends():
 
 
 @pytest.mark.parametrize(("max_in_flight", "resume_at", "resume_below", "expected"), [
-    (2, 0, None, 0), (4, None, 2, 1), (4, None, None, 3), (None, None, None, None), (4, 6, None, 6),
+    (2, 0, None, 0), (4, None, 2, 1), (4, None, None, 3), (None, None, None, None), (4, 3, None, 3), (4, None, 4, 3),
 ])
 def test_resume_threshold_of_the_options(max_in_flight, resume_at, resume_below, expected):
     assert resume_threshold(max_in_flight, resume_at, resume_below) == expected
@@ -107,6 +107,9 @@ def test_resume_threshold_of_the_options(max_in_flight, resume_at, resume_below,
     (2, -1, None, "--resume-at -1: dispatch would never resume"),
     (None, 0, None, "--resume-at needs --max-in-flight"),
     (2, 0, 1, "give one"),
+    (4, 6, None, "--resume-at 6: below --max-in-flight 4"),  # a pause that resumes at once
+    (4, 4, None, "--resume-at 4: below --max-in-flight 4"),
+    (4, None, 5, "--resume-below 5: at most --max-in-flight 4"),
 ])
 def test_thresholds_that_never_resume_are_refused(max_in_flight, resume_at, resume_below, problem):
     with pytest.raises(ValueError, match=problem):

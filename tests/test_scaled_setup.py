@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from flows.runtime.balancer import haproxy_config
-from flows.runtime.scaled import docket_url, redis_environment, split_environment
+from flows.runtime.scaled import check_redis_url, docket_url, redact_url, redis_environment, split_environment
 from generate.errors import InputError
 
 POSTGRES = "postgresql+asyncpg://prefect:secret@db.example/prefect"
@@ -22,6 +22,25 @@ POSTGRES = "postgresql+asyncpg://prefect:secret@db.example/prefect"
 def evalq(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:p#ss@h/0", "redis://***@h/0"),  # urlsplit would stop the user part at '#'
+    ("redis://u:p/ss@h:6379/0", "redis://***@h:6379/0"),  # ... and at '/'
+    ("redis://u:pw@h/0?password=zz", "redis://***@h/0"),  # a password in the query
+    ("postgresql+asyncpg://prefect:secret@db.example/prefect", "postgresql+asyncpg://***@db.example/prefect"),
+    ("user:pw@host", "***@host"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_printed_urls_never_show_a_password(url, shown):
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("url", ["redis://u:pw@h:abc/0", "redis://u:p/ss@h:6379/0", "redis://h/zero"])
+def test_a_bad_redis_url_is_one_line_without_its_password(url):
+    with pytest.raises(InputError) as refused:
+        check_redis_url(url)
+    assert str(refused.value).startswith("--redis: ") and "pw" not in str(refused.value) and "ss@" not in str(refused.value)
 
 
 def test_every_process_of_the_split_gets_redis_for_messaging_ordering_leases_and_the_docket():
@@ -61,8 +80,10 @@ def test_the_haproxy_configuration_checks_health_fails_over_and_keeps_websockets
     assert "bind 0.0.0.0:4200" in config
     assert "server replica1 10.0.0.5:4201 check" in config and "server replica2 10.0.0.6:4201 check" in config
     assert "uri /api/health" in config and "option redispatch" in config and "timeout tunnel 1h" in config
-    with pytest.raises(InputError, match="--replica: expected host:port"):
-        haproxy_config("0.0.0.0:4200", ["10.0.0.5"])
+    for bad in ("10.0.0.5", "h x:80", "h\n    stats enable:80"):  # no port; a space or a newline: a directive of its own
+        with pytest.raises(InputError, match="--replica: expected host:port"):
+            haproxy_config("0.0.0.0:4200", [bad])
+    assert "server replica1 [::1]:4201 check" in haproxy_config("*:4200", ["[::1]:4201"])
     with pytest.raises(InputError, match="--replica: name at least one"):
         haproxy_config("0.0.0.0:4200", [])
 

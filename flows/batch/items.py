@@ -61,7 +61,7 @@ def read_item_list(path: Path | str) -> list[str]:
     line for a bad one, or for a list without any."""
     path = Path(path)
     ids: dict[str, None] = {}
-    for number, item in parse_id_lines(read_text(path)):
+    for number, item in parse_id_lines(read_text(path).removeprefix("\ufeff")):  # a BOM from a Windows editor
         problem = item_problem(item)
         if problem:
             raise InputError(path, f"line {number}: {problem}")

@@ -21,9 +21,6 @@ from flows.campaign.plan import CampaignPlan
 from flows.naming import item_tags
 from generate.jsonio import write_atomic
 
-HEARTBEAT_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
-
-
 class BatchItems(JobKind):
     """The items of one batch on one work pool."""
 
@@ -89,6 +86,6 @@ class BatchItems(JobKind):
             if self.s.max_in_flight else ""
         return [f"{self.s.pool}: {own} in flight{others}{limit}"], []
 
-    async def maintain(self, client) -> None:
+    async def maintain(self, client, in_flight: set[str]) -> None:
         if self.keeper is not None:
-            await self.keeper.maintain(client, dt.datetime.now(dt.timezone.utc))
+            await self.keeper.maintain(client, dt.datetime.now(dt.timezone.utc), in_flight)

@@ -96,9 +96,11 @@ class Command:
     async def forward(self, stream: asyncio.StreamReader, is_stderr: bool) -> None:
         while True:
             try:
-                raw = await stream.readline()
-            except ValueError:  # a line longer than LINE_LIMIT: what was read of it
-                raw = await stream.read(LINE_LIMIT)
+                raw = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as end:  # the last line, without its newline (or nothing)
+                raw = end.partial
+            except asyncio.LimitOverrunError as long_line:  # over LINE_LIMIT: logged in pieces, nothing dropped
+                raw = await stream.read(long_line.consumed)
             if not raw:
                 return
             line = redact(raw.decode("utf-8", "replace").rstrip("\n"), self.secrets)

@@ -20,8 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
+from slugify import slugify
 
-from flows.batch.items import FAILED_ITEMS_FILE
+from flows.batch.items import FAILED_ITEMS_FILE, item_problem
 from flows.campaign.history import EpisodeRecord, latest_attempts
 from flows.reports.report import CampaignReport, ReasonGroup, group_reasons
 from generate.jsonio import write_atomic
@@ -74,11 +75,17 @@ def durations_of(records: list[EpisodeRecord], done: list[str]) -> Durations:
                      median=round(statistics.median(seconds.values()), 1), longest=round(seconds[longest], 1), longest_item=longest)
 
 
+def log_name(item: str) -> str:
+    """A failed item's log file name: the item id as it is when it is a valid one (ids read back
+    from run names may be anything, such as a campaign's `team/task/0`), else its slug."""
+    return item if item_problem(item) is None else (slugify(item) or "item")
+
+
 def failed_items(report: CampaignReport, records: list[EpisodeRecord]) -> list[FailedItem]:
     """The failed items, each by its latest run (the one whose log the report shows)."""
     latest = latest_attempts(records)
     return [FailedItem(item=item, run_id=latest[item].run_id, attempt=latest[item].attempt, state=latest[item].state_name,
-                       message=latest[item].message, ended=latest[item].end_time, log=f"{FAILED_FOLDER}/{item}.log")
+                       message=latest[item].message, ended=latest[item].end_time, log=f"{FAILED_FOLDER}/{log_name(item)}.log")
             for item in report.resubmit]
 
 

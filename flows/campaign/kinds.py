@@ -94,5 +94,6 @@ class JobKind(ABC):
         """The stats line's parts per pool, and its warnings."""
         return [], []
 
-    async def maintain(self, client) -> None:
-        """Called every tick, for housekeeping of the kind's own (it keeps its own pace)."""
+    async def maintain(self, client, in_flight: set[str]) -> None:
+        """Called every tick, for housekeeping of the kind's own (it keeps its own pace); `in_flight`:
+        the runs the loop has not settled yet (ended or not), which it must leave alone."""

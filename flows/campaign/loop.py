@@ -162,7 +162,7 @@ class JobLoop:
             if not self.pause.paused:
                 await self.count_others()
                 await self.dispatch(deployment.id)
-            await self.kind.maintain(self.client)
+            await self.kind.maintain(self.client, {str(run_id) for run_id in self.in_flight})
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:

@@ -24,10 +24,16 @@ def resume_threshold(max_in_flight: int | None, resume_at: int | None, resume_be
         if resume_below < 1:
             raise ValueError(f"--resume-below {resume_below}: dispatch would never resume (fewer than {resume_below} "
                              "episodes in flight); --resume-at 0 resumes once all have ended")
+        if resume_below > max_in_flight:
+            raise ValueError(f"--resume-below {resume_below}: at most --max-in-flight {max_in_flight} (a pause that "
+                             "resumes at once does nothing)")
         return resume_below - 1
     if resume_at is not None:
         if resume_at < 0:
             raise ValueError(f"--resume-at {resume_at}: dispatch would never resume; 0 resumes once all have ended")
+        if resume_at >= max_in_flight:
+            raise ValueError(f"--resume-at {resume_at}: below --max-in-flight {max_in_flight} (a pause that resumes "
+                             "at once does nothing)")
         return resume_at
     return max_in_flight - 1
 

@@ -20,9 +20,11 @@ LINE_CHARS = 200
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|AUTH|CREDENTIAL", re.IGNORECASE)
 SHORTEST_SECRET = 6
 """Shorter values (`1`, `true`) are not masked: they would mask half of every line."""
-URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@:]+:[^\s/@]+@", re.IGNORECASE)
+# Every repeat is bounded: an unbounded one is tried again from each position of a long line
+# (a megabyte without a newline took minutes); no scheme, name or password is longer.
+URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]{0,31}://)[^\s/@:]{1,256}:[^\s/@]{1,1024}@", re.IGNORECASE)
 SECRET_PAIR = re.compile(
-    r"(?P<key>\b[\w.-]*(?:token|secret|password|passwd|api[_-]?key|auth(?:orization)?)[\w.-]*\b\s*[=:]\s*)"
+    r"(?P<key>\b[\w.-]{0,64}(?:token|secret|password|passwd|api[_-]?key|auth(?:orization)?)[\w.-]{0,64}\b\s{0,8}[=:]\s{0,8})"
     r"(?:(?P<scheme>bearer|basic|token)\s+)?(?P<value>[^\s,;&\"']+)",
     re.IGNORECASE,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from typing import Collection
 
 from prefect.client.schemas.objects import StateType
 from pydantic import BaseModel
@@ -50,10 +51,12 @@ class CampaignRunning(Exception):
 
 
 async def purge_campaign(
-    client, campaign: str, older_than: dt.timedelta | None = None, dry_run: bool = False, force: bool = False
+    client, campaign: str, older_than: dt.timedelta | None = None, dry_run: bool = False, force: bool = False,
+    spare: Collection[str] = (),
 ) -> PurgeResult:
-    """Delete the campaign's finished flow runs, and once none is left its variables and
-    artifacts. Never touches metrics or results files."""
+    """Delete the campaign's finished flow runs (but those in `spare`: ids a running loop has not
+    settled yet), and once none is left its variables and artifacts. Never touches metrics or
+    results files."""
     records = await read_episode_records(client, campaign)
     flow_runs = await campaign_flow_runs(client, campaign)
     active = [r for r in records if not r.final]
@@ -64,7 +67,7 @@ async def purge_campaign(
             f"{len(active)} episodes in flight); use --force to purge its finished runs anyway"
         )
     cutoff = dt.datetime.now(dt.timezone.utc) - older_than if older_than else None
-    episodes = [r for r in records if purgeable(r.end_time or r.created, r.final, cutoff)]
+    episodes = [r for r in records if purgeable(r.end_time or r.created, r.final, cutoff) and r.run_id not in spare]
     campaigns = [r for r in flow_runs if purgeable(r.end_time, r.final, cutoff)]
     kept = len(records) + len(flow_runs) - len(episodes) - len(campaigns)
     chores = await purge_runs_of(client, campaign)

@@ -11,6 +11,7 @@ tunnel`, well above the server's 20 s pings.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,10 +52,15 @@ backend prefect_api
 """
 
 
+HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+|\*")
+"""A host haproxy reads: a name, an IPv4 address, an IPv6 one in brackets, or `*` (every interface)."""
+
+
 def check_address(value: str, option: str) -> str:
-    """`host:port` (a port in 1..65535), else one line naming `option`."""
+    """`host:port` (a port in 1..65535), else one line naming `option`; nothing else goes into
+    the configuration (a space or a newline would be a directive of its own)."""
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
         raise InputError(None, f"{option}: expected host:port, got {value!r}")
     return value
 

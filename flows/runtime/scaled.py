@@ -44,10 +44,16 @@ REPLICA_ENVIRONMENT = {
 def check_redis_url(url: str) -> str:
     """`url` if it is a Redis URL (redis:// or rediss://); else one line naming `--redis`."""
     parts = urlsplit(url)
+    expected = f"--redis: expected redis://[user:password@]host[:port][/db] or rediss://..., got {redact_url(url)!r}"
     if not url.startswith(REDIS_SCHEMES) or not parts.hostname:
-        raise InputError(None, f"--redis: expected redis://[user:password@]host[:port][/db] or rediss://..., got {redact_url(url)!r}")
+        raise InputError(None, expected)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise InputError(None, expected + " (its port is not a number)") from None
     if parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        raise InputError(None, f"--redis: the path is a database number (/0), got {parts.path!r}")
+        raise InputError(None, f"--redis: the path is a database number (/0), got {redact_url(url)!r} "
+                               "(a password with / in it must be written %2F)")
     return url
 
 
@@ -60,12 +66,13 @@ def check_shared_database(database: str | None, what: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc[-1]}"))
+    """A URL for printing: whatever comes before its last `@` (user and password, even one with
+    `/`, `#` or `?` in it) shown as `***`, and no query (`?password=...`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    _, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host.split('?', 1)[0]}"
 
 
 def docket_url(redis_url: str) -> str:

@@ -65,18 +65,8 @@ def running_server(home: Path | None = None) -> ServerRecord | None:
 
 def check_database_url(url: str) -> str:
     if not url.startswith(DATABASE_SCHEMES):
-        raise InputError(None, f"--database: expected a URL starting with {' or '.join(DATABASE_SCHEMES)}, got {redact(url)!r}")
+        raise InputError(None, f"--database: expected a URL starting with {' or '.join(DATABASE_SCHEMES)}, got {redact_url(url)!r}")
     return url
-
-
-def redact(url: str) -> str:
-    """A database URL without its password, for printing."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: show only its scheme
-        return url.split("://", 1)[0] + "://..."
 
 
 def advertised_url(host: str, port: int, advertise: str | None = None) -> str | None:
@@ -116,10 +106,13 @@ def serve(home: Path, host: str, port: int, database: str | None, ui: bool, on_r
     stop = []
     previous = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start()
+        try:
+            server.start()
+        except RuntimeError as exc:  # exited or never ready (a bad --redis, an unreachable database): its log says why
+            raise InputError(server.log_path, str(exc).split(";")[0]) from None
         with use_api(server.api_url), one_replica_at_a_time(redis):
             asyncio.run(prepare_api("runner", SERVER_POOLS))
-        record = ServerRecord(api_url=server.api_url, pid=os.getpid(), database=redact(database) if database else "sqlite",
+        record = ServerRecord(api_url=server.api_url, pid=os.getpid(), database=redact_url(database) if database else "sqlite",
                               ui_url=server.ui_url if ui else None, advertised_url=shared_url,
                               redis=redact_url(redis) if redis else None, services=services)
         write_atomic(home / SERVER_FILE, record.model_dump_json() + "\n")
