@@ -11,6 +11,7 @@ import time
 
 from flows.runtime import supervisor
 from flows.runtime.supervisor import Deaths, Supervisor, exit_description
+from flows.slots.leaser import EPISODE_LEASE_SECONDS
 from kit import wait_for
 
 
@@ -157,7 +158,10 @@ def test_the_embedded_runner_killed_twice_is_restarted_and_every_episode_complet
                 runners = local_runners(command.pid)
                 kill_all(runners)
                 killed += runners
-            assert exit_code(command, 300, tmp_path) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+            # A run killed right after it leased, before its `evalq.slot.acquired` event left the
+            # process (seen under CI's load), cannot be given back by the campaign: its server comes
+            # back when the lease runs out (EPISODE_LEASE_SECONDS, 320 s). Allow for one.
+            assert exit_code(command, 300 + EPISODE_LEASE_SECONDS, tmp_path) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
         finally:
             command.kill()
     stderr = (tmp_path / "stderr.txt").read_text()

@@ -174,11 +174,24 @@ def start_node_runner(api_url: str, node: str, slots: int, log_path: Path) -> su
 
 def stop_node_runner(process: subprocess.Popen, timeout: float = 20.0) -> None:
     """Stop a runner: it takes no more jobs; the job it is running finishes in its own process."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    end_forkserver(process.pid)
+
+
+def end_forkserver(pgid: int) -> None:
+    """SIGTERM the forkserver a stopped runner leaves in its group (`pgid`). It should end when the
+    runner's pipe to it closes, and under load was seen outliving it by minutes; the jobs it forked
+    run on (they need it no more), and multiprocessing's resource tracker ends after the last."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            group = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+            if group == pgid and b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(int(pid), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
