@@ -14,7 +14,8 @@ starts its runner (`evalq batch run`, `evalq campaign run`, `evalq demo`) runs i
 from __future__ import annotations
 
 import datetime as dt
-from uuid import uuid4
+from typing import Collection
+from uuid import UUID, uuid4
 
 from prefect import flow, get_client, get_run_logger
 
@@ -45,14 +46,15 @@ class Keeper:
         self.batch, self.seconds, self.logger, self.every = batch, seconds, logger, every
         self.checked: dt.datetime | None = None
 
-    async def maintain(self, client, now: dt.datetime, in_flight: set[str] = frozenset()) -> None:
+    async def maintain(self, client, now: dt.datetime, in_flight: Collection[UUID] = ()) -> None:
         """Drop what ended `seconds` ago, but the runs the loop has not settled (`in_flight`):
         a run deleted before the loop read its end would stay in flight for ever."""
         if self.checked is not None and (now - self.checked).total_seconds() < min(self.every, self.seconds):
             return
         self.checked = now
         try:
-            result = await purge_campaign(client, self.batch, dt.timedelta(seconds=self.seconds), force=True, spare=in_flight)
+            result = await purge_campaign(client, self.batch, dt.timedelta(seconds=self.seconds), force=True,
+                                          spare={str(run_id) for run_id in in_flight})
         except Exception as exc:  # noqa: BLE001 - housekeeping never stops a batch: next time
             self.logger.warning("Could not drop the batch's finished runs: %s", exc)
             return

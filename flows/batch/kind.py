@@ -10,6 +10,8 @@ completed item twice, even if its dispatcher died before it saw the end.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Collection
+from uuid import UUID
 
 from flows.batch.items import BatchItem, ItemResult, result_path
 from flows.batch.settings import BatchSettings
@@ -86,6 +88,6 @@ class BatchItems(JobKind):
             if self.s.max_in_flight else ""
         return [f"{self.s.pool}: {own} in flight{others}{limit}"], []
 
-    async def maintain(self, client, in_flight: set[str]) -> None:
+    async def maintain(self, client, in_flight: Collection[UUID]) -> None:
         if self.keeper is not None:
             await self.keeper.maintain(client, dt.datetime.now(dt.timezone.utc), in_flight)

@@ -13,7 +13,8 @@ and what happens around a run's end. Pure: no Prefect. Two kinds exist:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
+from uuid import UUID
 
 from flows.campaign.dispatch import Dispatchable, Dispatcher, Ticket
 
@@ -94,6 +95,6 @@ class JobKind(ABC):
         """The stats line's parts per pool, and its warnings."""
         return [], []
 
-    async def maintain(self, client, in_flight: set[str]) -> None:
+    async def maintain(self, client, in_flight: Collection[UUID]) -> None:
         """Called every tick, for housekeeping of the kind's own (it keeps its own pace); `in_flight`:
         the runs the loop has not settled yet (ended or not), which it must leave alone."""

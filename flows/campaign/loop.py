@@ -162,7 +162,7 @@ class JobLoop:
             if not self.pause.paused:
                 await self.count_others()
                 await self.dispatch(deployment.id)
-            await self.kind.maintain(self.client, {str(run_id) for run_id in self.in_flight})
+            await self.kind.maintain(self.client, self.in_flight.keys())
             for hook in PROGRESS_HOOKS:
                 hook(self.tally, self.dispatcher)
             if time.monotonic() - last_stats >= self.s.stats_interval:

@@ -41,6 +41,7 @@ from flows.naming import (
 )
 from flows.runtime.host import die_with_parent
 from flows.runtime.local_stack import worker_environment
+from flows.runtime.process_groups import group_members
 from flows.runtime.provisioning import ensure_local_pool
 
 LOCAL_IP = "127.0.0.1"
@@ -188,10 +189,9 @@ def end_forkserver(pgid: int) -> None:
     """SIGTERM the forkserver a stopped runner leaves in its group (`pgid`). It should end when the
     runner's pipe to it closes, and under load was seen outliving it by minutes; the jobs it forked
     run on (they need it no more), and multiprocessing's resource tracker ends after the last."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid, _ in group_members(pgid):
         try:
-            group = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
-            if group == pgid and b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(int(pid), signal.SIGTERM)
-        except (OSError, ValueError, IndexError):  # gone meanwhile
+            if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+        except OSError:  # gone meanwhile
             continue

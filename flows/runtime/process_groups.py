@@ -93,11 +93,11 @@ def _alive(target: int, group: bool) -> bool:
         return False
     if not group or not os.path.isdir("/proc"):
         return True
-    return any(state != "Z" for state in _group_states(target))
+    return any(state != "Z" for _, state in group_members(target))
 
 
-def _group_states(pgid: int) -> Iterator[str]:
-    """The states (R, S, Z...) of the group's processes (Linux /proc)."""
+def group_members(pgid: int) -> Iterator[tuple[int, str]]:
+    """(pid, state: R, S, Z...) of each process of the group (Linux /proc)."""
     for pid in (name for name in os.listdir("/proc") if name.isdigit()):
         try:
             with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
@@ -105,7 +105,7 @@ def _group_states(pgid: int) -> Iterator[str]:
         except (OSError, IndexError):
             continue  # gone meanwhile
         if int(fields[2]) == pgid:
-            yield fields[0]
+            yield int(pid), fields[0]
 
 
 def _send(target: int, signum: int, group: bool) -> bool:
