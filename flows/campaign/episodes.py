@@ -96,27 +96,30 @@ class Episodes(JobKind):
     def landed(self, state) -> tuple[str, str] | None:
         return slot_of_running_message(state.message) if state.name == RUNNING_STATE else None
 
+    def takes_as_fed(self, state) -> bool:
+        from prefect.client.schemas.objects import StateType
+
+        return state.type == StateType.COMPLETED  # nothing to give back, no history to read
+
     async def run_ended(self, client, run, ticket: Ticket, outcome: Outcome) -> None:
         from prefect.client.schemas.objects import StateType
 
         from flows.slots.reclaim import release_slots_of
 
-        if run.state.type in (StateType.CRASHED, StateType.CANCELLED):  # its holder may be gone, its lease not
+        if run is not None and run.state.type in (StateType.CRASHED, StateType.CANCELLED):  # its holder may be gone, its lease not
             await release_slots_of(client, str(run.id), self.s.name, run.created)
 
     async def stats(self, client, dispatcher: Dispatcher) -> tuple[list[str], list[str]]:
         """`a_1 1/1 (2 in flight)` per pool (busy slots from its limit), and the quarantine warnings."""
-        from flows.slots.pools import quarantine_warnings
+        from flows.slots.pools import quarantine_warnings, read_limits
 
+        try:  # one read of every limit: the pools' and the servers'
+            limits = await read_limits(client)
+            warnings = await quarantine_warnings(client, self.resources, limits)
+        except Exception:  # stats must never stop a campaign
+            limits, warnings = {}, []
         pools = []
         for pool in self.resources.pools:
-            try:
-                busy = (await client.read_global_concurrency_limit_by_name(pool_limit(pool))).active_slots
-            except Exception:  # stats must never stop a campaign
-                busy = "?"
+            busy = limits[pool_limit(pool)][1] if pool_limit(pool) in limits else "?"
             pools.append(f"{pool} {busy}/{self.resources.capacity(pool)} ({dispatcher.in_flight[pool]} in flight)")
-        try:
-            warnings = await quarantine_warnings(client, self.resources)
-        except Exception:  # stats must never stop a campaign
-            warnings = []
         return pools, warnings

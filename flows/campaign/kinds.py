@@ -84,8 +84,13 @@ class JobKind(ABC):
         """(server, pool) a Running state says the run took, if it says so."""
         return None
 
+    def takes_as_fed(self, state) -> bool:
+        """Whether a final state is enough as its event tells it (no read of the run back)."""
+        return False
+
     async def run_ended(self, client, run, ticket: Ticket, outcome: "Outcome") -> None:
-        """After the loop settled a run's end as `outcome` (requeued or not)."""
+        """After the loop settled a run's end as `outcome` (requeued or not); `run` as read, or
+        None when the state came from its event (`takes_as_fed`)."""
 
     def record_done(self, job: Dispatchable, record) -> None:
         """A new invocation found the job's latest run completed (`completed_is_done`):

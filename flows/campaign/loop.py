@@ -43,7 +43,9 @@ from flows.campaign.outcomes import Outcome, Tally, classify
 from flows.campaign.outputs import stats_line
 from flows.campaign.pause import PauseSwitch
 from flows.campaign.prefetch import PrefetchTuner
-from flows.campaign.rerun_requests import RetryRequest, drop_request, pending_requests
+from flows.campaign.rerun_requests import request_tags
+from flows.campaign.reruns import Reruns
+from flows.campaign.run_feed import EventFeed, ReadPacer, RunStates, campaign_runs_filter, concerns, variables_filter
 from flows.campaign.settings import CampaignSettings, DispatchSettings
 from flows.campaign.settled import SettledRuns
 from flows.campaign.thresholds import others_in_flight, runs_in_flight_on_pool
@@ -78,10 +80,11 @@ POLL_BATCH = 200
 DISPATCH_CONCURRENCY = 8
 """Run creations in flight at once within a tick (each is one API call, ~50-500 ms)."""
 PAUSE_READ_SECONDS = 5.0
-"""How often the pause switch and retry requests are read: they take effect within this."""
+"""How often the pause switch and retry requests are read while no events tell of their changes
+(else every 30 s), and how often runs settled as failed or cancelled are looked at."""
 
 
-class JobLoop:
+class JobLoop(Reruns):
     """One invocation of a campaign of any kind of job: its dispatcher, tally and runs in flight."""
 
     def __init__(self, jobs: list[Dispatchable], kind: JobKind, settings: DispatchSettings, client):
@@ -114,8 +117,23 @@ class JobLoop:
         self.orphans: OrphanWatch | None = None
         self.work_pool: str | None = None
         """The work pool of the deployment the runs are created from."""
+        self.run_feed = EventFeed(campaign_runs_filter(settings.name), "run state")
+        self.run_reads = ReadPacer(self.run_feed)
+        """Runs are read at every tick only while their events do not come (`run_feed.py`)."""
+        self.states = RunStates()
+        self.variable_feed = EventFeed(variables_filter(), "variable")
+        self.variable_reads = ReadPacer(self.variable_feed, every=30.0, down_every=PAUSE_READ_SECONDS)
 
     async def run(self) -> Tally:
+        self.run_feed.start()
+        self.variable_feed.start()
+        try:
+            return await self.run_jobs()
+        finally:
+            await self.run_feed.stop()
+            await self.variable_feed.stop()
+
+    async def run_jobs(self) -> Tally:
         deployment = await self.client.read_deployment_by_name(self.s.deployment)
         self.work_pool = deployment.work_pool_name
         pending = []
@@ -147,17 +165,19 @@ class JobLoop:
         if deployment.work_pool_name:
             self.orphans = OrphanWatch(self.client, deployment.work_pool_name, deployment.work_queue_name, self.logger,
                                        lambda run_id: self.kind.done(self.in_flight[run_id].job), self.s.name)
-        last_stats, last_pause_read, last_liveness = time.monotonic(), float("-inf"), float("-inf")
+        last_stats, last_settled_read, last_liveness = time.monotonic(), float("-inf"), float("-inf")
         while (self.dispatcher.pending or self.in_flight or await self.follow_settled_runs()) and not self.stopped \
                 and not self.halted:
             await retrying(self.collect, forever=True)  # an API outage is waited out (flows/runtime/api_retry.py)
             if self.orphans and time.monotonic() - last_liveness >= LIVENESS_SECONDS:
                 last_liveness = time.monotonic()
                 await self.orphans.check()
-            if time.monotonic() - last_pause_read >= PAUSE_READ_SECONDS:
-                last_pause_read = time.monotonic()
+            if concerns(self.variable_feed.take(), {self.pause.name}, request_tags(self.s.name)) or self.variable_reads.due():
+                self.variable_reads.mark()
                 await retrying(self.pause.read, forever=True)
                 await retrying(self.read_retry_requests, forever=True)
+            if time.monotonic() - last_settled_read >= PAUSE_READ_SECONDS:
+                last_settled_read = time.monotonic()
                 await self.follow_settled_runs()
             if not self.pause.paused:
                 await self.count_others()
@@ -230,7 +250,21 @@ class JobLoop:
         self.dispatched_at[run.id] = time.monotonic()
 
     async def collect(self) -> None:
-        """Read the states of the runs in flight and act on those that finished.
+        """Take the states of the runs in flight from their events, read back those that ended
+        (and all of them when the feed may have missed some), and act on them."""
+        events = self.run_feed.take()
+        if self.run_reads.due():
+            self.run_reads.mark()
+            await self.read_in_flight()
+        apply, read = self.states.sort(events, self.in_flight, self.kind.takes_as_fed)
+        for run_id, state in apply:
+            if run_id in self.in_flight:  # not ended by an earlier state of the list
+                await self.follow(run_id, state)
+        for start in range(0, len(read), POLL_BATCH):
+            await self.collect_batch(FlowRunFilter(id=FlowRunFilterId(any_=read[start:start + POLL_BATCH])))
+
+    async def read_in_flight(self) -> None:
+        """Read the states of the runs in flight.
 
         A run already seen ready is not read again while it waits for a server: fifty waiting
         episodes would otherwise be serialized by the API at every tick (most of what waiting
@@ -244,29 +278,38 @@ class JobLoop:
     async def collect_batch(self, flow_run_filter: FlowRunFilter) -> None:
         runs = await self.client.read_flow_runs(flow_run_filter=flow_run_filter, sort=FlowRunSort.ID_DESC, limit=POLL_BATCH)
         for run in runs:
-            if run.state is None:
-                continue
-            ticket = self.in_flight[run.id]
+            if run.state is not None and run.id in self.in_flight:
+                await self.follow(run.id, run.state, run)
+
+    async def follow(self, run_id: UUID, state, run=None) -> None:
+        """Act on a run's state: read (`run`), or fed by its event (None: a state the kind takes so)."""
+        ticket = self.in_flight[run_id]
+        self.take_state(run_id, ticket, state)
+        last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
+        if run_id in self.reruns:
+            last_attempt = ticket.attempt  # a rerun from outside: its own end settles the job
+        outcome = classify(state.type, state.name, ticket.attempt, last_attempt, state.message,
+                           run is not None and await cancel_requested(self.client, run))
+        if outcome is not None:
             if self.orphans:
-                self.orphans.observe(run.id, run.state)
-            self.note_readiness(run.id, ticket, run.state.name)
-            if slot := self.kind.landed(run.state):
-                self.dispatcher.landed(ticket, *slot)
-            last_attempt = self.resumed.first_attempt(ticket.job.id) + self.s.max_attempts - 1
-            if run.id in self.reruns:
-                last_attempt = ticket.attempt  # a rerun from outside: its own end settles the job
-            outcome = classify(run.state.type, run.state.name, ticket.attempt, last_attempt, run.state.message,
-                               await cancel_requested(self.client, run))
-            if outcome is not None:
-                if self.orphans:
-                    self.orphans.forget(run.id)
-                del self.in_flight[run.id]
-                self.dispatched_at.pop(run.id, None)
-                self.reruns.discard(run.id)
-                self.dispatcher.finished(ticket)
-                outcome = self.settle(ticket, outcome, run.state.name, run.state.message or "")
-                self.settled.note(run.id, ticket, outcome, run.state.id)
-                await self.kind.run_ended(self.client, run, ticket, outcome)
+                self.orphans.forget(run_id)
+            self.states.forget(run_id)
+            del self.in_flight[run_id]
+            self.dispatched_at.pop(run_id, None)
+            self.reruns.discard(run_id)
+            self.dispatcher.finished(ticket)
+            outcome = self.settle(ticket, outcome, state.name, state.message or "")
+            self.settled.note(run_id, ticket, outcome, state.id)
+            await self.kind.run_ended(self.client, run, ticket, outcome)
+
+    def take_state(self, run_id: UUID, ticket: Ticket, state) -> None:
+        """What a run's state tells, short of its end."""
+        self.states.known(run_id, state)
+        if self.orphans:
+            self.orphans.observe(run_id, state)
+        self.note_readiness(run_id, ticket, state.name)
+        if slot := self.kind.landed(state):
+            self.dispatcher.landed(ticket, *slot)
 
     def note_readiness(self, run_id: UUID, ticket: Ticket, state_name: str) -> None:
         """The first time a run is seen waiting for (or holding) a server, it was ready."""
@@ -315,67 +358,6 @@ class JobLoop:
             self.tally.failures[job.id] = f"{state_name}: {message}"
             self.logger.error("%s failed after %d attempt(s): %s: %s", job.id, ticket.attempt, state_name, message)
         return outcome
-
-    async def read_retry_requests(self) -> None:
-        """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
-        cancelled; a request for a job still queued or in flight waits until it settles."""
-        for name, request in await pending_requests(self.client, self.s.name):
-            job_id = request.job_id
-            if job_id in self.by_id and job_id not in self.tally.failures and job_id not in self.tally.cancelled \
-                    and not self.kind.done(self.by_id[job_id]):
-                continue  # not settled yet
-            await drop_request(self.client, name)
-            self.retry(request)
-
-    def retry(self, request: RetryRequest) -> None:
-        """Run a settled job again with a fresh budget, counted by this campaign's tally."""
-        job = self.by_id.get(request.job_id)
-        if job is None or not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
-            self.logger.warning("Retry of %s requested by %s ignored: not a failed or cancelled job of this campaign",
-                                request.job_id, request.requested_by)
-            return
-        attempt = self.last_attempt[job.id] + 1 if job.id in self.last_attempt else self.resumed.first_attempt(job.id)
-        self.resumed.start_attempt[job.id] = attempt  # a fresh budget of max_attempts from here
-        self.logger.warning("%s retried at the request of %s (attempt %d)", job.id, request.requested_by, attempt)
-        self.kind.queued(job)
-        self.dispatcher.add(job, attempt, front=True)
-
-    # -- runs rerun from outside the campaign (flows/campaign/settled.py) -------------------
-    def follow_earlier_cancels(self) -> None:
-        """Jobs an earlier invocation left cancelled: their runs are followed as this one's."""
-        for job_id, record in self.resumed.cancelled_runs.items():
-            job = self.by_id.get(job_id)
-            if job is not None:
-                pool = record.pool if record.pool in self.dispatcher.in_flight else job.resource_types[0]
-                ticket = Ticket(job, record.attempt, pool)
-                self.last_attempt[job_id] = record.attempt
-                self.settled.note(UUID(record.run_id), ticket, Outcome.CANCELLED,
-                                  UUID(record.state_id) if record.state_id else None)
-
-    async def follow_settled_runs(self) -> bool:
-        """Take back in flight every settled run whose state changed since (rerun or ended
-        otherwise by someone else); whether there was one. Never stops the campaign."""
-        try:
-            changed = await self.settled.changed(self.client, self.s.name)
-        except Exception as exc:  # noqa: BLE001 - the next look tries again
-            self.logger.debug("reading settled runs: %s", exc)
-            return False
-        for run, settled in changed:
-            self.reopen(run, settled)
-        return bool(changed)
-
-    def reopen(self, run, settled) -> None:
-        """Undo the run's settlement and follow it as in flight; its next end settles the job."""
-        job = settled.ticket.job
-        self.settled.forget(run.id)
-        if not (self.tally.failures.pop(job.id, None) or self.tally.cancelled.pop(job.id, None)):
-            return  # the campaign runs the job again already (a retry request): that run settles it
-        self.logger.warning("%s: its run %s left %s for %s from outside the campaign (a rerun from the Prefect UI "
-                            "or CLI?); following it", job.id, run.name, settled.outcome.value, run.state.name)
-        self.in_flight[run.id] = settled.ticket
-        self.reruns.add(run.id)
-        self.dispatcher.returned(settled.ticket)
-        self.kind.queued(job)
 
 
 class CampaignLoop(JobLoop):

@@ -36,6 +36,9 @@ RUNNER_HEARTBEAT_SECONDS = 10
 """How often our runners heartbeat: Prefect reads one OFFLINE three intervals after its last."""
 UNSERVED_SECONDS = 30.0
 """A pool nothing has polled for this long is unserved."""
+RUNNER_POLL_SECONDS = 15.0
+"""Our runners' safety poll while Prefect's Scheduled-run events wake them (they poll even when
+full): well within `UNSERVED_SECONDS`, and a lost event delays a pick-up this long at most."""
 WORKERS_PAGE = 200
 
 

@@ -60,9 +60,10 @@ EPISODE_SLOT = LeasePolicy(lease_seconds=EPISODE_LEASE_SECONDS, lost_error=Lease
 """An episode's lease; lost, it cancels the episode."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
-SAFETY_POLL_SECONDS = 10.0
-"""How often a waiter looks without being woken: for leases that expire without a release (60 s
-after their holder died) and releases whose event was lost."""
+SAFETY_POLL_SECONDS = 20.0
+"""How often a waiter looks without being woken: for leases that expire without a release (their
+holder died and nobody gave them back) and releases whose event was lost. Every waiting episode
+reads its servers' limits this often: on 30 s episodes half of all limit reads at 10 s."""
 PATIENCE_SECONDS = 3.0
 """How long a server must have been free before an episode meant for another server takes it."""
 

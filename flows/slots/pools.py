@@ -156,11 +156,13 @@ async def quarantine_of(client: PrefectClient, limits: Limits) -> dict[str, Quar
             for address in sick}
 
 
-async def quarantine_warnings(client: PrefectClient, resources: Resources) -> list[str]:
+async def quarantine_warnings(client: PrefectClient, resources: Resources, limits: Limits | None = None) -> list[str]:
     """`pool_warnings` (the campaign's stats line) read from the Prefect server: one limits
-    read, plus one variables read when some server of `resources` is at 0."""
+    read (none when `limits` are given), plus one variables read when some server of
+    `resources` is at 0."""
     wanted = {server.address for pool in resources.pools for server in resources.servers(pool)}
-    limits = {name: value for name, value in (await read_limits(client)).items() if address_of_limit(name) in wanted}
+    limits = {name: value for name, value in (limits if limits is not None else await read_limits(client)).items()
+              if address_of_limit(name) in wanted}
     return pool_warnings(resources, await quarantine_of(client, limits), time.time())
 
 

@@ -10,6 +10,7 @@ import typer
 
 from flows.naming import LOCAL_WORK_POOL
 from flows.runtime.discovery import API_HELP
+from flows.runtime.liveness import RUNNER_POLL_SECONDS
 from generate.errors import exit_on_input_error
 
 
@@ -20,7 +21,8 @@ def runner(
     slots: int = typer.Option(8, "--slots", min=1, help="Flow runs at once"),
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", min=0, help="Exit after this many seconds without work"),
     name: Optional[str] = typer.Option(None, "--name", help="Runner name shown in Prefect (default: host and pid)"),
-    poll_seconds: float = typer.Option(5.0, "--poll-seconds", min=0.1, help="Safety poll; scheduled runs wake the runner at once"),
+    poll_seconds: float = typer.Option(RUNNER_POLL_SECONDS, "--poll-seconds", min=0.1,
+                                      help="Safety poll; scheduled runs wake the runner at once (5 s at most while their events do not come)"),
     wait: float = typer.Option(0.0, "--wait", min=0, help="Wait up to this many seconds for the API and the pool (a runner started beside its server)"),
     preload: List[str] = typer.Option([], "--preload", help="Import this flow entrypoint (module:flow) while waiting (repeatable)"),
     max_memory: Optional[float] = typer.Option(None, "--max-memory", min=0.01, metavar="GB",
@@ -72,7 +74,7 @@ def warn_above_cgroup(max_memory_mb: float | None) -> None:
 
 
 def serve(pool: str, work_queues: list[str], slots: int, idle_timeout: float | None, name: str | None,
-          poll_seconds: float = 5.0, max_memory_mb: float | None = None) -> int:
+          poll_seconds: float = RUNNER_POLL_SECONDS, max_memory_mb: float | None = None) -> int:
     """Run a `RunnerWorker` in this thread's event loop; the first SIGINT/SIGTERM stops it.
 
     Runs still going at that moment are crashed (their slots released) and the campaign

@@ -42,7 +42,7 @@ from prefect.workers.base import (
 
 from flows.naming import RUNNER_POOL_TYPE
 from flows.runtime.api_retry import is_transient, retrying
-from flows.runtime.liveness import RUNNER_HEARTBEAT_SECONDS, forget_worker
+from flows.runtime.liveness import RUNNER_HEARTBEAT_SECONDS, RUNNER_POLL_SECONDS, forget_worker
 from flows.runtime.memory import rss_mb
 from flows.runtime.outages import handle_api_outages
 from workpools.runner.cancels import PatientCancellingObserver
@@ -52,6 +52,8 @@ from workpools.runner.loop import RunLoop
 
 STOP_GRACE_SECONDS = 15
 """A stopping runner waits this long for each crashed run to record its state and release its slot."""
+EVENTS_DOWN_POLL_SECONDS = 5.0
+"""The safety poll at most while the events stream is down: it is the only way runs are found."""
 CANCEL_POLL_SECONDS = 5
 """How often cancels are polled for when the events websocket is down (jittered by 30%): a
 cancel issued as the API comes back from an outage is obeyed within 10 s, before the stream is."""
@@ -88,7 +90,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
     _description = "Flow runs executed inside one long-lived process per node, several at once."
     _display_name = "evalq runner"
 
-    def __init__(self, *args: Any, idle_timeout: float | None = None, poll_seconds: float = 5.0,
+    def __init__(self, *args: Any, idle_timeout: float | None = None, poll_seconds: float = RUNNER_POLL_SECONDS,
                  max_memory_mb: float | None = None, **kwargs: Any):
         kwargs.setdefault("name", f"evalq-runner-{socket.gethostname()}-{os.getpid()}")
         if not os.environ.get("PREFECT_WORKER_HEARTBEAT_SECONDS"):  # `prefect worker start` passes Prefect's 30 s
@@ -99,6 +101,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self.max_memory_mb = max_memory_mb
         self._memory_full = False
         self._last_poll = float("-inf")
+        self._events_live = False
+        """Whether the Scheduled-run events stream is up (the safety poll slows down meanwhile)."""
         self._stopping = False
         """Set when the runner begins to stop: it claims nothing more and hands back what it wins."""
         self.log = logging.getLogger("evalq.runner")
@@ -162,7 +166,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         """Claim scheduled runs while slots are free; sleep until woken or the safety poll."""
         while True:
             await self._pick_up_once()
-            with anyio.move_on_after(self.poll_seconds):
+            with anyio.move_on_after(self.safety_poll_seconds):
                 await self._wake.wait()
                 await anyio.sleep(PICK_UP_BATCH_SECONDS)  # a burst of new runs: one read for all
 
@@ -170,7 +174,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self._wake.clear()  # before the read: a run scheduled meanwhile wakes the next round
         self._saturated = self._limiter is not None and self._limiter.available_tokens < 1  # no --limit: no limit
         if self._saturated or self._over_memory():
-            if time.monotonic() - self._last_poll >= self.poll_seconds:  # not at every wake-up: at the safety poll's pace
+            if time.monotonic() - self._last_poll >= self.safety_poll_seconds:  # not at every wake-up: at the safety poll's pace
                 await self._poll_while_full()
         elif not self._stopping:
             self._last_poll = time.monotonic()
@@ -194,6 +198,11 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                 self.log.debug("Prefect API unavailable while picking up runs (%s); retrying", exc)  # said once: API_HEALTH
                 await anyio.sleep(1.0)
         self._last_polled_time = _now()
+
+    @property
+    def safety_poll_seconds(self) -> float:
+        """`poll_seconds` while the events stream is up, at most `EVENTS_DOWN_POLL_SECONDS` while it is down."""
+        return self.poll_seconds if self._events_live else min(self.poll_seconds, EVENTS_DOWN_POLL_SECONDS)
 
     def _over_memory(self) -> bool:
         """Above `max_memory_mb` (this process and its children): claim nothing until below 90% of it."""
@@ -240,11 +249,14 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         while True:
             try:
                 async with get_events_subscriber(filter=event_filter) as subscriber:
+                    self._events_live = True
                     async for _ in subscriber:
                         self._wake.set()
+                self._events_live = False
             except Exception as exc:  # the stream is down: the safety poll still finds runs
-                self.log.debug("Scheduled-run events unavailable (%s); polling every %.0f s", exc, self.poll_seconds)
-                await anyio.sleep(self.poll_seconds)
+                self._events_live = False
+                self.log.debug("Scheduled-run events unavailable (%s); polling every %.0f s", exc, self.safety_poll_seconds)
+                await anyio.sleep(self.safety_poll_seconds)
 
     async def _keep_synced(self) -> None:
         """The worker heartbeat that keeps the pool Ready in Prefect's UI."""
