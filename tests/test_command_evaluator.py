@@ -75,6 +75,29 @@ def test_a_failure_names_the_programs_last_stderr_line_bounded_and_masked(monkey
     assert reason.startswith("evaluator exited with code 5: yyy") and reason.endswith("…") and len(reason) < 250
 
 
+def test_an_output_line_over_64_kib_is_logged_whole_and_the_episode_ends_with_its_metrics():
+    """asyncio's default line limit is 64 KiB: a progress bar or a JSON blob without a newline
+    failed the episode before (`Separator is not found, and chunk exceed the limit`)."""
+    from generate.models import Job, Server
+
+    job = Job(id="a/pick/1", payload=dict(team="A", team_slug="a", track="standard", task="pick", instance_id=1,
+                                          instance_basename="b", instance_path="p"), resource_type="p_1", resource_types=["p_1"])
+    program = ("import sys; print('READY', flush=True); sys.stdin.readline(); "
+               "sys.stdout.write('#' * 200000 + '\\n'); sys.stderr.write('!' * 100000 + '\\n'); "
+               "print('METRICS {{\"success\": 1}}', flush=True)")  # {{ }}: the template's braces
+    chatty = evaluator_program(program)
+    logged: list[str] = []
+    chatty._log = logged.append
+
+    async def play():
+        await chatty.prepare(job)
+        return await asyncio.wait_for(chatty.run(job, Server(host="127.0.0.1", port=9)), 60)  # a bound against a hang
+
+    metrics = asyncio.run(play())
+    assert metrics["success"] == 1
+    assert sorted(len(line) for line in logged if set(line) in ({"#"}, {"!"})) == [100000, 200000]
+
+
 def test_redact_masks_what_looks_like_a_credential():
     from flows.evaluators.redact import redact, secret_values
 

@@ -492,3 +492,42 @@ def test_queue_worker_restarts_its_runner_when_it_dies(prefect_server, tmp_path)
     assert "warning: the queue's runner stopped (killed by SIGKILL); restarting it in 1 s" in stderr
     assert stderr.rstrip().splitlines()[-1] == "evalq queue worker stopped" and "Traceback" not in stderr
     assert not runners()
+
+
+def test_an_idle_worker_stops_its_runner_and_gives_up_its_record_before_a_submit_may_decide(prefect_server, tmp_path):
+    """The idle queue worker's last look, its runner's stop and its record's removal happen under
+    the lock a submit decides under: a submit never finds the record gone while the runner still
+    reads ONLINE (it then started no worker, and its job waited for the next submit)."""
+    import fcntl
+
+    from flows.runtime.work_pools import apply_work_pool
+    from workpools.local import WORK_POOL_TYPE, base_job_template
+    from workpools.local.keeper import give_up_record_if_idle
+    from workpools.local.service import LOCK_FILE, WorkerRecord, live_worker, write_worker
+
+    pool = "idle-race-test"
+
+    async def make_pool():
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            await apply_work_pool(client, pool, WORK_POOL_TYPE, base_job_template())
+
+    asyncio.run(make_pool())
+    write_worker(tmp_path, WorkerRecord(pid=os.getpid(), api_url=prefect_server.api_url, pool=pool, idle_timeout=3,
+                                        log=str(tmp_path / "worker.log")))
+    seen = {}
+
+    def stop_runner():
+        with open(tmp_path / LOCK_FILE, "a") as other:  # as a submit would try it meanwhile
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen["lock"] = "free"
+            except BlockingIOError:
+                seen["lock"] = "held"
+        seen["record"] = live_worker(tmp_path) is not None
+
+    assert give_up_record_if_idle(prefect_server.api_url, pool, tmp_path, stop_runner)
+    assert seen == {"lock": "held", "record": True}  # the runner stopped first, under the lock
+    assert live_worker(tmp_path) is None
+

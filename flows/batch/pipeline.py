@@ -22,14 +22,13 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from flows.batch.items import item_dir, result_path
+from flows.evaluators.lines import LINE_LIMIT, next_line
 from flows.evaluators.redact import bounded, redact, secret_values
 from flows.naming import BATCH_ITEM_FLOW, MISCONFIGURED_STATE, SKIPPED_STATE
 from flows.runtime.outages import handle_api_outages
 from flows.runtime.process_groups import terminate_async
 
 KILL_GRACE_SECONDS = 10.0
-LINE_LIMIT = 1 << 20
-"""Longest output line read whole (longer ones are read in pieces)."""
 
 
 @flow(name=BATCH_ITEM_FLOW, persist_result=False)
@@ -94,15 +93,7 @@ class Command:
         return code
 
     async def forward(self, stream: asyncio.StreamReader, is_stderr: bool) -> None:
-        while True:
-            try:
-                raw = await stream.readuntil(b"\n")
-            except asyncio.IncompleteReadError as end:  # the last line, without its newline (or nothing)
-                raw = end.partial
-            except asyncio.LimitOverrunError as long_line:  # over LINE_LIMIT: logged in pieces, nothing dropped
-                raw = await stream.read(long_line.consumed)
-            if not raw:
-                return
+        while (raw := await next_line(stream)) is not None:  # a line over LINE_LIMIT comes in pieces
             line = redact(raw.decode("utf-8", "replace").rstrip("\n"), self.secrets)
             self.logger.info("%s%s", "[stderr] " if is_stderr else "", line)
             if is_stderr and line.strip():

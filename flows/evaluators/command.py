@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from flows.evaluators.base import EvaluationError, Metrics, ServerUnavailable
+from flows.evaluators.lines import LINE_LIMIT, next_line
 from flows.evaluators.redact import bounded, redact, secret_values
 from generate.models import Job, Server
 
@@ -94,14 +95,16 @@ class CommandEvaluator:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                limit=LINE_LIMIT,
             )
         except OSError as exc:
             raise EvaluationError(f"cannot start evaluator {argv[0]!r}: {exc.strerror}") from None
         self._stderr_pump = asyncio.create_task(self._forward_stderr())
 
     async def _read_line(self, stream: asyncio.StreamReader | None = None) -> str | None:
-        raw = await (stream or self.process.stdout).readline()
-        return raw.decode("utf-8", "replace").rstrip("\n") if raw else None
+        """The next line (a piece of one over `LINE_LIMIT`), None at the end."""
+        raw = await next_line(stream or self.process.stdout)
+        return raw.decode("utf-8", "replace").rstrip("\n") if raw is not None else None
 
     def _log(self, line: str) -> None:
         self.logger.info("[evaluator] %s", redact(line, self.secrets))

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from flows.naming import LOCAL_WORK_POOL
 from generate.errors import InputError
@@ -90,6 +91,13 @@ def keep_queue_runner(api_url: str, slots: int, home: Path, pool: str = LOCAL_WO
     idle = f", stops after {idle_timeout:g} s without jobs" if idle_timeout is not None else " (Ctrl-C stops)"
     print(f"evalq queue worker: runner {runner_name(0)} on pool {pool!r}, {slots} slots{idle}; log: {log_path}",
           file=sys.stderr, flush=True)
+    def stop_runner() -> None:
+        keeper.stop(grace=10)
+        try:  # its own stop deletes its worker row; this covers one that could not
+            forget_local_worker(api_url, pool, runner_name(keeper.starts))
+        except Exception:  # noqa: BLE001 - the API away: the row goes OFFLINE by itself within 30 s
+            pass
+
     clock, looked, idled = IdleClock(idle_timeout), 0.0, False
     try:
         while not stop.wait(0.5) and keeper.failure is None:
@@ -97,7 +105,7 @@ def keep_queue_runner(api_url: str, slots: int, home: Path, pool: str = LOCAL_WO
                 continue
             looked = time.monotonic()
             clock.saw(look_for_work(api_url, pool))
-            if clock.expired and (idled := give_up_record_if_idle(api_url, pool, home)):
+            if clock.expired and (idled := give_up_record_if_idle(api_url, pool, home, stop_runner)):
                 break
     finally:
         keeper.stop(grace=10)
@@ -111,11 +119,14 @@ def keep_queue_runner(api_url: str, slots: int, home: Path, pool: str = LOCAL_WO
     return 0
 
 
-def give_up_record_if_idle(api_url: str, pool: str, home: Path) -> bool:
+def give_up_record_if_idle(api_url: str, pool: str, home: Path, stop_runner: Callable[[], None]) -> bool:
     """One last look under the lock (a submit may have queued a job just now): still idle, the
-    record goes, so the next submit starts a new worker."""
+    runner stops and the record goes before the lock is let go, so a submit waiting for it finds
+    neither and starts a new worker (had the runner stopped after, such a submit could have seen
+    it still ONLINE and started none, and its job would wait for the next submit)."""
     with worker_lock(home):
         if look_for_work(api_url, pool) is not False:
             return False
+        stop_runner()
         forget_worker_record(home, os.getpid())
         return True
