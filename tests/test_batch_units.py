@@ -242,4 +242,4 @@ def test_a_pipeline_line_over_the_limit_is_logged_in_pieces_with_nothing_dropped
 
     lines = asyncio.run(forward_all())
     assert sum(len(line) for line in lines[:-2]) == 3 << 20 and set("".join(lines[:-2])) == {"x"}
-    assert lines[-2:] == ["mid", "end"]
+    assert lines[-2:] == ["mid", "end"] and "" not in lines and max(map(len, lines)) <= LINE_LIMIT

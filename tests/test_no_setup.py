@@ -195,6 +195,7 @@ def test_grader_serve_on_a_bare_machine_then_the_seed_documents_examples(machine
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
+    assert serve.returncode == 0, f"SIGTERM skipped the node runners' stop ({serve.returncode})"
     assert "Traceback" not in serve_log.read_text(), serve_log.read_text()[-3000:]
     machine.ok("evalq server stop", dojo)
     machine.wait_for_no_process()

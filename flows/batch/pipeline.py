@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from flows.batch.items import item_dir, result_path
-from flows.evaluators.lines import LINE_LIMIT, next_line
+from flows.evaluators.lines import LINE_LIMIT, Lines
 from flows.evaluators.redact import bounded, redact, secret_values
 from flows.naming import BATCH_ITEM_FLOW, MISCONFIGURED_STATE, SKIPPED_STATE
 from flows.runtime.outages import handle_api_outages
@@ -93,7 +93,8 @@ class Command:
         return code
 
     async def forward(self, stream: asyncio.StreamReader, is_stderr: bool) -> None:
-        while (raw := await next_line(stream)) is not None:  # a line over LINE_LIMIT comes in pieces
+        lines = Lines(stream)
+        while (raw := await lines.next()) is not None:  # a line over LINE_LIMIT comes in pieces
             line = redact(raw.decode("utf-8", "replace").rstrip("\n"), self.secrets)
             self.logger.info("%s%s", "[stderr] " if is_stderr else "", line)
             if is_stderr and line.strip():

@@ -113,11 +113,12 @@ class Episodes(JobKind):
         """`a_1 1/1 (2 in flight)` per pool (busy slots from its limit), and the quarantine warnings."""
         from flows.slots.pools import quarantine_warnings, read_limits
 
+        limits, warnings = {}, []
         try:  # one read of every limit: the pools' and the servers'
             limits = await read_limits(client)
             warnings = await quarantine_warnings(client, self.resources, limits)
         except Exception:  # stats must never stop a campaign
-            limits, warnings = {}, []
+            pass
         pools = []
         for pool in self.resources.pools:
             busy = limits[pool_limit(pool)][1] if pool_limit(pool) in limits else "?"

@@ -45,7 +45,17 @@ from flows.campaign.pause import PauseSwitch
 from flows.campaign.prefetch import PrefetchTuner
 from flows.campaign.rerun_requests import request_tags
 from flows.campaign.reruns import Reruns
-from flows.campaign.run_feed import EventFeed, ReadPacer, RunStates, campaign_runs_filter, concerns, variables_filter
+from flows.campaign.run_feed import (
+    EventFeed,
+    ReadPacer,
+    RunStates,
+    campaign_runs_filter,
+    concerns,
+    state_of_event,
+    stop_feeds,
+    variable_of_event,
+    variables_filter,
+)
 from flows.campaign.settings import CampaignSettings, DispatchSettings
 from flows.campaign.settled import SettledRuns
 from flows.campaign.thresholds import others_in_flight, runs_in_flight_on_pool
@@ -81,7 +91,10 @@ DISPATCH_CONCURRENCY = 8
 """Run creations in flight at once within a tick (each is one API call, ~50-500 ms)."""
 PAUSE_READ_SECONDS = 5.0
 """How often the pause switch and retry requests are read while no events tell of their changes
-(else every 30 s), and how often runs settled as failed or cancelled are looked at."""
+or a request waits for its job to settle, and how often runs settled as failed or cancelled are
+looked at."""
+SWITCHES_READ_SECONDS = 30.0
+"""How often the pause switch and retry requests are read while their events come."""
 
 
 class JobLoop(Reruns):
@@ -117,12 +130,12 @@ class JobLoop(Reruns):
         self.orphans: OrphanWatch | None = None
         self.work_pool: str | None = None
         """The work pool of the deployment the runs are created from."""
-        self.run_feed = EventFeed(campaign_runs_filter(settings.name), "run state")
+        self.run_feed = EventFeed(campaign_runs_filter(settings.name), "run state", state_of_event)
         self.run_reads = ReadPacer(self.run_feed)
         """Runs are read at every tick only while their events do not come (`run_feed.py`)."""
         self.states = RunStates()
-        self.variable_feed = EventFeed(variables_filter(), "variable")
-        self.variable_reads = ReadPacer(self.variable_feed, every=30.0, down_every=PAUSE_READ_SECONDS)
+        self.variable_feed = EventFeed(variables_filter(), "variable", variable_of_event)
+        self.variable_reads = ReadPacer(self.variable_feed, every=SWITCHES_READ_SECONDS, down_every=PAUSE_READ_SECONDS)
 
     async def run(self) -> Tally:
         self.run_feed.start()
@@ -130,8 +143,7 @@ class JobLoop(Reruns):
         try:
             return await self.run_jobs()
         finally:
-            await self.run_feed.stop()
-            await self.variable_feed.stop()
+            await stop_feeds(self.run_feed, self.variable_feed)
 
     async def run_jobs(self) -> Tally:
         deployment = await self.client.read_deployment_by_name(self.s.deployment)
@@ -173,9 +185,12 @@ class JobLoop(Reruns):
                 last_liveness = time.monotonic()
                 await self.orphans.check()
             if concerns(self.variable_feed.take(), {self.pause.name}, request_tags(self.s.name)) or self.variable_reads.due():
-                self.variable_reads.mark()
+                covered = self.variable_reads.begin()
                 await retrying(self.pause.read, forever=True)
-                await retrying(self.read_retry_requests, forever=True)
+                waiting = await retrying(self.read_retry_requests, forever=True)
+                self.variable_reads.done(covered)
+                # a request waiting for its job to settle is looked at again at the 5 s pace
+                self.variable_reads.every = PAUSE_READ_SECONDS if waiting else SWITCHES_READ_SECONDS
             if time.monotonic() - last_settled_read >= PAUSE_READ_SECONDS:
                 last_settled_read = time.monotonic()
                 await self.follow_settled_runs()
@@ -252,11 +267,12 @@ class JobLoop(Reruns):
     async def collect(self) -> None:
         """Take the states of the runs in flight from their events, read back those that ended
         (and all of them when the feed may have missed some), and act on them."""
-        events = self.run_feed.take()
+        self.states.add(self.run_feed.take())
         if self.run_reads.due():
-            self.run_reads.mark()
+            covered = self.run_reads.begin()
             await self.read_in_flight()
-        apply, read = self.states.sort(events, self.in_flight, self.kind.takes_as_fed)
+            self.run_reads.done(covered)
+        apply, read = self.states.sort(self.in_flight, self.kind.takes_as_fed)
         for run_id, state in apply:
             if run_id in self.in_flight:  # not ended by an earlier state of the list
                 await self.follow(run_id, state)

@@ -14,16 +14,20 @@ class Reruns:
     """The part of `JobLoop` that runs settled jobs again; it uses the loop's tally, dispatcher,
     kind, history and settled runs."""
 
-    async def read_retry_requests(self) -> None:
+    async def read_retry_requests(self) -> int:
         """Apply the retry requests (evaltui's) for jobs this campaign has settled as failed or
-        cancelled; a request for a job still queued or in flight waits until it settles."""
+        cancelled; a request for a job still queued or in flight waits until it settles. How
+        many wait."""
+        waiting = 0
         for name, request in await pending_requests(self.client, self.s.name):
             job_id = request.job_id
             if job_id in self.by_id and job_id not in self.tally.failures and job_id not in self.tally.cancelled \
                     and not self.kind.done(self.by_id[job_id]):
-                continue  # not settled yet
+                waiting += 1  # not settled yet
+                continue
             await drop_request(self.client, name)
             self.retry(request)
+        return waiting
 
     def retry(self, request: RetryRequest) -> None:
         """Run a settled job again with a fresh budget, counted by this campaign's tally."""
@@ -71,7 +75,10 @@ class Reruns:
         self.logger.warning("%s: its run %s left %s for %s from outside the campaign (a rerun from the Prefect UI "
                             "or CLI?); following it", job.id, run.name, settled.outcome.value, run.state.name)
         self.in_flight[run.id] = settled.ticket
-        self.states.known(run.id, run.state)  # older events of its earlier attempt are not news
+        if run.state.is_final():
+            self.run_reads.owe()  # it ended again already: its end is read at the next tick
+        else:
+            self.states.known(run.id, run.state)  # older events of its earlier attempt are not news
         self.reruns.add(run.id)
         self.dispatcher.returned(settled.ticket)
         self.kind.queued(job)

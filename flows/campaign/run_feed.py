@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 from uuid import UUID
 
 from prefect.client.schemas.objects import StateType
@@ -72,48 +73,65 @@ def newer(state, than) -> bool:
 
 
 class EventFeed:
-    """The events of one filter, collected in the background until `take`n."""
+    """What `parse` makes of the events of one filter (None: skipped), collected in the background
+    until `take`n. No backfill: whoever reads the feed reads for itself after each subscription."""
 
-    def __init__(self, event_filter, what: str):
+    def __init__(self, event_filter, what: str, parse: Callable[[object], object | None]):
         self.filter = event_filter
         self.what = what
+        self.parse = parse
         self.subscriptions = 0
         """Subscriptions made so far: a new one may have missed events (read once)."""
         self.live = False
-        self._events: list = []
+        self._items: list = []
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._listen(), name=f"evalq-feed-{self.what}")
 
-    async def stop(self) -> None:
+    def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
         self.live = False
 
+    async def stop(self) -> None:
+        self.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
     def take(self) -> list:
-        events, self._events = self._events, []
-        return events
+        items, self._items = self._items, []
+        return items
 
     async def _listen(self) -> None:
         from prefect.events.clients import get_events_subscriber
 
         while True:
             try:
-                async with get_events_subscriber(filter=self.filter.model_copy(deep=True), reconnection_attempts=0) as subscriber:
+                subscriber = get_events_subscriber(filter=self.filter.model_copy(deep=True), reconnection_attempts=0)
+                if hasattr(subscriber, "_backfill_since"):  # no replay of the last minute (thousands of events at scale)
+                    subscriber._backfill_since = dt.datetime.now(dt.timezone.utc)
+                async with subscriber:
                     self.subscriptions += 1
                     self.live = True
                     async for event in subscriber:
-                        self._events.append(event)
+                        if (item := self.parse(event)) is not None:
+                            self._items.append(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop reads instead meanwhile
                 logger.debug("%s events unavailable (%s); subscribing again in %.0f s", self.what, exc, RESUBSCRIBE_SECONDS)
             self.live = False
             await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+
+async def stop_feeds(*feeds: EventFeed) -> None:
+    """Stop them all: every one is cancelled before any is waited for."""
+    for feed in feeds:
+        feed.cancel()
+    await asyncio.gather(*(feed.stop() for feed in feeds), return_exceptions=True)
 
 
 def campaign_runs_filter(campaign: str):
@@ -133,7 +151,8 @@ def variables_filter():
 
 class ReadPacer:
     """When the loop must read for itself rather than trust a feed: after each new subscription,
-    every `every` seconds while the feed is live, every `down_every` while it is down."""
+    every `every` seconds while the feed is live, every `down_every` while it is down, and when
+    a read is owed."""
 
     def __init__(self, feed: EventFeed | None, every: float = SAFETY_READ_SECONDS, down_every: float = 0.0):
         self.feed = feed
@@ -149,10 +168,16 @@ class ReadPacer:
             return True
         return time.monotonic() - self.read_at >= (self.every if live else self.down_every)
 
-    def mark(self) -> None:
-        """A read is about to be made: what the feed had delivered before it is covered."""
-        self.read_at = time.monotonic()
-        self.read_subscription = self.feed.subscriptions if self.feed is not None else -1
+    def begin(self) -> tuple[float, int]:
+        """A read starts: what it covers (pass it to `done` once the read succeeded)."""
+        return time.monotonic(), self.feed.subscriptions if self.feed is not None else -1
+
+    def done(self, covered: tuple[float, int]) -> None:
+        self.read_at, self.read_subscription = covered
+
+    def owe(self) -> None:
+        """Read at the next look, whatever the feed says."""
+        self.read_at = float("-inf")
 
 
 HOLD_SECONDS = 60.0
@@ -165,7 +190,7 @@ class RunStates:
     def __init__(self) -> None:
         self.latest: dict[UUID, object] = {}
         self.held: dict[UUID, tuple[list[FedState], float]] = {}
-        """Fed states of runs not taken yet, with when the first came."""
+        """Fed states not taken yet, by run, with when the first came."""
 
     def known(self, run_id: UUID, state) -> None:
         """`state` (read or fed) is the run's latest."""
@@ -174,39 +199,46 @@ class RunStates:
     def forget(self, run_id: UUID) -> None:
         self.latest.pop(run_id, None)
 
-    def sort(self, events: list, in_flight, takes_as_fed=lambda state: False) -> tuple[list[tuple[UUID, FedState]], list[UUID]]:
-        """The fed states news to the loop, in the order they were entered: (states to apply as
-        they are, runs to read back); `takes_as_fed(state)`: whether a final state is taken as
-        it is too. States of runs not in flight wait for them `HOLD_SECONDS`."""
+    def add(self, fed: list[tuple[UUID, FedState]]) -> None:
+        """States from the feed, kept until `sort` hands them out (a failed read loses none)."""
         now = time.monotonic()
-        for event in events:
-            if (fed := state_of_event(event)) is not None:
-                run_id, state = fed
-                states = self.held.setdefault(run_id, ([], now))[0]
-                if all(known.id != state.id for known in states):  # a backfill may repeat one
-                    states.append(state)
+        for run_id, state in fed:
+            states = self.held.setdefault(run_id, ([], now))[0]
+            if all(known.id != state.id for known in states):  # a reconnection may repeat one
+                states.append(state)
+
+    def sort(self, in_flight, takes_as_fed=lambda state: False) -> tuple[list[tuple[UUID, FedState]], list[UUID]]:
+        """The held states news to the loop, in the order they were entered: (states to apply as
+        they are, runs to read back); `takes_as_fed(state)`: whether a final state is taken as it
+        is too. A run to read back keeps its states from that one on until the read settles it;
+        states of runs not in flight wait for them `HOLD_SECONDS`."""
+        now = time.monotonic()
         apply, read = [], []
         for run_id, (states, came) in list(self.held.items()):
             if run_id not in in_flight:
                 if now - came > HOLD_SECONDS:
                     del self.held[run_id]
                 continue
+            ordered = sorted(states, key=lambda state: state.timestamp or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+            fresh = [state for state in ordered if newer(state, self.latest.get(run_id))]
             del self.held[run_id]
-            for state in sorted(states, key=lambda state: state.timestamp or dt.datetime.min.replace(tzinfo=dt.timezone.utc)):
-                if not newer(state, self.latest.get(run_id)):
-                    continue
+            for index, state in enumerate(fresh):
                 if state.type not in UNFINISHED_TYPES and not takes_as_fed(state):
                     read.append(run_id)
+                    self.held[run_id] = (fresh[index:], came)
                     break
                 apply.append((run_id, state))
         return apply, read
 
 
-def concerns(events: list, variable_names: set[str], tags: list[str]) -> bool:
-    """Whether one of these variable events is about a variable named in `variable_names` or
-    carrying all of `tags`."""
-    for event in events:
-        payload = event.payload or {}
-        if event.resource.get("prefect.resource.name") in variable_names or set(tags) <= set(payload.get("tags") or ()):
-            return True
-    return False
+def variable_of_event(event) -> tuple[str, frozenset[str]] | None:
+    """(name, tags) of the variable a `prefect.variable.*` event is about."""
+    if not event.event.startswith("prefect.variable."):
+        return None
+    payload = event.payload or {}
+    return event.resource.get("prefect.resource.name") or str(payload.get("name", "")), frozenset(payload.get("tags") or ())
+
+
+def concerns(variables: list[tuple[str, frozenset[str]]], names: set[str], tags: list[str]) -> bool:
+    """Whether one of these changed variables is named in `names` or carries all of `tags`."""
+    return any(name in names or set(tags) <= found for name, found in variables)

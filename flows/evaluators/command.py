@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from flows.evaluators.base import EvaluationError, Metrics, ServerUnavailable
-from flows.evaluators.lines import LINE_LIMIT, next_line
+from flows.evaluators.lines import LINE_LIMIT, Lines
 from flows.evaluators.redact import bounded, redact, secret_values
 from generate.models import Job, Server
 
@@ -99,11 +99,12 @@ class CommandEvaluator:
             )
         except OSError as exc:
             raise EvaluationError(f"cannot start evaluator {argv[0]!r}: {exc.strerror}") from None
+        self._stdout, self._stderr = Lines(self.process.stdout), Lines(self.process.stderr)
         self._stderr_pump = asyncio.create_task(self._forward_stderr())
 
-    async def _read_line(self, stream: asyncio.StreamReader | None = None) -> str | None:
-        """The next line (a piece of one over `LINE_LIMIT`), None at the end."""
-        raw = await next_line(stream or self.process.stdout)
+    async def _read_line(self, lines: Lines | None = None) -> str | None:
+        """The next line of stdout (or `lines`; a piece of one over `LINE_LIMIT`), None at the end."""
+        raw = await (lines or self._stdout).next()
         return raw.decode("utf-8", "replace").rstrip("\n") if raw is not None else None
 
     def _log(self, line: str) -> None:
@@ -119,7 +120,7 @@ class CommandEvaluator:
 
     async def _forward_stderr(self) -> None:
         """Log the program's stderr lines and keep the last one for a failure's message."""
-        while (line := await self._read_line(self.process.stderr)) is not None:
+        while (line := await self._read_line(self._stderr)) is not None:
             self._log(line)
             if line.strip():
                 self.last_stderr = bounded(redact(line, self.secrets))

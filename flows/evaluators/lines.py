@@ -2,25 +2,40 @@
 
 asyncio's `readline` fails on a line longer than the stream's limit (64 KiB by default): a
 progress bar or a JSON blob without a newline would end the reader, and with it the episode or
-pipeline. `next_line` returns such a line in pieces of at most `LINE_LIMIT` bytes instead,
-nothing dropped. Start the program with `limit=LINE_LIMIT`.
+pipeline. `Lines` returns such a line in pieces of at most `LINE_LIMIT` bytes instead, nothing
+dropped (a `METRICS` line that long is not whole JSON, and fails as such). The limit keeps a
+logged piece under Prefect's 1,000,000-byte log size even when every byte decodes as U+FFFD.
+Start the program with `limit=LINE_LIMIT`.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-LINE_LIMIT = 1 << 20
-"""Longest output line read whole (longer ones are read in pieces)."""
+LINE_LIMIT = 256 << 10
+"""Longest output line read whole (longer ones are read in pieces of this size)."""
 
 
-async def next_line(stream: asyncio.StreamReader) -> bytes | None:
-    """The next line with its newline (the last one may lack it), or its next piece when it is
-    over the stream's limit; None at the end of the stream."""
-    try:
-        raw = await stream.readuntil(b"\n")
-    except asyncio.IncompleteReadError as end:  # the last line, without its newline (or nothing)
-        raw = end.partial
-    except asyncio.LimitOverrunError as long_line:  # over the limit: its first piece
-        raw = await stream.read(long_line.consumed)
-    return raw or None
+class Lines:
+    """One output stream of a program, a line (or a long line's piece) at a time."""
+
+    def __init__(self, stream: asyncio.StreamReader):
+        self.stream = stream
+        self.in_long_line = False
+        """The last piece returned was part of a line over the limit."""
+
+    async def next(self) -> bytes | None:
+        """The next line with its newline (the last one may lack it), or the next piece of a line
+        over the limit; None at the end of the stream."""
+        while True:
+            try:
+                raw = await self.stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as end:  # the last line, without its newline (or nothing)
+                raw = end.partial
+            except asyncio.LimitOverrunError as long_line:  # over the limit: its next piece
+                self.in_long_line = True
+                return await self.stream.readexactly(min(long_line.consumed, LINE_LIMIT))
+            ended_long_line, self.in_long_line = self.in_long_line, False
+            if raw == b"\n" and ended_long_line:
+                continue  # the newline of a long line whose last piece ended right before it
+            return raw or None

@@ -91,6 +91,7 @@ def serve(
         await install_zombie_automation()  # a node that dies mid-job: its job ends Crashed (failed)
         return names
 
+    exit_on_sigterm()  # uvicorn re-raises the SIGTERM it caught: without a handler the runners were never stopped
     with grading_server(api, start=True) as api_url:
         runners = [
             node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log")
@@ -101,6 +102,15 @@ def serve(
         finally:
             for runner in runners:
                 node_runners.stop_node_runner(runner)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the command as Ctrl-C does, through its `finally` (its node runners and their
+    forkservers stopped), not at once: the default action skipped that, and the runners, stopped
+    only by their parent-death signal, left their forkservers behind."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 @grader_app.command("node")
@@ -124,6 +134,7 @@ def node(
             await node_runners.apply_grader_deployment(client)
             await node_runners.register_node(client, name, ip)
 
+    exit_on_sigterm()
     with grading_server(api) as api_url:
         asyncio.run(register())
         runner = node_runners.start_node_runner(api_url, name, slots, log)

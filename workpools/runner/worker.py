@@ -248,13 +248,16 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         )
         while True:
             try:
-                async with get_events_subscriber(filter=event_filter) as subscriber:
+                # no reconnection inside: a broken stream must read as down (polls every 5 s at most)
+                async with get_events_subscriber(filter=event_filter, reconnection_attempts=0) as subscriber:
                     self._events_live = True
                     async for _ in subscriber:
                         self._wake.set()
                 self._events_live = False
+                self._wake.set()  # look now and at the faster pace until it is back
             except Exception as exc:  # the stream is down: the safety poll still finds runs
                 self._events_live = False
+                self._wake.set()
                 self.log.debug("Scheduled-run events unavailable (%s); polling every %.0f s", exc, self.safety_poll_seconds)
                 await anyio.sleep(self.safety_poll_seconds)
 
