@@ -85,7 +85,7 @@ def test_an_output_line_over_64_kib_is_logged_whole_or_in_pieces_and_the_episode
                                           instance_basename="b", instance_path="p"), resource_type="p_1", resource_types=["p_1"])
     program = ("import sys; print('READY', flush=True); sys.stdin.readline(); "
                "sys.stdout.write('#' * 1500000 + '\\n'); sys.stderr.write('!' * 100000 + '\\n'); "
-               "print('METRICS {{\"success\": 1}}', flush=True)")  # {{ }}: the template's braces
+               "import json; print('METRICS ' + json.dumps(dict(success=1, log='z' * 600000)), flush=True)")  # over LINE_LIMIT too
     chatty = evaluator_program(program)
     logged: list[str] = []
     chatty._log = logged.append
@@ -95,10 +95,11 @@ def test_an_output_line_over_64_kib_is_logged_whole_or_in_pieces_and_the_episode
         return await asyncio.wait_for(chatty.run(job, Server(host="127.0.0.1", port=9)), 60)  # a bound against a hang
 
     metrics = asyncio.run(play())
-    assert metrics["success"] == 1
+    assert metrics["success"] == 1 and metrics["log"] == "z" * 600000  # a METRICS line is joined again, never logged
     hashes = [line for line in logged if set(line) == {"#"}]
     assert sum(map(len, hashes)) == 1500000 and max(map(len, hashes)) <= LINE_LIMIT  # in pieces a log line can carry
     assert [len(line) for line in logged if set(line) == {"!"}] == [100000] and "" not in logged
+    assert not any("zzz" in line for line in logged)
 
 
 def test_redact_masks_what_looks_like_a_credential():

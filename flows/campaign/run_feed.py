@@ -28,6 +28,8 @@ from flows.naming import campaign_tag, flow_run_id_of_resource_id
 SAFETY_READ_SECONDS = 15.0
 """How often everything is read while the feed is live: bounds what a lost event can delay."""
 RESUBSCRIBE_SECONDS = 2.0
+CLOCK_MARGIN_SECONDS = 10.0
+"""How far back a subscription starts: what this host's clock may run ahead of the server's."""
 UNFINISHED_TYPES = frozenset({StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING,
                               StateType.PAUSED})
 """States always taken from their event as they are; a final one is read back unless the kind of
@@ -111,8 +113,9 @@ class EventFeed:
         while True:
             try:
                 subscriber = get_events_subscriber(filter=self.filter.model_copy(deep=True), reconnection_attempts=0)
-                if hasattr(subscriber, "_backfill_since"):  # no replay of the last minute (thousands of events at scale)
-                    subscriber._backfill_since = dt.datetime.now(dt.timezone.utc)
+                if hasattr(subscriber, "_backfill_since"):  # no replay of the last minute (thousands of events at scale),
+                    # but a few seconds back: the live stream keeps events from `since` on, by the server's clock
+                    subscriber._backfill_since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=CLOCK_MARGIN_SECONDS)
                 async with subscriber:
                     self.subscriptions += 1
                     self.live = True

@@ -37,6 +37,9 @@ from flows.evaluators.lines import LINE_LIMIT, Lines
 from flows.evaluators.redact import bounded, redact, secret_values
 from generate.models import Job, Server
 
+MAX_METRICS_BYTES = 16 << 20
+"""Longest `METRICS {...}` line taken (longer metrics go to `{metrics_path}`)."""
+
 EX_TEMPFAIL = 75
 SERVER_FIELDS = ("{host}", "{port}", "{url}")
 VIDEO_FIELD = "{video_path}"
@@ -66,6 +69,7 @@ class CommandEvaluator:
         os.close(descriptor)  # the program writes the file by name: keep no descriptor per episode
         self.metrics_file = Path(path)
         self.metrics_line: str | None = None
+        self.metrics_too_long = False
         self._pump: asyncio.Task | None = None
         self._stderr_pump: asyncio.Task | None = None
         self.last_stderr = ""
@@ -113,8 +117,10 @@ class CommandEvaluator:
     async def _forward_output(self) -> None:
         """Log the program's lines; keep a `METRICS {...}` line if it prints one."""
         while (line := await self._read_line()) is not None:
-            if line.startswith("METRICS "):
-                self.metrics_line = line[len("METRICS "):]
+            if line.startswith("METRICS "):  # never logged: a line over LINE_LIMIT is joined again
+                rest, whole = await self._stdout.rest(MAX_METRICS_BYTES)
+                self.metrics_line = line[len("METRICS "):] + rest.decode("utf-8", "replace").rstrip("\n") if whole else None
+                self.metrics_too_long = not whole
             else:
                 self._log(line)
 
@@ -179,6 +185,9 @@ class CommandEvaluator:
         try:
             metrics = json.loads(text)
         except json.JSONDecodeError:
+            if self.metrics_too_long:
+                raise EvaluationError(f"evaluator's METRICS line is over {MAX_METRICS_BYTES >> 20} MiB: "
+                                      "write the metrics to {metrics_path} instead") from None
             raise EvaluationError("evaluator wrote no metrics (JSON object) to {metrics_path} or a METRICS line") from None
         if not isinstance(metrics, dict):
             raise EvaluationError("evaluator metrics are not a JSON object")

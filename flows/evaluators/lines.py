@@ -28,14 +28,33 @@ class Lines:
         """The next line with its newline (the last one may lack it), or the next piece of a line
         over the limit; None at the end of the stream."""
         while True:
-            try:
-                raw = await self.stream.readuntil(b"\n")
-            except asyncio.IncompleteReadError as end:  # the last line, without its newline (or nothing)
-                raw = end.partial
-            except asyncio.LimitOverrunError as long_line:  # over the limit: its next piece
-                self.in_long_line = True
-                return await self.stream.readexactly(min(long_line.consumed, LINE_LIMIT))
-            ended_long_line, self.in_long_line = self.in_long_line, False
-            if raw == b"\n" and ended_long_line:
+            raw, continued = await self._piece()
+            if raw == b"\n" and continued:
                 continue  # the newline of a long line whose last piece ended right before it
             return raw or None
+
+    async def rest(self, cap: int) -> tuple[bytes, bool]:
+        """After a piece of a long line: the rest of that line, and whether the whole line fit in
+        `cap` bytes (else what is past it is read and dropped)."""
+        parts, size = [], 0
+        while self.in_long_line:
+            raw, _ = await self._piece()
+            if not raw:
+                break
+            size += len(raw)
+            if size <= cap:
+                parts.append(raw)
+        return b"".join(parts), size <= cap
+
+    async def _piece(self) -> tuple[bytes, bool]:
+        """The next line or piece of one, and whether the piece before it was part of a long line."""
+        continued = self.in_long_line
+        try:
+            raw = await self.stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as end:  # the last line, without its newline (or nothing)
+            raw = end.partial
+        except asyncio.LimitOverrunError as long_line:  # over the limit: its next piece
+            self.in_long_line = True
+            return await self.stream.readexactly(min(long_line.consumed, LINE_LIMIT)), continued
+        self.in_long_line = False
+        return raw, continued

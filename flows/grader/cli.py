@@ -93,11 +93,10 @@ def serve(
 
     exit_on_sigterm()  # uvicorn re-raises the SIGTERM it caught: without a handler the runners were never stopped
     with grading_server(api, start=True) as api_url:
-        runners = [
-            node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log")
-            for node in asyncio.run(prepare())
-        ]
+        runners = []
         try:
+            for node in asyncio.run(prepare()):
+                runners.append(node_runners.start_node_runner(api_url, node, slots, settings.results_dir / "runners" / f"{node}.log"))
             uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
         finally:
             for runner in runners:
@@ -107,10 +106,16 @@ def serve(
 def exit_on_sigterm() -> None:
     """SIGTERM ends the command as Ctrl-C does, through its `finally` (its node runners and their
     forkservers stopped), not at once: the default action skipped that, and the runners, stopped
-    only by their parent-death signal, left their forkservers behind."""
+    only by their parent-death signal, left their forkservers behind. Once stopping, a second
+    SIGTERM or Ctrl-C does not cut the stop short."""
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    def stop(*_) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 @grader_app.command("node")

@@ -253,13 +253,11 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                     self._events_live = True
                     async for _ in subscriber:
                         self._wake.set()
-                self._events_live = False
-                self._wake.set()  # look now and at the faster pace until it is back
             except Exception as exc:  # the stream is down: the safety poll still finds runs
-                self._events_live = False
-                self._wake.set()
                 self.log.debug("Scheduled-run events unavailable (%s); polling every %.0f s", exc, self.safety_poll_seconds)
-                await anyio.sleep(self.safety_poll_seconds)
+            self._events_live = False
+            self._wake.set()  # look now, and at the faster pace until it is back
+            await anyio.sleep(self.safety_poll_seconds)  # also after a clean close: never a tight loop
 
     async def _keep_synced(self) -> None:
         """The worker heartbeat that keeps the pool Ready in Prefect's UI."""
