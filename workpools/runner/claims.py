@@ -10,6 +10,12 @@ limit, measured: the server commits Pending in 7 of 7 cancels 1-20 ms into the r
   and only if it is Pending with our token), never by proposing again: a new proposal has a new
   transition id, the server aborts it, and the run would stay Pending under us, never run.
   The client's own retries are safe (same transition id: the server answers with our Pending).
+- no answer within `CLAIM_SECONDS` (the API went away with the proposal on the wire) is not a
+  "no": the server may grant it as it comes back, and a run Pending under a live runner that
+  does not play it is seen by nothing else. So the runner reads the run back once the API
+  answers (`settle_late`, outside the shield: a stop may cut it, then the runner is gone and the
+  campaign's safety net hands the run back); a run still Scheduled is read once more
+  `LATE_ANSWER_SECONDS` later, in case the proposal was still on its way.
 
 Handing back is an unforced Scheduled proposal (no attempt is charged; any runner of the pool
 takes it again). If a user cancelled the run meanwhile it ends Cancelled instead; a final run is
@@ -29,11 +35,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Pending, Scheduled
 
 from flows.naming import claim_message, claim_of_message, handed_back_message
-from flows.runtime.api_retry import is_transient
+from flows.runtime.api_retry import is_transient, retrying
 
 CLAIM_SECONDS = 10.0
 """The longest a claim may hold up a stop: its proposal, then reading the run back."""
 READ_BACK_TRIES = 5
+LATE_ANSWER_SECONDS = 5.0
+"""After a claim without an answer, how long a run still Scheduled is given before it reads as not ours."""
 CLAIM_PAUSE_ENV = "EVALQ_TEST_CLAIM_PAUSE"
 """Tests only: seconds a runner sleeps after the server granted a claim, inside the shielded part,
 so a stop reliably lands between claim and start (the race a `scancel` hits by chance)."""
@@ -53,7 +61,26 @@ async def claim(client, flow_run: FlowRun, runner: str) -> bool:
             if won and (pause := float(os.environ.get(CLAIM_PAUSE_ENV) or 0)):
                 await anyio.sleep(pause)
             return bool(won)
-    log.warning("Claim of flow run %s got no answer within %.0f s: left to the campaign", flow_run.id, CLAIM_SECONDS)
+    log.debug("Claim of flow run %s got no answer within %.0f s: reading it back", flow_run.id, CLAIM_SECONDS)
+    return await settle_late(client, flow_run, token)
+
+
+async def settle_late(client, flow_run: FlowRun, token: str) -> bool:
+    """Whether a claim that got no answer was granted after all, read back once the API answers."""
+    for pause in (0.0, LATE_ANSWER_SECONDS):
+        await anyio.sleep(pause)
+        try:
+            current = await retrying(lambda: client.read_flow_run(flow_run.id))
+        except ObjectNotFound:
+            return False
+        except Exception as exc:
+            log.warning("Claim of flow run %s got no answer, nor a read of the run (%s): left to the campaign", flow_run.id, exc)
+            return False
+        if _is_ours(current.state, token):
+            _keep(flow_run, current.state)
+            return True
+        if current.state is None or current.state.type != StateType.SCHEDULED:
+            return False  # another runner's, or settled: a late proposal of ours is refused from there
     return False
 
 
@@ -91,12 +118,15 @@ async def _read_back(client, flow_run: FlowRun, token: str) -> bool:
                 return False
             await anyio.sleep(0.2 * 2**attempt)
             continue
-        state = current.state
-        ours = state is not None and state.is_pending() and (claim_of_message(state.message) or ("", None))[1] == token
+        ours = _is_ours(current.state, token)
         if ours:
-            _keep(flow_run, state)
+            _keep(flow_run, current.state)
         return ours
     return False
+
+
+def _is_ours(state, token: str) -> bool:
+    return state is not None and state.is_pending() and (claim_of_message(state.message) or ("", None))[1] == token
 
 
 def _keep(flow_run: FlowRun, state) -> None:
