@@ -85,8 +85,11 @@ class Supervisor:
         return self
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop watching, then end the process's group."""
+        """Stop watching, then end the process's group; once (a later call does nothing: the group
+        id may belong to someone else by then)."""
         with self._lock:
+            if self._stopping.is_set():
+                return
             self._stopping.set()
             process = self.process
         if self._thread.is_alive() and self._thread is not threading.current_thread():

@@ -91,15 +91,15 @@ def keep_queue_runner(api_url: str, slots: int, home: Path, pool: str = LOCAL_WO
     idle = f", stops after {idle_timeout:g} s without jobs" if idle_timeout is not None else " (Ctrl-C stops)"
     print(f"evalq queue worker: runner {runner_name(0)} on pool {pool!r}, {slots} slots{idle}; log: {log_path}",
           file=sys.stderr, flush=True)
+
     def stop_runner() -> None:
-        stopped.set()
         keeper.stop(grace=10)
         try:  # its own stop deletes its worker row; this covers one that could not
             forget_local_worker(api_url, pool, runner_name(keeper.starts))
         except Exception:  # noqa: BLE001 - the API away: the row goes OFFLINE by itself within 30 s
             pass
 
-    clock, looked, idled, stopped = IdleClock(idle_timeout), 0.0, False, threading.Event()
+    clock, looked, idled = IdleClock(idle_timeout), 0.0, False
     try:
         while not stop.wait(0.5) and keeper.failure is None:
             if idle_timeout is None or time.monotonic() - looked < IDLE_CHECK_SECONDS:
@@ -109,8 +109,7 @@ def keep_queue_runner(api_url: str, slots: int, home: Path, pool: str = LOCAL_WO
             if clock.expired and (idled := give_up_record_if_idle(api_url, pool, home, stop_runner)):
                 break
     finally:
-        if not stopped.is_set():
-            keeper.stop(grace=10)
+        keeper.stop(grace=10)  # once: after the idle stop, nothing
         forget_worker_record(home, os.getpid())
         for signum, handler in previous.items():
             signal.signal(signum, handler)
