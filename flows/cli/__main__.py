@@ -2,4 +2,4 @@
 
 from flows.cli.root import app
 
-app()
+app(prog_name="evalq")

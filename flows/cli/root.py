@@ -14,12 +14,14 @@ from flows.cli import demo, leaderboard, server
 from flows.cli.batch import batch_app
 from flows.cli.campaign import campaign_app
 from flows.cli.pools import pools_app
+from flows.cli.usage import OneLineUsageErrors
 from flows.cloudlogging import cli as cloudlogging_cli
 from flows.grader.cli import grade_app, grader_app
 from generate.cli import generate
 
 app = typer.Typer(
     name="evalq",
+    cls=OneLineUsageErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
