@@ -28,7 +28,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, replace
-from typing import AsyncContextManager
+from typing import AsyncContextManager, Awaitable, Callable
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
@@ -39,7 +39,6 @@ from flows.runtime.api_health import OUTAGE_BUDGET_SECONDS
 from flows.runtime.api_retry import retrying
 from flows.runtime.lease_engine import (
     MIN_LEASE_SECONDS,
-    RENEW_SECONDS,
     LeaseLost,
     LeasePolicy,
     Leases,
@@ -51,13 +50,17 @@ from flows.slots.steering import Candidate, candidates
 from flows.slots.wakeups import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
 
-EPISODE_LEASE_SECONDS = OUTAGE_BUDGET_SECONDS + RENEW_SECONDS
-"""An episode's lease (320 s), renewed every 20 s: it outlasts an API outage of up to the budget,
-so the episode plays through one on the slot it holds. A holder that dies without releasing keeps
-its server that long, unless the campaign releases the leases of a run it finds Crashed
+EPISODE_RENEW_SECONDS = 60.0
+EPISODE_LEASE_SECONDS = OUTAGE_BUDGET_SECONDS + EPISODE_RENEW_SECONDS
+"""An episode's lease (360 s), renewed every 60 s: it never has less than the outage budget left,
+so the episode plays through an outage of up to the budget on the slot it holds, and an episode
+under a minute is never renewed (one API call each saved). A holder that dies without releasing
+keeps its server that long, unless the campaign releases the leases of a run it finds Crashed
 (`orphans.py`)."""
-EPISODE_SLOT = LeasePolicy(lease_seconds=EPISODE_LEASE_SECONDS, lost_error=LeaseLost)
-"""An episode's lease; lost, it cancels the episode."""
+EPISODE_SLOT = LeasePolicy(lease_seconds=EPISODE_LEASE_SECONDS, keep_ahead_seconds=OUTAGE_BUDGET_SECONDS,
+                           lost_error=LeaseLost)
+"""An episode's lease; lost, it cancels the episode. A shorter one asked for (`--lease-seconds`)
+is renewed every third of it, at most 20 s."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
 SAFETY_POLL_SECONDS = 20.0
@@ -150,8 +153,10 @@ class SlotLeaser:
         holder_id: UUID | None = None,
         excluded: set[str] = frozenset(),
         prefer: list[str] = (),
+        on_wait: Callable[[], Awaitable[None]] | None = None,
     ) -> Slot:
-        """Wait until a compatible server has a free slot, and lease it."""
+        """Wait until a compatible server has a free slot, and lease it; `on_wait` is awaited
+        once, before the first wait (not at all when a slot is free at the first look)."""
         options = [c for c in candidates(job, resources) if c.server.address not in excluded]
         if not options:
             raise PoolNotApplied(f"{job.id}: no compatible server left in pools {job.resource_types}")
@@ -171,6 +176,9 @@ class SlotLeaser:
                 next_look, all_sick_since = await self._tend_quarantine(occupancy, all_sick_since)
                 if next_look is None:
                     continue  # a quarantined server answered its probe: look again at once
+                if on_wait is not None:
+                    await on_wait()
+                    on_wait = None
                 patience = [wait for _, wait in waits if wait > 0]
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wakeup.event.wait(),
