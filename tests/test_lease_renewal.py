@@ -188,17 +188,3 @@ def test_a_take_cancelled_while_its_answer_is_on_the_way_leaves_no_lease(granted
 
     asyncio.run(cancelled_take())
     assert client.calls["take"] == 1 and client.calls["release"] == (1 if granted else 0)
-
-
-def test_an_episode_lease_never_has_less_than_the_outage_budget_left_and_a_short_episode_is_never_renewed():
-    from flows.runtime.api_health import OUTAGE_BUDGET_SECONDS
-
-    assert EPISODE_SLOT.renew_interval == 60.0  # a 30 s episode makes no renewal call
-    assert EPISODE_SLOT.lease_seconds - EPISODE_SLOT.renew_interval >= OUTAGE_BUDGET_SECONDS
-    for lease_seconds in (60.0, 200.0, 330.0, 1000.0):  # `--lease-seconds`: a third of it at most
-        policy = replace(EPISODE_SLOT, lease_seconds=lease_seconds)
-        assert policy.renew_interval <= lease_seconds / 3
-        if lease_seconds - OUTAGE_BUDGET_SECONDS >= 20.0:
-            assert lease_seconds - policy.renew_interval >= OUTAGE_BUDGET_SECONDS
-    assert replace(EPISODE_SLOT, lease_seconds=60.0).renew_interval == 20.0
-    assert GPU_LEASE.renew_interval == 20.0 and replace(GPU_LEASE, renew_seconds=0.05).renew_interval == 0.05

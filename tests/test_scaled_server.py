@@ -9,7 +9,7 @@ Redis whichever replica they are connected to. Run by CI's own pass: `pytest --s
 The kill comes as an episode ends, so often while a lease is being taken: if the dead replica had
 granted it, Prefect's client takes it again through the other one and the first lease, which no
 one knows, holds that server until it expires (the test's campaign leases for 60 s, not the
-360 s default; then the services' repossessor, then the waiters' safety poll): the test then takes
+320 s default; then the services' repossessor, then the waiters' safety poll): the test then takes
 ~1.5 min longer, and still no slot stays taken.
 """
 
@@ -43,7 +43,7 @@ RECONNECTED = 3.0
 """Seconds after the kill by which haproxy has marked the replica down (~1.5 s) and the runners'
 events subscriptions have reconnected (~10 ms): a waiter that starts waiting later hears releases live."""
 LEASE_SECONDS = 60.0
-"""The campaign's episode leases: the shortest allowed (the default, 360 s, outlasts an API outage)."""
+"""The campaign's episode leases: the shortest allowed (the default, 320 s, outlasts an API outage)."""
 LEASE_BACK = 100.0
 """Seconds a lease nobody holds may take to come back: the 60 s lease + the repossessor's 15 s loop + slack."""
 RUNNER_SLOTS = 3

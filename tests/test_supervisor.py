@@ -160,7 +160,7 @@ def test_the_embedded_runner_killed_twice_is_restarted_and_every_episode_complet
                 killed += runners
             # A run killed right after it leased, before its `evalq.slot.acquired` event left the
             # process (seen under CI's load), cannot be given back by the campaign: its server comes
-            # back when the lease runs out (EPISODE_LEASE_SECONDS, 360 s). Allow for one.
+            # back when the lease runs out (EPISODE_LEASE_SECONDS, 320 s). Allow for one.
             assert exit_code(command, 300 + EPISODE_LEASE_SECONDS, tmp_path) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
         finally:
             command.kill()

@@ -13,12 +13,11 @@ its server may already serve someone else) and a queued command's GPUs
 Everything else is the same for both:
 - taking retries transient API errors (`flows/runtime/api_retry.py`: quickly at first, then
   across an API outage of up to its budget);
-- renewal every `renew_interval` (a third of the lease, at most 20 s, unless the policy keeps
-  a margin ahead: then as late as the margin allows): a 404/410 means the lease is gone at once;
-  any other failure is retried until the lease runs out, and then the lease counts as lost (the
+- renewal every `renew_seconds` (20 s at most): a 404/410 means the lease is gone at once; any
+  other failure is retried until the lease runs out, and then the lease counts as lost (the
   repossessor may have handed the slot to someone else); a lost lease is not renewed again.
-  A lease that never has less than the outage budget left outlasts any outage the callers wait
-  out (`EPISODE_SLOT`: 360 s renewed every 60 s, so a 30 s episode is never renewed);
+  A lease longer than the outage budget plus a renewal interval outlasts any outage the
+  callers wait out (`EPISODE_SLOT`);
 - release retries transient errors across an outage and never raises (a lease that cannot be
   given back expires by itself); a lease the server no longer knows counts as given back; a
   lost lease is not released.
@@ -74,22 +73,17 @@ class LeasePolicy:
     lease_seconds: float = MIN_LEASE_SECONDS
     """How long the server keeps a lease nobody renews (it rejects less than 60 s)."""
     renew_seconds: float | None = None
-    """Time between renewals; None: `renew_interval` works it out."""
-    keep_ahead_seconds: float = 0.0
-    """Renewed in time to never have less than this left (when the lease is long enough for it)."""
+    """Time between renewals; None: a third of the lease (two may fail in a row), at most
+    `RENEW_SECONDS`."""
     lost_error: type[Exception] | None = LeaseLost
     """Raised in the holder's block (which is cancelled) when the lease is lost; None: log
     a warning and let the block go on."""
     transient: Callable[[BaseException], bool] = is_transient
     """API errors worth trying again (no connection, a 5xx such as SQLite's 503)."""
 
-    @property
-    def renew_interval(self) -> float:
-        """`renew_seconds` if set; else a third of the lease (two renewals may fail in a row), at
-        most `RENEW_SECONDS`, or longer when `keep_ahead_seconds` still leaves room for it."""
-        if self.renew_seconds is not None:
-            return self.renew_seconds
-        return min(self.lease_seconds / 3, max(self.lease_seconds - self.keep_ahead_seconds, RENEW_SECONDS))
+    def __post_init__(self) -> None:
+        if self.renew_seconds is None:
+            object.__setattr__(self, "renew_seconds", min(self.lease_seconds / 3, RENEW_SECONDS))
 
 
 class Leases:
@@ -153,12 +147,12 @@ class Leases:
         return True
 
     async def renew_forever(self, lease_id: UUID, where: str, on_lost: Callable[[str], Awaitable[None] | None]) -> None:
-        """Renew every `renew_interval` until cancelled, or until the lease is lost: then
+        """Renew every `renew_seconds` until cancelled, or until the lease is lost: then
         call `on_lost(reason)` once and return. `where` names the lease in the reason."""
         policy = self.policy
         expires = time.monotonic() + policy.lease_seconds
         while True:
-            await asyncio.sleep(policy.renew_interval)
+            await asyncio.sleep(policy.renew_seconds)
             try:  # transient failures are retried while the lease still runs
                 await retrying(lambda: self.client.renew_concurrency_lease(lease_id, lease_duration=policy.lease_seconds),
                                policy.transient, deadline=expires)

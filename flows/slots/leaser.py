@@ -39,6 +39,7 @@ from flows.runtime.api_health import OUTAGE_BUDGET_SECONDS
 from flows.runtime.api_retry import retrying
 from flows.runtime.lease_engine import (
     MIN_LEASE_SECONDS,
+    RENEW_SECONDS,
     LeaseLost,
     LeasePolicy,
     Leases,
@@ -50,17 +51,13 @@ from flows.slots.steering import Candidate, candidates
 from flows.slots.wakeups import SlotWatch, slot_watch
 from generate.models import Job, Resources, Server
 
-EPISODE_RENEW_SECONDS = 60.0
-EPISODE_LEASE_SECONDS = OUTAGE_BUDGET_SECONDS + EPISODE_RENEW_SECONDS
-"""An episode's lease (360 s), renewed every 60 s: it never has less than the outage budget left,
-so the episode plays through an outage of up to the budget on the slot it holds, and an episode
-under a minute is never renewed (one API call each saved). A holder that dies without releasing
-keeps its server that long, unless the campaign releases the leases of a run it finds Crashed
+EPISODE_LEASE_SECONDS = OUTAGE_BUDGET_SECONDS + RENEW_SECONDS
+"""An episode's lease (320 s), renewed every 20 s: it outlasts an API outage of up to the budget,
+so the episode plays through one on the slot it holds. A holder that dies without releasing keeps
+its server that long, unless the campaign releases the leases of a run it finds Crashed
 (`orphans.py`)."""
-EPISODE_SLOT = LeasePolicy(lease_seconds=EPISODE_LEASE_SECONDS, keep_ahead_seconds=OUTAGE_BUDGET_SECONDS,
-                           lost_error=LeaseLost)
-"""An episode's lease; lost, it cancels the episode. A shorter one asked for (`--lease-seconds`)
-is renewed every third of it, at most 20 s."""
+EPISODE_SLOT = LeasePolicy(lease_seconds=EPISODE_LEASE_SECONDS, lost_error=LeaseLost)
+"""An episode's lease; lost, it cancels the episode."""
 STAGGER_SECONDS = 0.1
 """After a release, a waiter with k candidate servers waits (k - 1) x this before trying."""
 SAFETY_POLL_SECONDS = 20.0

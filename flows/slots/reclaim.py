@@ -1,7 +1,7 @@
 """Slots a run still held when it ended Crashed or Cancelled, or when its runner died: given back
 at once.
 
-An episode's lease outlasts an API outage (`EPISODE_SLOT` in `leaser.py`: 360 s), so a holder
+An episode's lease outlasts an API outage (`EPISODE_SLOT` in `leaser.py`: 320 s), so a holder
 that died without releasing (SIGKILL, the OOM killer, a lost node) would keep its server that
 long. When the campaign settles a run that ended Crashed (the zombie automation, a runner's
 safety net) or Cancelled, or finds its runner gone (`flows/campaign/orphans.py`), it gives back
