@@ -11,11 +11,12 @@ limit, measured: the server commits Pending in 7 of 7 cancels 1-20 ms into the r
   transition id, the server aborts it, and the run would stay Pending under us, never run.
   The client's own retries are safe (same transition id: the server answers with our Pending).
 - no answer within `CLAIM_SECONDS` (the API went away with the proposal on the wire) is not a
-  "no": the server may grant it as it comes back, and a run Pending under a live runner that
-  does not play it is seen by nothing else. So the runner reads the run back once the API
-  answers (`settle_late`, outside the shield: a stop may cut it, then the runner is gone and the
-  campaign's safety net hands the run back); a run still Scheduled is read once more
-  `LATE_ANSWER_SECONDS` later, in case the proposal was still on its way.
+  "no": the server may grant it as it comes back, or later still (the request held up in a
+  database outage), and a run Pending under a live runner that does not play it is seen by
+  nothing else. The runner keeps such claims (`UnansweredClaims`) and reads each back at every
+  pick-up round until it is settled: granted after all, it is handed back (any runner takes it
+  again, with a claim that was answered); still Scheduled, it is kept (the proposal may still
+  land); anything else, forgotten. A stopping runner settles them one last time, shielded.
 
 Handing back is an unforced Scheduled proposal (no attempt is charged; any runner of the pool
 takes it again). If a user cancelled the run meanwhile it ends Cancelled instead; a final run is
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
+from uuid import UUID
 
 import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -35,13 +38,14 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Pending, Scheduled
 
 from flows.naming import claim_message, claim_of_message, handed_back_message
-from flows.runtime.api_retry import is_transient, retrying
+from flows.runtime.api_retry import is_transient, without_client_retries
 
 CLAIM_SECONDS = 10.0
 """The longest a claim may hold up a stop: its proposal, then reading the run back."""
 READ_BACK_TRIES = 5
-LATE_ANSWER_SECONDS = 5.0
-"""After a claim without an answer, how long a run still Scheduled is given before it reads as not ours."""
+UNANSWERED_KEEP_SECONDS = 600.0
+"""How long a claim without an answer is read back while its run stays Scheduled (the pick-up
+takes a Scheduled run again within seconds; this only bounds the bookkeeping)."""
 CLAIM_PAUSE_ENV = "EVALQ_TEST_CLAIM_PAUSE"
 """Tests only: seconds a runner sleeps after the server granted a claim, inside the shielded part,
 so a stop reliably lands between claim and start (the race a `scancel` hits by chance)."""
@@ -49,9 +53,10 @@ so a stop reliably lands between claim and start (the race a `scancel` hits by c
 log = logging.getLogger("evalq.runner")
 
 
-async def claim(client, flow_run: FlowRun, runner: str) -> bool:
+async def claim(client, flow_run: FlowRun, runner: str, unanswered: "UnansweredClaims | None" = None) -> bool:
     """Propose Pending for `runner`; True when the server gave it the run (then `flow_run.state`
-    is the claim, which the engine starts from). A stop cannot interrupt it: it lands after."""
+    is the claim, which the engine starts from). A stop cannot interrupt it: it lands after.
+    No answer in time: False, and the claim goes to `unanswered` to be read back later."""
     token = uuid.uuid4().hex[:12]
     with anyio.CancelScope(shield=True):
         with anyio.move_on_after(CLAIM_SECONDS):
@@ -61,27 +66,56 @@ async def claim(client, flow_run: FlowRun, runner: str) -> bool:
             if won and (pause := float(os.environ.get(CLAIM_PAUSE_ENV) or 0)):
                 await anyio.sleep(pause)
             return bool(won)
-    log.debug("Claim of flow run %s got no answer within %.0f s: reading it back", flow_run.id, CLAIM_SECONDS)
-    return await settle_late(client, flow_run, token)
-
-
-async def settle_late(client, flow_run: FlowRun, token: str) -> bool:
-    """Whether a claim that got no answer was granted after all, read back once the API answers."""
-    for pause in (0.0, LATE_ANSWER_SECONDS):
-        await anyio.sleep(pause)
-        try:
-            current = await retrying(lambda: client.read_flow_run(flow_run.id))
-        except ObjectNotFound:
-            return False
-        except Exception as exc:
-            log.warning("Claim of flow run %s got no answer, nor a read of the run (%s): left to the campaign", flow_run.id, exc)
-            return False
-        if _is_ours(current.state, token):
-            _keep(flow_run, current.state)
-            return True
-        if current.state is None or current.state.type != StateType.SCHEDULED:
-            return False  # another runner's, or settled: a late proposal of ours is refused from there
+    log.debug("Claim of flow run %s got no answer within %.0f s: read back later", flow_run.id, CLAIM_SECONDS)
+    if unanswered is not None:
+        unanswered.add(flow_run, token)
     return False
+
+
+class UnansweredClaims:
+    """Claims that got no answer, read back until settled (the server may grant one late)."""
+
+    def __init__(self) -> None:
+        self._open: dict[UUID, tuple[FlowRun, str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, flow_run: FlowRun, token: str) -> None:
+        self._open[flow_run.id] = (flow_run, token, time.monotonic())
+
+    async def settle(self, client, runner: str) -> None:
+        """Read each back: a claim granted after all is handed back, one still Scheduled is kept
+        (for up to `UNANSWERED_KEEP_SECONDS`), any other forgotten. Never raises."""
+        for run_id, (flow_run, token, since) in list(self._open.items()):
+            try:
+                with without_client_retries():  # the API away: the next round asks again
+                    current = await client.read_flow_run(run_id)
+            except ObjectNotFound:
+                del self._open[run_id]
+                continue
+            except Exception as exc:
+                if not is_transient(exc):  # else the API is still away: next round
+                    del self._open[run_id]
+                    log.warning("Could not read back flow run %s, claimed without an answer: %s", run_id, exc)
+                continue
+            if _is_ours(current.state, token):
+                with anyio.CancelScope(shield=True):  # a stop now must not leave it half handed back
+                    await hand_back(client, flow_run, runner, "its claim was granted after it had no answer")
+                del self._open[run_id]
+            elif current.state is None or current.state.type != StateType.SCHEDULED:
+                del self._open[run_id]  # another runner's, or settled: a late proposal of ours is refused from there
+            elif time.monotonic() - since > UNANSWERED_KEEP_SECONDS:
+                del self._open[run_id]
+                log.warning("Claim of flow run %s never answered in %.0f s and the run is still Scheduled: no longer watched",
+                            run_id, UNANSWERED_KEEP_SECONDS)
+
+    async def settle_last(self, client, runner: str) -> None:
+        """At a stop: `settle` once more, shielded, for at most `CLAIM_SECONDS` (a claim granted
+        even later leaves its run Pending under a runner gone: the campaign's to hand back)."""
+        if self._open:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLAIM_SECONDS):
+                await self.settle(client, runner)
 
 
 async def _propose(client, flow_run: FlowRun, message: str) -> bool | None:

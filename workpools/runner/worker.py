@@ -46,7 +46,7 @@ from flows.runtime.liveness import RUNNER_HEARTBEAT_SECONDS, RUNNER_POLL_SECONDS
 from flows.runtime.memory import rss_mb
 from flows.runtime.outages import handle_api_outages
 from workpools.runner.cancels import PatientCancellingObserver
-from workpools.runner.claims import claim, hand_back
+from workpools.runner.claims import UnansweredClaims, claim, hand_back
 from workpools.runner.engine import ClaimedRuns, execute, load_flow, new_engine
 from workpools.runner.loop import RunLoop
 
@@ -101,8 +101,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self.max_memory_mb = max_memory_mb
         self._memory_full = False
         self._last_poll = float("-inf")
-        self._events_live = False
-        """Whether the Scheduled-run events stream is up (the safety poll slows down meanwhile)."""
+        self._events_live = False  # whether the Scheduled-run events stream is up (then the safety poll slows down)
         self._stopping = False
         """Set when the runner begins to stop: it claims nothing more and hands back what it wins."""
         self.log = logging.getLogger("evalq.runner")
@@ -112,9 +111,9 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         self._cancelled_before_start: set[UUID] = set()
         self._entrypoints: dict[UUID, str] = {}
         self._claimed = ClaimedRuns()
+        self._unanswered = UnansweredClaims()  # claims without an answer, read back each pick-up round
         self._wake: asyncio.Event | None = None
-        self._saturated = False
-        """The last pick-up left scheduled runs for want of a slot: a freed slot looks again."""
+        self._saturated = False  # the last pick-up left scheduled runs for want of a slot: a freed slot looks again
         self._last_busy = time.monotonic()
         self.completed = 0
 
@@ -145,6 +144,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
                         printer(f"Runner {self.name!r} started: pool {self._work_pool_name!r}, {self._limit or 'unlimited'} slots")
                 finally:
                     self._stopping = True
+                    await self._unanswered.settle_last(self.client, self.name)  # granted late: handed back
         finally:
             self._stopping = True
             self._runs.stop()
@@ -179,6 +179,8 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         elif not self._stopping:
             self._last_poll = time.monotonic()
             try:
+                if self._unanswered:
+                    await self._unanswered.settle(self.client, self.name)
                 scheduled = await self._scheduled_runs()
                 self._saturated = len(scheduled) >= SCHEDULED_PAGE  # more may wait beyond this page
                 for flow_run in scheduled:
@@ -287,7 +289,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
             self._cancelling_observer.add_in_flight_flow_run_id(flow_run.id)
         claimed = executing = False
         try:
-            claimed = await claim(self.client, flow_run, self.name)  # shielded: a stop lands just after it
+            claimed = await claim(self.client, flow_run, self.name, self._unanswered)  # shielded: a stop lands just after it
             await anyio.lowlevel.checkpoint()
             if claimed and self._stopping:  # granted after the stop began
                 with anyio.CancelScope(shield=True):
