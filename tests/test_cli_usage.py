@@ -23,7 +23,7 @@ def test_a_usage_error_is_one_line_naming_the_command_and_the_option(args, names
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(names), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {names}"), result.stderr
     assert lines[0].endswith("--help)")
 
 

@@ -1,4 +1,4 @@
-"""Usage errors as one line: `evalq campaign run: Invalid value for '--max-in-flight': ...` (exit 2).
+"""Usage errors as one line: `error: evalq campaign run: Invalid value for '--max-in-flight': ...` (exit 2).
 
 Click (through typer) prints a usage error as the command's usage, a hint and a boxed message;
 evalq's own checks of bad input print one line naming the file or field and the problem. The
@@ -21,10 +21,10 @@ UsageError = next(base for base in typer.BadParameter.__mro__ if base.__name__ =
 
 
 def one_line(error) -> str:
-    """`<command path>: <problem> (see --help)`."""
+    """`error: <command path>: <problem> (see <command path> --help)`, as evalq's own input errors."""
     where = error.ctx.command_path if error.ctx is not None else "evalq"
     problem = " ".join(error.format_message().split())
-    return f"{where}: {problem} (see {where} --help)"
+    return f"error: {where}: {problem} (see {where} --help)"
 
 
 @contextlib.contextmanager
