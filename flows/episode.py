@@ -1,7 +1,7 @@
 """The `evaluate-episode` flow: one flow run per (team, task, instance).
 
 1. skip if the metrics file exists     2. load the simulator (`prepare`, state Loading)
-3. lease a slot on a compatible server (state WaitingForServer while none is free)
+3. lease a slot on a compatible server (state WaitingForServer)
 4. play the episode, lease renewed (state Running)   5. write metrics atomically
 6. release the slot, on every way out
 
@@ -232,14 +232,13 @@ class EpisodeRun:
                     return Failed(name=NOT_RETRYABLE_STATE, message=str(exc))
 
     async def lease_and_run(self):
-        """Wait for a slot (shown as WaitingForServer, unless one is free at the first look: one
-        state change less), play on it, give it back at once, then write the metrics."""
+        """Wait for a slot, play on it, give it back at once, then write the metrics."""
+        await set_phase(self.client, self.run_id, WAITING_STATE)
         leaser = SlotLeaser(self.client, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds,
                             give_up_seconds=self.server_wait_seconds)
         try:
             slot = await leaser.acquire(self.job, self.resources, holder_id=self.run_id, prefer=self.prefer,
-                                        excluded=self.excluded,
-                                        on_wait=lambda: set_phase(self.client, self.run_id, WAITING_STATE))
+                                        excluded=self.excluded)
         except PoolNotApplied as exc:  # a configuration error: no retry can help
             get_run_logger().error("Misconfigured: %s", exc)
             return Failed(name=MISCONFIGURED_STATE, message=str(exc))

@@ -80,6 +80,20 @@ def test_stopping_ends_the_process_and_starts_no_other(tmp_path):
     assert starts == [0, 1] and second.poll() is not None and keeper.failure is None
 
 
+def test_a_second_stop_signals_nothing(tmp_path):
+    """Once stopped, the process group id it knew may be someone else's: a later stop leaves it alone."""
+    keeper = Supervisor("sleeper", lambda n: subprocess.Popen(["sleep", "60"], start_new_session=True), tmp_path / "log").start()
+    keeper.stop(grace=2)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    keeper.process = stranger  # as if its group id had been given to a new process
+    try:
+        keeper.stop(grace=2)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 # -- the embedded stack of `evalq campaign run` -----------------------------------------------------
 
 SIM_OPTIONS = ["--evaluator-option", "load_seconds=0.2", "--evaluator-option", "steps=12", "--evaluator-option", "step_seconds=0.2"]

@@ -28,7 +28,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, replace
-from typing import AsyncContextManager, Awaitable, Callable
+from typing import AsyncContextManager
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
@@ -150,10 +150,8 @@ class SlotLeaser:
         holder_id: UUID | None = None,
         excluded: set[str] = frozenset(),
         prefer: list[str] = (),
-        on_wait: Callable[[], Awaitable[None]] | None = None,
     ) -> Slot:
-        """Wait until a compatible server has a free slot, and lease it; `on_wait` is awaited
-        once, before the first wait (not at all when a slot is free at the first look)."""
+        """Wait until a compatible server has a free slot, and lease it."""
         options = [c for c in candidates(job, resources) if c.server.address not in excluded]
         if not options:
             raise PoolNotApplied(f"{job.id}: no compatible server left in pools {job.resource_types}")
@@ -173,9 +171,6 @@ class SlotLeaser:
                 next_look, all_sick_since = await self._tend_quarantine(occupancy, all_sick_since)
                 if next_look is None:
                     continue  # a quarantined server answered its probe: look again at once
-                if on_wait is not None:
-                    await on_wait()
-                    on_wait = None
                 patience = [wait for _, wait in waits if wait > 0]
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wakeup.event.wait(),
