@@ -31,3 +31,14 @@ def test_no_arguments_still_show_the_help():
     result = evalq("campaign")
     assert result.returncode == 2
     assert "Commands" in result.stdout + result.stderr and "report" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--refresh", "0"], "argument --refresh: must be a number of seconds above 0, not '0'"),
+    (["--refresh", "soon"], "argument --refresh: must be a number of seconds above 0, not 'soon'"),
+])
+def test_evaltui_says_bad_arguments_in_one_line_too(args, problem):
+    result = subprocess.run([sys.executable, "-m", "tui.app", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: evaltui: {problem} (see evaltui --help)"], result.stderr

@@ -9,7 +9,6 @@ next tick simply tries again.
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
@@ -28,6 +27,7 @@ from tui import messages as msg
 from tui.actions import ActionRefused
 from tui.aggregate import History, Throughput
 from tui.app_actions import EpisodeActions
+from tui.arguments import OneLineErrors, seconds_above_zero
 from tui.commands import EvalCommands
 from tui.gateway import api_url
 from tui.loop import BackgroundLoop, LoopStopped
@@ -365,14 +365,14 @@ class EvalTui(EpisodeActions, App):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="evaltui",
         description="Live dashboard of an evalq campaign on the Prefect server evalq's rule finds.",
     )
     parser.add_argument("--campaign", help="campaign to watch (default: the most recent one)")
     parser.add_argument("--api", help="Prefect API URL (default: PREFECT_API_URL, else your `evalq server`, else this folder's embedded database)")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="the folder whose embedded database to watch when no other server is found (default .evalq)")
-    parser.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    parser.add_argument("--refresh", type=seconds_above_zero, default=2.0, help="seconds between refreshes (default 2)")
     args = parser.parse_args(argv)
     if args.api:
         os.environ["PREFECT_API_URL"] = args.api
