@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 
 class InputError(Exception):
@@ -17,20 +18,31 @@ class InputError(Exception):
         return self.problem if self.path is None else f"{self.path}: {self.problem}"
 
 
-def exit_on_input_error(func):
-    """Decorate a CLI command: `InputError` becomes one line on stderr and exit code 2."""
-    import functools
+def usage_error(command: str, problem: str) -> InputError:
+    """A command's bad arguments: `<command>: <problem> (see <command> --help)`."""
+    return InputError(None, f"{command}: {problem} (see {command} --help)")
+
+
+def exit_with(exc: InputError) -> NoReturn:
+    """`error: <exc>` on stderr, then exit code 2 (through typer, so a command's cleanup runs)."""
     import sys
 
     import typer
+
+    print(f"error: {exc}", file=sys.stderr)
+    raise typer.Exit(2) from None
+
+
+def exit_on_input_error(func):
+    """Decorate a CLI command: `InputError` becomes one line on stderr and exit code 2."""
+    import functools
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            exit_with(exc)
 
     return wrapper
 

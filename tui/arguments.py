@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from generate.errors import usage_error
+
 
 class OneLineErrors(argparse.ArgumentParser):
     """Bad arguments in one line, as evalq's: `error: evaltui: <problem> (see evaltui --help)`, exit 2."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {usage_error(self.prog, message)}\n")
 
 
 def seconds_above_zero(text: str) -> float:

@@ -10,32 +10,28 @@ arguments still prints the help (`no_args_is_help`).
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Iterator
 
 import typer
 from typer.core import TyperGroup
 
+from generate.errors import exit_with, usage_error
+
 UsageError = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "UsageError")
 """Click's usage error, as the installed typer has it (typer 0.29 carries its own copy of click)."""
 
 
-def one_line(error) -> str:
-    """`error: <command path>: <problem> (see <command path> --help)`, as evalq's own input errors."""
-    where = error.ctx.command_path if error.ctx is not None else "evalq"
-    problem = " ".join(error.format_message().split())
-    return f"error: {where}: {problem} (see {where} --help)"
-
-
 @contextlib.contextmanager
 def usage_errors_in_one_line() -> Iterator[None]:
+    """Click's usage error as evalq's own input errors: `error: <command path>: <problem> (see
+    <command path> --help)`, exit 2 (`generate/errors.py`)."""
     try:
         yield
     except UsageError as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # the help, printed already
             raise
-        print(one_line(error), file=sys.stderr)
-        raise typer.Exit(error.exit_code) from None
+        where = error.ctx.command_path if error.ctx is not None else "evalq"
+        exit_with(usage_error(where, " ".join(error.format_message().split())))
 
 
 class OneLineUsageErrors(TyperGroup):

@@ -113,9 +113,8 @@ class UnansweredClaims:
     async def settle_last(self, client, runner: str) -> None:
         """At a stop: `settle` once more, shielded, for at most `CLAIM_SECONDS` (a claim granted
         even later leaves its run Pending under a runner gone: the campaign's to hand back)."""
-        if self._open:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(CLAIM_SECONDS):
-                await self.settle(client, runner)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLAIM_SECONDS):
+            await self.settle(client, runner)
 
 
 async def _propose(client, flow_run: FlowRun, message: str) -> bool | None:

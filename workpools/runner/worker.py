@@ -179,8 +179,7 @@ class RunnerWorker(BaseWorker[RunnerJobConfiguration, RunnerVariables, RunnerRes
         elif not self._stopping:
             self._last_poll = time.monotonic()
             try:
-                if self._unanswered:
-                    await self._unanswered.settle(self.client, self.name)
+                await self._unanswered.settle(self.client, self.name)  # no claim without an answer: no call
                 scheduled = await self._scheduled_runs()
                 self._saturated = len(scheduled) >= SCHEDULED_PAGE  # more may wait beyond this page
                 for flow_run in scheduled:
